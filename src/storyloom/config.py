@@ -1,0 +1,139 @@
+"""Settings, read from `STORYLOOM_*` environment variables and a `.env` file, only at the edge.
+
+Library code receives the typed objects below; it never reads the environment itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from storyloom.errors import ConfigError
+
+__all__ = ["PROFILES", "ProfileName", "ProviderConfig", "Settings"]
+
+ProfileName = Literal["sim", "deepseek", "openai", "ark", "vllm", "ollama", "generic"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Profile:
+    base_url: str | None
+    model: str
+    key_env: str | None  # a provider's conventional key variable, used when STORYLOOM_API_KEY is unset
+    needs_key: bool
+
+
+PROFILES: dict[str, _Profile] = {
+    # base_url None: the built-in simulator, started in-process on a loopback port.
+    "sim": _Profile(None, "sim-writer", None, False),
+    "deepseek": _Profile("https://api.deepseek.com/v1", "deepseek-chat", "DEEPSEEK_API_KEY", True),
+    "openai": _Profile("https://api.openai.com/v1", "gpt-4o-mini", "OPENAI_API_KEY", True),
+    # Volcengine Ark: the model is the endpoint id (ep-...) of your deployment.
+    "ark": _Profile("https://ark.cn-beijing.volces.com/api/v3", "", "ARK_API_KEY", True),
+    "vllm": _Profile("http://127.0.0.1:8000/v1", "", None, False),
+    "ollama": _Profile("http://127.0.0.1:11434/v1", "qwen2.5:7b", None, False),
+    "generic": _Profile(None, "", None, False),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderConfig:
+    """One resolved provider: where to send calls, with what key and limits. base_url None = simulator."""
+
+    profile: str
+    base_url: str | None
+    api_key: str | None
+    model: str
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrency: int | None = None
+    connect_timeout_s: float = 10.0
+    ttft_timeout_s: float = 60.0
+    total_timeout_s: float = 600.0
+
+    @property
+    def is_simulated(self) -> bool:
+        return self.base_url is None
+
+
+class Settings(BaseSettings):
+    """Every knob, with the environment variable `STORYLOOM_<NAME>` for each field."""
+
+    model_config = SettingsConfigDict(env_prefix="STORYLOOM_", env_file=".env", extra="ignore")
+
+    profile: ProfileName | None = None
+    base_url: str | None = None
+    api_key: str | None = None
+    model: str | None = None
+    # Per-agent model override, e.g. STORYLOOM_AGENT_MODELS='{"quality": "deepseek-chat"}'.
+    agent_models: dict[str, str] = Field(default_factory=dict)
+
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    max_concurrency: int | None = Field(default=None, ge=1)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    ttft_timeout_s: float = Field(default=60.0, gt=0)
+    total_timeout_s: float = Field(default=600.0, gt=0)
+
+    # Seed 002's names: candidate versions per chapter and the cap on parallel version requests.
+    writer_chapter_version_count: int = Field(default=2, ge=1, le=10)
+    writer_max_parallel_requests: int = Field(default=3, ge=1, le=10)
+
+    data_dir: Path = Path("./storyloom-data")
+    database_url: str | None = None
+    redis_url: str | None = None
+
+    sim_seed: int = 42
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    def resolved_profile(self) -> str:
+        if self.profile is not None:
+            return self.profile
+        return "generic" if self.base_url else "sim"
+
+    def provider(self) -> ProviderConfig:
+        """Resolve the profile; STORYLOOM_BASE_URL alone is enough for any OpenAI-compatible server."""
+        name = self.resolved_profile()
+        prof = PROFILES[name]
+        base_url = self.base_url or prof.base_url
+        if name == "generic" and not base_url:
+            raise ConfigError("the generic provider needs STORYLOOM_BASE_URL (e.g. http://127.0.0.1:8000/v1).")
+        api_key = self.api_key
+        if api_key is None and prof.key_env:
+            import os  # read only here, at the edge, for the provider's conventional variable
+
+            api_key = os.environ.get(prof.key_env)
+        if prof.needs_key and not api_key:
+            raise ConfigError(
+                f"the {name} provider needs an API key: set STORYLOOM_API_KEY"
+                + (f" or {prof.key_env}." if prof.key_env else ".")
+            )
+        model = self.model or prof.model
+        if not model:
+            raise ConfigError(f"the {name} provider needs a model name: set STORYLOOM_MODEL.")
+        return ProviderConfig(
+            profile=name,
+            base_url=base_url.rstrip("/") if base_url else None,
+            api_key=api_key,
+            model=model,
+            rpm=self.rpm,
+            tpm=self.tpm,
+            max_concurrency=self.max_concurrency,
+            connect_timeout_s=self.connect_timeout_s,
+            ttft_timeout_s=self.ttft_timeout_s,
+            total_timeout_s=self.total_timeout_s,
+        )
+
+    def model_for(self, agent: str) -> str:
+        """The model an agent uses: its override, else the provider's model."""
+        return self.agent_models.get(agent) or self.provider().model
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'storyloom.db').resolve()}"

@@ -1,0 +1,172 @@
+"""Every error storyloom raises on purpose, in one small hierarchy.
+
+Three families are kept apart so callers can react correctly:
+
+    StoryloomError
+    ├── UserError                  the caller's input or configuration is wrong: CLI exit 2, HTTP 4xx
+    │   ├── ConfigError
+    │   └── InputError
+    ├── ProviderError              a model call failed; carries status and Retry-After
+    │   ├── RateLimitError         429 (provider or our own gateway quota)
+    │   ├── ProviderUnavailable    5xx
+    │   ├── ProviderTimeout        connect / time-to-first-token / total deadline
+    │   ├── ProviderConnectionError
+    │   ├── StreamCutError         the stream ended before its finish_reason
+    │   ├── BadResponseError       the provider answered something that is not the protocol
+    │   ├── BadRequestError        400/401/403/404/422: retrying cannot help
+    │   ├── CircuitOpenError       every deployment of the model is open
+    │   └── BudgetExceededError    the tenant's budget would be overshot
+    ├── OutputParseError           a model answered, but not in the shape the agent needs
+    ├── FlowError
+    │   └── StepFailedError        a step failed and its policy is to fail the run
+    ├── StoreError
+    │   └── JobNotFoundError
+    └── QueueFullError             admission refused; retry after `retry_after_s`
+
+Control-flow signals (cancellation) use asyncio.CancelledError and are never wrapped.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadRequestError",
+    "BadResponseError",
+    "BudgetExceededError",
+    "CircuitOpenError",
+    "ConfigError",
+    "FlowError",
+    "InputError",
+    "JobNotFoundError",
+    "OutputParseError",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderTimeout",
+    "ProviderUnavailable",
+    "QueueFullError",
+    "RateLimitError",
+    "StepFailedError",
+    "StoreError",
+    "StoryloomError",
+    "StreamCutError",
+    "UserError",
+]
+
+
+class StoryloomError(Exception):
+    """Base of every error raised on purpose by storyloom."""
+
+
+class UserError(StoryloomError):
+    """The input or configuration is wrong; the message is one sentence a person can act on."""
+
+
+class ConfigError(UserError):
+    """Settings are missing or contradictory."""
+
+
+class InputError(UserError):
+    """A request, file or argument is invalid."""
+
+
+class ProviderError(StoryloomError):
+    """A model call failed. `retryable` tells the gateway's single retry loop what to do."""
+
+    retryable: bool = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+        deployment: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after_s = retry_after_s
+        self.deployment = deployment
+
+
+class RateLimitError(ProviderError):
+    """429: over the provider's (or our gateway's) quota."""
+
+
+class ProviderUnavailable(ProviderError):
+    """5xx from the provider."""
+
+
+class ProviderTimeout(ProviderError):
+    """A deadline passed. `phase` is 'connect', 'ttft' (time to first token) or 'total'."""
+
+    def __init__(self, message: str, *, phase: str, deployment: str | None = None) -> None:
+        super().__init__(message, status=None, deployment=deployment)
+        self.phase = phase
+
+
+class ProviderConnectionError(ProviderError):
+    """The provider could not be reached or dropped the connection."""
+
+
+class StreamCutError(ProviderError):
+    """The stream ended without a finish_reason; the partial text is kept on the error."""
+
+    def __init__(self, message: str, *, partial_text: str = "", deployment: str | None = None) -> None:
+        super().__init__(message, deployment=deployment)
+        self.partial_text = partial_text
+
+
+class BadResponseError(ProviderError):
+    """The provider's answer broke the wire protocol (not JSON, missing fields)."""
+
+
+class BadRequestError(ProviderError):
+    """400/401/403/404/422: the request itself is wrong; retrying cannot help."""
+
+    retryable = False
+
+
+class CircuitOpenError(ProviderError):
+    """Every deployment able to serve the model is open (failing); try after `retry_after_s`."""
+
+
+class BudgetExceededError(ProviderError):
+    """The tenant's budget would be overshot by this call."""
+
+    retryable = False
+
+
+class OutputParseError(StoryloomError):
+    """The model answered, but the answer could not be turned into the structure asked for."""
+
+    def __init__(self, message: str, *, raw: str = "") -> None:
+        super().__init__(message)
+        self.raw = raw
+
+
+class FlowError(StoryloomError):
+    """A flow is malformed or a run failed."""
+
+
+class StepFailedError(FlowError):
+    """A step failed and its policy says the run fails with it."""
+
+    def __init__(self, step: str, cause: BaseException) -> None:
+        super().__init__(f"step {step!r} failed: {type(cause).__name__}: {cause}")
+        self.step = step
+        self.cause = cause
+
+
+class StoreError(StoryloomError):
+    """The database failed or refused an operation."""
+
+
+class JobNotFoundError(StoreError):
+    """No job with that id."""
+
+
+class QueueFullError(StoryloomError):
+    """Admission refused because the queue is full; nothing was accepted."""
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -1,0 +1,30 @@
+"""A cheap token estimate, shared by the gateway (TPM reservation) and the simulator (usage counts).
+
+Real tokenizers differ per model and would cost milliseconds per prompt; the gateway only needs an
+estimate that it settles against the provider's real `usage` afterwards, so a character-class
+heuristic is enough: CJK characters ~1 token each, other text ~4 characters a token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = ["estimate_message_tokens", "estimate_tokens"]
+
+
+def _is_cjk(ch: str) -> bool:
+    o = ord(ch)
+    return 0x3000 <= o <= 0x9FFF or 0xAC00 <= o <= 0xD7AF or 0xF900 <= o <= 0xFAFF or 0xFF00 <= o <= 0xFFEF
+
+
+def estimate_tokens(text: str) -> int:
+    if not text:
+        return 0
+    cjk = sum(1 for ch in text if _is_cjk(ch))
+    other = len(text) - cjk
+    return cjk + (other + 3) // 4
+
+
+def estimate_message_tokens(messages: Iterable[dict[str, str]]) -> int:
+    """Prompt tokens for a chat request, with the small per-message overhead providers add."""
+    return sum(4 + estimate_tokens(m.get("content", "")) for m in messages) + 2

@@ -1,0 +1,1 @@
+"""storyloom.store"""
