@@ -1,0 +1,388 @@
+"""The plain HTTP model client: one OpenAI-compatible chat call, streamed, with typed errors.
+
+httpx directly rather than the `openai` SDK, because the gateway needs what the SDK hides or costs:
+the raw response headers (`retry-after`, `retry-after-ms`, `x-ratelimit-*`), a time-to-first-token
+deadline separate from the total one (DeepSeek signals overload by stalling, not by 429), no hidden
+retries (the gateway owns the single retry loop), and less work per call (no pydantic model per
+chunk). Every instance in a process talking to the same base URL shares one pooled
+`httpx.AsyncClient` (per event loop, since an httpx pool is bound to the loop that opened it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from storyloom.errors import (
+    BadRequestError,
+    BadResponseError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimitError,
+    StreamCutError,
+)
+from storyloom.llm.tokens import estimate_message_tokens, estimate_tokens
+from storyloom.llm.types import ChatRequest, ChatResult, DeltaCallback, Usage
+
+__all__ = ["HttpModelClient", "build_payload", "parse_retry_after"]
+
+# Hundreds of concurrent streams per base URL must not queue inside httpx's own pool.
+_POOL_LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=256, keepalive_expiry=30.0)
+_ERROR_BODY_LIMIT = 2000
+_BAD_REQUEST_STATUSES = frozenset({400, 401, 403, 404, 422})
+
+
+@dataclass(slots=True)
+class _Pool:
+    client: httpx.AsyncClient
+    users: int = 0
+
+
+@dataclass(slots=True)
+class _LoopPools:
+    by_url: dict[str, _Pool] = field(default_factory=dict)
+
+
+# Keyed weakly by event loop: a pool dies with its loop and is never used from another loop.
+_POOLS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPools] = weakref.WeakKeyDictionary()
+
+
+def _acquire_pool(base_url: str, connect_timeout_s: float) -> httpx.AsyncClient:
+    loop = asyncio.get_running_loop()
+    pools = _POOLS.setdefault(loop, _LoopPools())
+    pool = pools.by_url.get(base_url)
+    if pool is None:
+        # read=None: stalls are caught by our own ttft/total deadlines, which know the phase.
+        timeout = httpx.Timeout(connect=connect_timeout_s, read=None, write=30.0, pool=None)
+        pool = _Pool(httpx.AsyncClient(limits=_POOL_LIMITS, timeout=timeout, http2=False))
+        pools.by_url[base_url] = pool
+    pool.users += 1
+    return pool.client
+
+
+async def _release_pool(base_url: str, loop: asyncio.AbstractEventLoop) -> None:
+    pools = _POOLS.get(loop)
+    pool = pools.by_url.get(base_url) if pools else None
+    if pools is None or pool is None:
+        return
+    pool.users -= 1
+    if pool.users <= 0:
+        del pools.by_url[base_url]
+        await pool.client.aclose()
+
+
+def parse_retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait from `retry-after-ms` (OpenAI, Azure) or `retry-after` (seconds or HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def build_payload(request: ChatRequest, model: str | None = None) -> dict[str, Any]:
+    """The wire body of a chat request; `model` overrides the logical name with the provider's."""
+    payload: dict[str, Any] = {
+        "model": model or request.model,
+        "messages": request.messages,
+        "temperature": request.temperature,
+        "stream": request.stream,
+    }
+    if request.stream:
+        payload["stream_options"] = {"include_usage": True}
+    if request.max_tokens is not None:
+        payload["max_tokens"] = request.max_tokens
+    if request.seed is not None:
+        payload["seed"] = request.seed
+    if request.json_schema is not None:
+        payload["response_format"] = {"type": "json_object"}
+    return payload
+
+
+class _Deadlines:
+    """Absolute monotonic deadlines of one call; `phase()` names the one that fired."""
+
+    __slots__ = ("first_token_seen", "total_at", "ttft_at")
+
+    def __init__(self, start: float, ttft_s: float, total_s: float) -> None:
+        self.total_at = start + total_s
+        self.ttft_at = min(start + ttft_s, self.total_at)
+        self.first_token_seen = False
+
+    def phase(self) -> str:
+        return "total" if self.first_token_seen or self.ttft_at >= self.total_at else "ttft"
+
+
+class HttpModelClient:
+    """One OpenAI-compatible endpoint. No retries: every failure is raised as a typed ProviderError."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        *,
+        connect_timeout_s: float = 10.0,
+        ttft_timeout_s: float = 60.0,
+        total_timeout_s: float = 600.0,
+        name: str | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.name = name or self.base_url
+        self._url = f"{self.base_url}/chat/completions"
+        self._headers = {"content-type": "application/json", "accept": "text/event-stream, application/json"}
+        if api_key:
+            self._headers["authorization"] = f"Bearer {api_key}"
+        self.connect_timeout_s = connect_timeout_s
+        self.ttft_timeout_s = ttft_timeout_s
+        self.total_timeout_s = total_timeout_s
+        self._loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+        self._closed = False
+
+    def _http(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        pools = _POOLS.get(loop)
+        pool = pools.by_url.get(self.base_url) if pools else None
+        if pool is not None and loop in self._loops:
+            return pool.client
+        self._loops.add(loop)
+        return _acquire_pool(self.base_url, self.connect_timeout_s)
+
+    async def aclose(self) -> None:
+        """Release this instance's share of the pool; the last user of a base URL closes it."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if loop in self._loops:
+            self._loops.discard(loop)
+            await _release_pool(self.base_url, loop)
+
+    async def chat(
+        self,
+        request: ChatRequest,
+        on_delta: DeltaCallback | None = None,
+        *,
+        provider_model: str | None = None,
+        ttft_timeout_s: float | None = None,
+        total_timeout_s: float | None = None,
+    ) -> ChatResult:
+        """One call. `provider_model` and the timeout overrides are for the gateway's deployments."""
+        if self._closed:
+            raise ProviderConnectionError("the model client is closed", deployment=self.name)
+        payload = build_payload(request, provider_model)
+        start = time.monotonic()
+        deadlines = _Deadlines(
+            start,
+            ttft_timeout_s if ttft_timeout_s is not None else self.ttft_timeout_s,
+            total_timeout_s if total_timeout_s is not None else self.total_timeout_s,
+        )
+        if request.meta.deadline_s is not None:
+            deadlines.total_at = min(deadlines.total_at, request.meta.deadline_s)
+            deadlines.ttft_at = min(deadlines.ttft_at, deadlines.total_at)
+        http = self._http()
+        try:
+            async with asyncio.timeout_at(_loop_time(deadlines.ttft_at)) as scope:
+                return await self._send(http, request, payload, on_delta, start, deadlines, scope)
+        except TimeoutError as exc:
+            phase = deadlines.phase()
+            raise ProviderTimeout(
+                f"{self.name}: no {'first token' if phase == 'ttft' else 'answer'} in time ({phase})",
+                phase=phase,
+                deployment=self.name,
+            ) from exc
+        except httpx.ConnectTimeout as exc:
+            raise ProviderTimeout(
+                f"{self.name}: connect timed out", phase="connect", deployment=self.name
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise ProviderTimeout(
+                f"{self.name}: {type(exc).__name__}", phase="total", deployment=self.name
+            ) from exc
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            raise ProviderConnectionError(
+                f"{self.name}: connection failed: {type(exc).__name__}: {exc}", deployment=self.name
+            ) from exc
+
+    async def _send(
+        self,
+        http: httpx.AsyncClient,
+        request: ChatRequest,
+        payload: dict[str, Any],
+        on_delta: DeltaCallback | None,
+        start: float,
+        deadlines: _Deadlines,
+        scope: asyncio.Timeout,
+    ) -> ChatResult:
+        async with http.stream("POST", self._url, json=payload, headers=self._headers) as response:
+            if response.status_code >= 400:
+                body = await response.aread()
+                raise self._status_error(response, body)
+            ctype = response.headers.get("content-type", "")
+            if request.stream and ctype.startswith("text/event-stream"):
+                return await self._read_stream(response, request, on_delta, start, deadlines, scope)
+            # A non-streaming answer (asked for, or the server ignored stream=true): ttft is moot.
+            deadlines.first_token_seen = True
+            scope.reschedule(_loop_time(deadlines.total_at))
+            body = await response.aread()
+            result = self._parse_json_body(body, request, start)
+            if on_delta is not None and result.text:
+                on_delta(result.text)
+            return result
+
+    async def _read_stream(
+        self,
+        response: httpx.Response,
+        request: ChatRequest,
+        on_delta: DeltaCallback | None,
+        start: float,
+        deadlines: _Deadlines,
+        scope: asyncio.Timeout,
+    ) -> ChatResult:
+        parts: list[str] = []
+        usage: Usage | None = None
+        finish_reason: str | None = None
+        model = request.model
+        ttft_s: float | None = None
+        done = False
+        async for line in response.aiter_lines():
+            # SSE: only `data:` lines matter here; comments (": keep-alive"), ids and blanks are skipped.
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                done = True
+                break
+            try:
+                chunk = json.loads(data)
+            except json.JSONDecodeError as exc:
+                raise BadResponseError(
+                    f"{self.name}: stream chunk is not JSON: {data[:200]!r}", deployment=self.name
+                ) from exc
+            if not isinstance(chunk, dict):
+                raise BadResponseError(f"{self.name}: stream chunk is not an object", deployment=self.name)
+            if "error" in chunk:
+                raise self._stream_error(chunk["error"])
+            model = chunk.get("model") or model
+            if chunk.get("usage"):
+                usage = _parse_usage(chunk["usage"], self.name)
+            for choice in chunk.get("choices") or ():
+                delta = choice.get("delta") or {}
+                text = delta.get("content")
+                if text:
+                    if not deadlines.first_token_seen:
+                        deadlines.first_token_seen = True
+                        ttft_s = time.monotonic() - start
+                        scope.reschedule(_loop_time(deadlines.total_at))
+                    parts.append(text)
+                    if on_delta is not None:
+                        on_delta(text)
+                if choice.get("finish_reason"):
+                    finish_reason = choice["finish_reason"]
+                    if not deadlines.first_token_seen:  # an empty answer: still a complete one
+                        deadlines.first_token_seen = True
+                        scope.reschedule(_loop_time(deadlines.total_at))
+        text = "".join(parts)
+        if finish_reason is None:
+            raise StreamCutError(
+                f"{self.name}: stream cut before finish_reason ({'after' if done else 'without'} [DONE])",
+                partial_text=text,
+                deployment=self.name,
+            )
+        if usage is None:
+            usage = Usage(estimate_message_tokens(request.messages), estimate_tokens(text))
+        return ChatResult(
+            text=text,
+            usage=usage,
+            model=model,
+            finish_reason=finish_reason,
+            deployment=self.name,
+            ttft_s=ttft_s,
+            latency_s=time.monotonic() - start,
+        )
+
+    def _parse_json_body(self, body: bytes, request: ChatRequest, start: float) -> ChatResult:
+        try:
+            doc = json.loads(body)
+            choice = doc["choices"][0]
+            text = choice["message"].get("content") or ""
+            finish_reason = choice.get("finish_reason")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise BadResponseError(
+                f"{self.name}: answer is not a chat completion: {body[:200]!r}", deployment=self.name
+            ) from exc
+        if not isinstance(text, str):
+            raise BadResponseError(f"{self.name}: message content is not text", deployment=self.name)
+        raw_usage = doc.get("usage")
+        usage = (
+            _parse_usage(raw_usage, self.name)
+            if raw_usage
+            else Usage(estimate_message_tokens(request.messages), estimate_tokens(text))
+        )
+        latency = time.monotonic() - start
+        return ChatResult(
+            text=text,
+            usage=usage,
+            model=doc.get("model") or request.model,
+            finish_reason=finish_reason or "stop",
+            deployment=self.name,
+            ttft_s=latency,
+            latency_s=latency,
+        )
+
+    def _status_error(self, response: httpx.Response, body: bytes) -> ProviderError:
+        status = response.status_code
+        detail = body[:_ERROR_BODY_LIMIT].decode("utf-8", "replace").strip()
+        message = f"{self.name}: HTTP {status}: {detail[:300]}"
+        retry_after = parse_retry_after(response.headers)
+        if status == 429:
+            return RateLimitError(message, status=status, retry_after_s=retry_after, deployment=self.name)
+        if status >= 500:
+            return ProviderUnavailable(
+                message, status=status, retry_after_s=retry_after, deployment=self.name
+            )
+        if status in _BAD_REQUEST_STATUSES:
+            return BadRequestError(message, status=status, deployment=self.name)
+        # 408, 409 and other 4xx: transient by convention; the gateway's loop decides.
+        return ProviderError(message, status=status, retry_after_s=retry_after, deployment=self.name)
+
+    def _stream_error(self, error: Any) -> ProviderError:
+        message = f"{self.name}: error inside the stream: {str(error)[:300]}"
+        return ProviderUnavailable(message, deployment=self.name)
+
+
+def _parse_usage(raw: Any, name: str) -> Usage:
+    try:
+        return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0))
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise BadResponseError(f"{name}: usage is malformed: {raw!r}", deployment=name) from exc
+
+
+def _loop_time(monotonic_at: float) -> float:
+    """asyncio deadlines use loop.time(); convert from time.monotonic() (same clock on CPython)."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (monotonic_at - time.monotonic())
