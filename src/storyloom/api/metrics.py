@@ -1,0 +1,122 @@
+"""Prometheus metrics of the service, including the seed's names.
+
+Two kinds, because the API must stay stateless:
+- figures that live in the database (queue size, live workers, jobs per status and their durations)
+  are read at scrape time and exposed by `ServiceCollector`, so any number of API processes agree;
+- figures only the API sees (event lag to clients, submissions, SSE connections) are ordinary
+  prometheus-client metrics; with PROMETHEUS_MULTIPROC_DIR set (the `serve` command sets it),
+  worker processes' metrics (e.g. the gateway's `storyloom_llm_*`) are merged in as well.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "DURATION_BUCKETS_S",
+    "EVENT_LAG",
+    "SSE_OPEN",
+    "STEP_DURATION",
+    "SUBMISSIONS",
+    "ServiceCollector",
+    "ServiceSnapshot",
+    "render_metrics",
+]
+
+# The seed's buckets for novel_generation_duration_seconds.
+DURATION_BUCKETS_S: tuple[float, ...] = (1, 5, 10, 20, 30, 60, 120)
+
+EVENT_LAG = Histogram(
+    "storyloom_event_lag_seconds",
+    "Delay from an event's creation to its write to an SSE client; replay=true for events older than the "
+    "connection.",
+    ["replay"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 600),
+)
+STEP_DURATION = Histogram(
+    "storyloom_step_duration_seconds",
+    "Duration of finished flow steps (by short step name), as seen in the event log streamed by the API.",
+    ["step"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+SUBMISSIONS = Counter(
+    "storyloom_api_submissions_total",
+    "Job submissions by outcome: accepted, duplicate (idempotency key), rejected (queue full).",
+    ["outcome"],
+)
+SSE_OPEN = Gauge(
+    "storyloom_sse_connections", "Open SSE streams in this API process.", multiprocess_mode="livesum"
+)
+
+
+@dataclass(slots=True)
+class ServiceSnapshot:
+    """Database-derived figures at one scrape. `duration_buckets` are cumulative counts per bucket."""
+
+    queue_size: int = 0
+    active_workers: int = 0
+    jobs_by_status: dict[str, int] = field(default_factory=dict)
+    duration_buckets: Sequence[int] = ()
+    duration_count: int = 0
+    duration_sum_s: float = 0.0
+
+
+class ServiceCollector(Collector):
+    """Exposes the latest `ServiceSnapshot` under the seed's metric names."""
+
+    def __init__(self) -> None:
+        self.snapshot = ServiceSnapshot()
+
+    def collect(self) -> Iterable[Metric]:
+        snap = self.snapshot
+        requests = CounterMetricFamily(
+            "novel_generation_requests",
+            "Novel generation jobs by final or current status (from the job table).",
+            labels=["status"],
+        )
+        for status, count in sorted(snap.jobs_by_status.items()):
+            requests.add_metric([status], count)
+        yield requests
+        buckets: list[tuple[str, float]] = [
+            (_le(bound), float(count))
+            for bound, count in zip(DURATION_BUCKETS_S, snap.duration_buckets, strict=False)
+        ]
+        buckets.append(("+Inf", float(snap.duration_count)))
+        yield HistogramMetricFamily(
+            "novel_generation_duration_seconds",
+            "Wall time from submission to completion of finished jobs.",
+            buckets=buckets,
+            sum_value=snap.duration_sum_s,
+        )
+        yield GaugeMetricFamily(
+            "novel_active_workers", "Worker processes with a live heartbeat.", value=snap.active_workers
+        )
+        yield GaugeMetricFamily(
+            "novel_queue_size", "Jobs waiting to run (pending or retrying).", value=snap.queue_size
+        )
+
+
+def _le(bound: float) -> str:
+    return str(float(bound))
+
+
+def render_metrics(service: CollectorRegistry) -> bytes:
+    """The exposition text: this process's (or all processes') metrics, then the service figures."""
+    mp_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if mp_dir and os.path.isdir(mp_dir):
+        from prometheus_client import multiprocess
+
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=mp_dir)  # type: ignore[no-untyped-call]
+        base = generate_latest(merged)
+    else:
+        base = generate_latest(REGISTRY)
+    return base + generate_latest(service)

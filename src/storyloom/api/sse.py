@@ -1,0 +1,102 @@
+"""Server-sent events: wire format, heartbeats, and the per-connection loop.
+
+One async generator per connection on Starlette's StreamingResponse: no thread, no buffer beyond
+the subscription's own, so hundreds of open streams cost little. Every event carries `id: <seq>`
+(the job's event offset), so a client resumes with `Last-Event-ID` exactly after what it saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["SSE_HEADERS", "SseEvent", "event_stream", "format_comment", "format_event", "parse_after"]
+
+SSE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
+    "Connection": "keep-alive",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SseEvent:
+    """One job event as sent to clients; `seq` is the job's event offset and the SSE id."""
+
+    seq: int
+    kind: str
+    step: str | None
+    ts: float
+    data: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "kind": self.kind, "step": self.step, "ts": self.ts, "data": self.data}
+
+
+def format_event(event: SseEvent) -> bytes:
+    # No `event:` field: the seed's clients read everything through EventSource.onmessage.
+    body = json.dumps(event.to_json(), ensure_ascii=False, separators=(",", ":"))
+    return f"id: {event.seq}\ndata: {body}\n\n".encode()
+
+
+def format_comment(text: str) -> bytes:
+    return f": {text}\n\n".encode()
+
+
+def parse_after(last_event_id: str | None, after: int | None) -> int:
+    """The offset to resume after: Last-Event-ID wins over ?after=; 0 means from the start."""
+    if last_event_id is not None and last_event_id.strip():
+        try:
+            value = int(last_event_id.strip())
+        except ValueError as exc:
+            raise ValueError("Last-Event-ID must be an event id (an integer) sent by this stream.") from exc
+        return max(value, 0)
+    return max(after or 0, 0)
+
+
+async def event_stream(
+    events: AsyncIterator[SseEvent],
+    *,
+    heartbeat_s: float,
+    is_terminal: Callable[[SseEvent], bool],
+    on_sent: Callable[[SseEvent], None] | None = None,
+    preamble: bytes = b"",
+) -> AsyncIterator[bytes]:
+    """Forward events as SSE with a heartbeat comment whenever `heartbeat_s` passes in silence.
+
+    The pending `anext` is kept across heartbeats instead of being cancelled by a timeout, because
+    cancelling it would tear down the subscription mid-read. The stream ends after a terminal event.
+    """
+    if preamble:
+        yield preamble
+    nxt: asyncio.Future[SseEvent] = asyncio.ensure_future(anext(events))
+    try:
+        while True:
+            done, _ = await asyncio.wait({nxt}, timeout=heartbeat_s)
+            if not done:
+                yield format_comment(f"ping {time.time():.3f}")
+                continue
+            try:
+                event = nxt.result()
+            except StopAsyncIteration:
+                return
+            yield format_event(event)
+            if on_sent is not None:
+                on_sent(event)
+            if is_terminal(event):
+                return
+            nxt = asyncio.ensure_future(anext(events))
+    finally:
+        if not nxt.done():
+            nxt.cancel()
+            try:
+                await nxt
+            except (asyncio.CancelledError, StopAsyncIteration):
+                pass
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
