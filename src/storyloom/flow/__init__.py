@@ -1,5 +1,23 @@
 """The DAG engine: steps that start when their own inputs are done, fan-out, bounded loops, events."""
 
+from storyloom.flow.engine import StepContext, run_flow
+from storyloom.flow.graph import Flow, OnError
+from storyloom.flow.memory import ListSink, MemoryCheckpoints, NullSink
+from storyloom.flow.results import Outcome, RunResult
 from storyloom.flow.types import CheckpointStore, Event, EventKind, EventSink
 
-__all__ = ["CheckpointStore", "Event", "EventKind", "EventSink"]
+__all__ = [
+    "CheckpointStore",
+    "Event",
+    "EventKind",
+    "EventSink",
+    "Flow",
+    "ListSink",
+    "MemoryCheckpoints",
+    "NullSink",
+    "OnError",
+    "Outcome",
+    "RunResult",
+    "StepContext",
+    "run_flow",
+]

@@ -1,0 +1,297 @@
+"""Running a flow: each step starts the moment its own dependencies are done.
+
+Why hand-written on asyncio rather than a graph library: the engine's cost per step is on the hot
+path of every chapter (thousands of concurrent runs per process), so it keeps to what the semantics
+need: one task per branch (a step whose finish makes exactly one successor ready runs it inline in
+the same task), index arithmetic instead of `asyncio.wait` over sets, one coalescing timer per run,
+no logging. Step results must be JSON-compatible (they are checkpointed); this is documented, not
+validated, to keep the hot path short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from storyloom.errors import FlowError, StepFailedError
+from storyloom.flow.coalesce import DeltaCoalescer
+from storyloom.flow.graph import Flow, OnError, Plan, StepSpec
+from storyloom.flow.memory import NullSink
+from storyloom.flow.results import Outcome, RunResult
+from storyloom.flow.types import CheckpointStore, Event, EventKind, EventSink
+
+__all__ = ["StepContext", "run_flow"]
+
+_now = time.time
+_clock = time.perf_counter
+
+
+class _Shared:
+    """What every (sub-)run of one root run shares: ids, services, sink, the loaded checkpoints."""
+
+    __slots__ = ("checkpoints", "coalescer", "deps", "loop", "run_id", "saved", "sink")
+
+    def __init__(
+        self,
+        run_id: str,
+        deps: Any,
+        sink: EventSink | None,
+        checkpoints: CheckpointStore | None,
+        coalescer: DeltaCoalescer | None,
+    ) -> None:
+        self.run_id = run_id
+        self.deps = deps
+        self.sink = sink
+        self.checkpoints = checkpoints
+        self.coalescer = coalescer
+        self.saved: dict[str, Any] = {}
+        self.loop = asyncio.get_running_loop()
+
+
+class StepContext:
+    """Everything a step may use: its inputs, the run's input and services, and ways to report."""
+
+    __slots__ = ("_run", "deps", "inputs", "name", "path", "run_id", "run_input")
+
+    def __init__(self, run: _Run, name: str, path: str, inputs: dict[str, Any]) -> None:
+        self._run = run
+        shared = run.shared
+        self.run_id: str = shared.run_id
+        self.deps: Any = shared.deps
+        self.run_input: Any = run.run_input
+        self.name = name
+        self.path = path
+        self.inputs = inputs
+
+    def __repr__(self) -> str:
+        return f"StepContext(run_id={self.run_id!r}, path={self.path!r})"
+
+    def delta(self, text: str) -> None:
+        """Report streamed text; it reaches the sink coalesced as `step.delta` events."""
+        coalescer = self._run.shared.coalescer
+        if coalescer is not None:
+            coalescer.add(self.path, text)
+
+    def emit(self, kind: str, **data: Any) -> None:
+        """Emit an application event for this step, after the step's pending delta text."""
+        shared = self._run.shared
+        if shared.sink is None:
+            return
+        if shared.coalescer is not None:
+            shared.coalescer.flush(self.path)
+        shared.sink.emit(Event(shared.run_id, kind, self.path, _now(), data))
+
+    async def subflow(self, flow: Flow, run_input: Any, prefix: str) -> RunResult:
+        """Run `flow` inside this step; its steps' paths are `<this path>/<prefix>/<step>`.
+
+        Raises StepFailedError when one of its FAIL steps fails; restores its finished steps from
+        the root run's checkpoints.
+        """
+        if not prefix or "/" in prefix:
+            raise FlowError(f"a sub-flow prefix must be non-empty and without '/': {prefix!r}")
+        return await _Run(flow.plan(), self._run.shared, run_input, f"{self.path}/{prefix}/").execute()
+
+    async def fan_out(
+        self, flow: Flow, run_inputs: Iterable[Any], *, max_parallel: int, prefix: str = "v"
+    ) -> list[Outcome]:
+        """Run `flow` once per input, at most `max_parallel` at a time; failures are kept, not raised.
+
+        Branch i runs with prefix f"{prefix}{i + 1}". Only `max_parallel` tasks are created: each
+        takes the next branch when it finishes one, so branches start in order.
+        """
+        if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
+            raise FlowError(f"max_parallel must be an int >= 1, got {max_parallel!r}")
+        inputs = list(run_inputs)
+        outcomes: list[Outcome] = [Outcome(ok=False)] * len(inputs)
+        cursor = iter(range(len(inputs)))
+
+        async def worker() -> None:
+            for i in cursor:
+                try:
+                    value = await self.subflow(flow, inputs[i], f"{prefix}{i + 1}")
+                except Exception as exc:
+                    outcomes[i] = Outcome(ok=False, error=exc)
+                else:
+                    outcomes[i] = Outcome(ok=True, value=value)
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(max_parallel, len(inputs))):
+                group.create_task(worker())
+        return outcomes
+
+
+class _Run:
+    """One execution of a flow's plan (the root run or a sub-flow)."""
+
+    __slots__ = ("done", "left", "paths", "pending", "plan", "result", "run_input", "shared", "tasks")
+
+    def __init__(self, plan: Plan, shared: _Shared, run_input: Any, base: str) -> None:
+        self.plan = plan
+        self.shared = shared
+        self.run_input = run_input
+        self.paths = tuple(base + n for n in plan.names) if base else plan.names
+        self.pending = list(plan.indegree)
+        self.left = len(plan.specs)
+        self.result = RunResult(shared.run_id)
+        self.tasks: list[asyncio.Task[None]] = []
+        self.done: asyncio.Future[None] = shared.loop.create_future()
+
+    async def execute(self) -> RunResult:
+        if self.left == 0:
+            return self.result
+        for i in self.plan.roots:
+            self._spawn(i)
+        try:
+            await self.done
+        except BaseException:
+            await self._cancel_tasks()
+            raise
+        return self.result
+
+    def _spawn(self, i: int) -> None:
+        self.tasks.append(self.shared.loop.create_task(self._chain(i)))
+
+    async def _cancel_tasks(self) -> None:
+        pending = [t for t in self.tasks if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _chain(self, i: int) -> None:
+        """Run step i, then keep running the one successor it made ready, spawning the others."""
+        try:
+            while i >= 0:
+                await self._step(i)
+                i = self._release(i)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not self.done.done():
+                self.done.set_exception(exc)
+
+    def _release(self, i: int) -> int:
+        pending = self.pending
+        inline = -1
+        for j in self.plan.successors[i]:
+            left = pending[j] - 1
+            pending[j] = left
+            if left == 0:
+                if inline < 0:
+                    inline = j
+                else:
+                    self._spawn(j)
+        self.left -= 1
+        if self.left == 0 and not self.done.done():
+            self.done.set_result(None)
+        return inline
+
+    async def _step(self, i: int) -> None:
+        spec = self.plan.specs[i]
+        name = spec.name
+        path = self.paths[i]
+        shared = self.shared
+        result = self.result
+        outputs = result.outputs
+        sink = shared.sink
+        saved = shared.saved
+        if saved and path in saved:
+            outputs[name] = saved[path]
+            result.restored.append(name)
+            if sink is not None:
+                sink.emit(Event(shared.run_id, EventKind.STEP_RESTORED, path, _now()))
+            return
+        ctx = StepContext(self, name, path, {d: outputs[d] for d in spec.after})
+        if sink is not None:
+            sink.emit(Event(shared.run_id, EventKind.STEP_STARTED, path, _now()))
+        started = _clock()
+        failed = False
+        try:
+            value = await spec.fn(ctx)
+        except Exception as exc:
+            failed = True
+            value = self._absorb(spec, ctx, exc)
+        elapsed = _clock() - started
+        if shared.checkpoints is not None:
+            await shared.checkpoints.save(shared.run_id, path, value)
+        outputs[name] = value
+        result.step_times[name] = elapsed
+        if sink is not None:
+            if failed:
+                if spec.on_error is OnError.SKIP:
+                    sink.emit(Event(shared.run_id, EventKind.STEP_SKIPPED, path, _now()))
+            else:
+                if shared.coalescer is not None:
+                    shared.coalescer.flush(path)
+                sink.emit(Event(shared.run_id, EventKind.STEP_FINISHED, path, _now(), {"elapsed_s": elapsed}))
+
+    def _absorb(self, spec: StepSpec, ctx: StepContext, exc: Exception) -> Any:
+        """Apply the step's failure policy: a value to continue with, or StepFailedError."""
+        shared = self.shared
+        sink = shared.sink
+        if sink is not None:
+            if shared.coalescer is not None:
+                shared.coalescer.flush(ctx.path)
+            data = {"error": f"{type(exc).__name__}: {exc}", "policy": spec.on_error.value}
+            sink.emit(Event(shared.run_id, EventKind.STEP_FAILED, ctx.path, _now(), data))
+        if spec.on_error is OnError.FAIL:
+            raise StepFailedError(ctx.path, exc) from exc
+        self.result.errors[spec.name] = exc
+        if spec.on_error is OnError.SKIP:
+            self.result.skipped.append(spec.name)
+            return None
+        assert spec.fallback is not None  # Flow.add enforces it
+        try:
+            return spec.fallback(ctx)
+        except Exception as fallback_exc:
+            raise StepFailedError(ctx.path, fallback_exc) from fallback_exc
+
+
+async def run_flow(
+    flow: Flow,
+    run_input: Any = None,
+    *,
+    run_id: str | None = None,
+    deps: Any = None,
+    sink: EventSink | None = None,
+    checkpoints: CheckpointStore | None = None,
+    coalesce_s: float = 0.05,
+) -> RunResult:
+    """Run `flow` to the end and return every step's result.
+
+    Checkpoints are loaded once (shared with sub-flows) and each finished step is saved before its
+    dependents start, so a re-run with the same `run_id` restores finished steps and runs the rest.
+    Raises StepFailedError when a FAIL step fails (running steps are cancelled first). Cancelling
+    the awaiting task cancels every step, emits `run.cancelled` and re-raises CancelledError.
+    """
+    rid = run_id if run_id is not None else uuid.uuid4().hex
+    if isinstance(sink, NullSink):
+        sink = None
+    coalescer = DeltaCoalescer(sink, rid, coalesce_s) if sink is not None else None
+    shared = _Shared(rid, deps, sink, checkpoints, coalescer)
+    started = _clock()
+    if sink is not None:
+        sink.emit(Event(rid, EventKind.RUN_STARTED, None, _now(), {"flow": flow.name}))
+    try:
+        if checkpoints is not None:
+            shared.saved = await checkpoints.load(rid)
+        result = await _Run(flow.plan(), shared, run_input, "").execute()
+    except asyncio.CancelledError:
+        _finish(shared, EventKind.RUN_CANCELLED, {"elapsed_s": _clock() - started})
+        raise
+    except BaseException as exc:
+        data = {"error": f"{type(exc).__name__}: {exc}", "step": getattr(exc, "step", None)}
+        _finish(shared, EventKind.RUN_FAILED, data)
+        raise
+    _finish(shared, EventKind.RUN_FINISHED, {"elapsed_s": _clock() - started, "status": result.status})
+    return result
+
+
+def _finish(shared: _Shared, kind: str, data: dict[str, Any]) -> None:
+    if shared.coalescer is not None:
+        shared.coalescer.close()
+    if shared.sink is not None:
+        shared.sink.emit(Event(shared.run_id, kind, None, _now(), data))
