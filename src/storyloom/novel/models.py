@@ -1,0 +1,200 @@
+"""What a chapter request looks like and what writing one returns.
+
+Inputs use seed 000's names so existing clients keep working; results are plain pydantic models
+that dump to JSON (the job service stores them, the CLI writes them to chapter.json).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from storyloom.errors import InputError
+
+__all__ = [
+    "DEFAULT_TARGET_LENGTH",
+    "AgentRun",
+    "ChapterRequest",
+    "ChapterResult",
+    "Character",
+    "JudgeMatch",
+    "JudgeReport",
+    "Language",
+    "NovelInput",
+    "TokenUsage",
+    "VersionResult",
+    "input_error",
+]
+
+Language = Literal["zh", "en"]
+
+# zh counts characters, en counts words: a typical web-novel chapter in each.
+DEFAULT_TARGET_LENGTH: dict[str, int] = {"zh": 2000, "en": 1200}
+
+
+def _not_blank(value: str, what: str) -> str:
+    if not value.strip():
+        raise ValueError(f"{what} must not be empty")
+    return value.strip()
+
+
+class Character(BaseModel):
+    """One character the chapter may use."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(max_length=100)
+    role: str = Field(default="", max_length=200)
+    traits: list[str] = Field(default_factory=list, max_length=20)
+    background: str = Field(default="", max_length=2000)
+    goals: str = Field(default="", max_length=1000)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _not_blank(v, "a character's name")
+
+
+class NovelInput(BaseModel):
+    """Seed 000's NovelInput: the story so far and what this chapter must do."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    overall_outline: str = Field(default="", max_length=20000)
+    chapter_outline: str = Field(max_length=20000)
+    genre: str = Field(default="", max_length=100)
+    characters: list[Character] = Field(default_factory=list, max_length=30)
+    style: str = Field(default="", max_length=1000)
+    target_length: int | None = Field(
+        default=None, ge=100, le=20000, description="zh: characters, en: words; default 2000 / 1200"
+    )
+    language: Language = "zh"
+
+    @field_validator("chapter_outline")
+    @classmethod
+    def _outline(cls, v: str) -> str:
+        return _not_blank(v, "the chapter outline")
+
+    @property
+    def length_goal(self) -> int:
+        """The target length in the language's unit (characters for zh, words for en)."""
+        return self.target_length or DEFAULT_TARGET_LENGTH[self.language]
+
+
+class ChapterRequest(BaseModel):
+    """One chapter to write: the input, how many candidate versions, how many at once."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input: NovelInput
+    # Seed 002's WRITER_CHAPTER_VERSION_COUNT and WRITER_MAX_PARALLEL_REQUESTS.
+    versions: int = Field(default=2, ge=1, le=10)
+    max_parallel: int = Field(default=3, ge=1, le=10)
+    previous_summary: str | None = Field(default=None, max_length=5000)
+    # Revise while the quality score is below the threshold, at most max_revise_rounds rounds.
+    quality_threshold: int = Field(default=70, ge=0, le=100)
+    max_revise_rounds: int = Field(default=2, ge=0, le=5)
+
+
+class TokenUsage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+        )
+
+
+class AgentRun(BaseModel):
+    """How one agent step went: model, tokens, time, and whether its output had to be degraded."""
+
+    agent: str
+    model: str = ""
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    calls: int = 0
+    model_s: float = 0.0  # time spent waiting for model calls (the bench's critical path uses it)
+    elapsed_s: float = 0.0  # the step's wall time
+    degraded: str | None = None  # why the output is a default or fallback; None when it is the model's
+    error: str | None = None  # the step failed and the flow's policy replaced or skipped it
+    notes: list[str] = Field(default_factory=list)  # repairs and retries that still gave a real answer
+
+
+class VersionResult(BaseModel):
+    """One candidate version; a failed one keeps its error and whatever steps finished."""
+
+    index: int  # 1-based, as shown to people
+    style_hint: str
+    ok: bool
+    text: str = ""
+    error: str | None = None
+    quality_score: int | None = None
+    issues: list[str] = Field(default_factory=list)
+    summary: str = ""
+    revise_rounds: int = 0
+    length: int = 0
+    length_score: float = 0.0
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    agents: list[AgentRun] = Field(default_factory=list)
+    degraded: list[str] = Field(default_factory=list)  # agent names whose output was degraded
+
+
+class JudgeMatch(BaseModel):
+    """Two versions compared in both orders; a split vote is a tie settled by the tie-break rule."""
+
+    a: int
+    b: int
+    winner: int
+    votes: list[int]  # the winner of each order: (a, b) first, then (b, a)
+    reasons: list[str] = Field(default_factory=list)
+    tie_break: str | None = None
+
+
+class JudgeReport(BaseModel):
+    winner: int
+    matches: list[JudgeMatch] = Field(default_factory=list)
+    reasons: list[str] = Field(default_factory=list)  # why the winner won its matches
+    calls: int = 0
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    elapsed_s: float = 0.0
+    degraded: str | None = None
+
+
+class ChapterResult(BaseModel):
+    """Every version, the chosen one, why, and what it cost."""
+
+    run_id: str
+    language: Language
+    target_length: int
+    versions: list[VersionResult]
+    chosen: int  # 1-based index into versions
+    chosen_by: Literal["judge", "only", "user"]
+    judge: JudgeReport | None = None
+    plan: dict[str, object] = Field(default_factory=dict)
+    summary: str = ""  # of the chosen version: the next chapter's previous_summary
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    elapsed_s: float = 0.0
+    step_times: dict[str, float] = Field(default_factory=dict)
+
+    @property
+    def chosen_version(self) -> VersionResult:
+        return self.versions[self.chosen - 1]
+
+    @property
+    def text(self) -> str:
+        return self.chosen_version.text
+
+
+def input_error(exc: ValidationError, what: str = "input") -> InputError:
+    """One sentence naming the first bad field, for the CLI and the API's messages."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or what
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+    return InputError(f"invalid {what}: {where}: {msg}{more}.")
