@@ -18,7 +18,8 @@ Three families are kept apart so callers can react correctly:
     │   └── BudgetExceededError    the tenant's budget would be overshot
     ├── OutputParseError           a model answered, but not in the shape the agent needs
     ├── FlowError
-    │   └── StepFailedError        a step failed and its policy is to fail the run
+    │   ├── StepFailedError        a step failed and its policy is to fail the run
+    │   └── AllVersionsFailedError every candidate version of a chapter failed
     ├── StoreError
     │   └── JobNotFoundError
     └── QueueFullError             admission refused; retry after `retry_after_s`
@@ -29,6 +30,7 @@ Control-flow signals (cancellation) use asyncio.CancelledError and are never wra
 from __future__ import annotations
 
 __all__ = [
+    "AllVersionsFailedError",
     "BadRequestError",
     "BadResponseError",
     "BudgetExceededError",
@@ -154,6 +156,15 @@ class StepFailedError(FlowError):
         super().__init__(f"step {step!r} failed: {type(cause).__name__}: {cause}")
         self.step = step
         self.cause = cause
+
+
+class AllVersionsFailedError(FlowError):
+    """Every candidate version of a chapter failed; `errors` holds each version's reason."""
+
+    def __init__(self, errors: list[str]) -> None:
+        detail = "; ".join(f"v{i + 1}: {e}" for i, e in enumerate(errors))
+        super().__init__(f"all {len(errors)} versions failed ({detail})")
+        self.errors = errors
 
 
 class StoreError(StoryloomError):
