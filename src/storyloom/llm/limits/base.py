@@ -1,0 +1,81 @@
+"""Where the shared deployment state lives: a small base class and `from_url`.
+
+Public template methods take care of lease ids and the clock; backends implement three private
+hooks that apply the rules of `state.py` atomically. `memory://` is one process (no I/O on the hot
+path), `sqlite:///path` every process on one machine (no server), `redis://...` every machine.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from abc import ABC, abstractmethod
+
+from storyloom.errors import ConfigError
+from storyloom.llm.limits.state import Ask, BreakerPolicy, Denied, Grant, Outcome, State
+
+__all__ = ["LimitBackend"]
+
+
+class LimitBackend(ABC):
+    """Concurrency leases, RPM/TPM buckets and breaker state per deployment, shared per its scope."""
+
+    #: A poll interval for waiters when a slot may be freed by another process.
+    poll_s: float = 0.02
+
+    def __init__(self, policy: BreakerPolicy) -> None:
+        self.policy = policy
+
+    @staticmethod
+    def from_url(url: str, policy: BreakerPolicy | None = None) -> LimitBackend:
+        """`memory://`, `sqlite:///abs/path.db` or `redis://host:port/db`; imports the backend lazily."""
+        policy = policy or BreakerPolicy()
+        if url.startswith("memory:"):
+            from storyloom.llm.limits.memory import MemoryBackend
+
+            return MemoryBackend(policy)
+        if url.startswith("sqlite:"):
+            from storyloom.llm.limits.sqlite import SqliteBackend
+
+            return SqliteBackend(url.removeprefix("sqlite:///").removeprefix("sqlite://"), policy)
+        if url.startswith(("redis:", "rediss:", "unix:")):
+            from storyloom.llm.limits.redis import RedisBackend
+
+            return RedisBackend(url, policy)
+        raise ConfigError(f"unknown limits backend URL {url!r}: use memory://, sqlite:///path or redis://...")
+
+    async def acquire(self, asks: list[Ask], cost: float, lease_ttl_s: float) -> Grant | Denied:
+        """One lease + one request + `cost` tokens on the least-loaded eligible deployment, or why not."""
+        return await self._acquire(asks, cost, uuid.uuid4().hex, lease_ttl_s, time.time())
+
+    async def release(self, ask: Ask, lease_id: str, outcome: Outcome) -> None:
+        await self._release(ask, lease_id, outcome, random.random(), time.time())
+
+    async def renew(self, leases: dict[str, list[str]], lease_ttl_s: float) -> None:
+        """Extend the leases still held (deployment -> lease ids), so long calls keep their slot."""
+        if leases:
+            await self._renew(leases, lease_ttl_s, time.time())
+
+    async def snapshot(self, names: list[str]) -> dict[str, State]:
+        """A copy of the state of each deployment (for metrics and tests)."""
+        return await self._snapshot(names)
+
+    async def aclose(self) -> None:
+        return None
+
+    @abstractmethod
+    async def _acquire(
+        self, asks: list[Ask], cost: float, lease_id: str, lease_ttl_s: float, now: float
+    ) -> Grant | Denied: ...
+
+    @abstractmethod
+    async def _release(
+        self, ask: Ask, lease_id: str, outcome: Outcome, jitter: float, now: float
+    ) -> None: ...
+
+    @abstractmethod
+    async def _renew(self, leases: dict[str, list[str]], lease_ttl_s: float, now: float) -> None: ...
+
+    @abstractmethod
+    async def _snapshot(self, names: list[str]) -> dict[str, State]: ...

@@ -1,0 +1,256 @@
+"""The shared state of deployments and the pure rules that change it.
+
+Every backend (in-process, SQLite file, Redis) applies exactly these rules inside its own critical
+section (a lock, an IMMEDIATE transaction, a Lua script); the state of one deployment is a small
+JSON-able dict so it can be stored as one row / one key. `now` is wall-clock seconds (`time.time()`)
+because several processes, and after a restart a new boot, must agree on it.
+
+Rate limits are token buckets (refilled continuously: no fixed-window boundary burst). A bucket of
+rate r/s and capacity C admits at most C + r*W in any window W; with r = (1 - headroom) * quota / 60
+and C = headroom * quota that is at most the quota in every 60 s window, which is the guarantee.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = [
+    "Ask",
+    "BreakerPolicy",
+    "Denied",
+    "Grant",
+    "Outcome",
+    "acquire",
+    "breaker_state",
+    "in_flight",
+    "new_state",
+    "release",
+    "renew",
+]
+
+State = dict[str, Any]
+OutcomeKind = Literal["ok", "fail", "rate_limited", "neutral"]
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """One deployment a call may go to, with its limits as this process sees them now."""
+
+    name: str
+    rpm: int | None
+    tpm: int | None
+    concurrency: int | None  # the adaptive limit (never above the configured maximum)
+    weight: float = 1.0
+    headroom: float = 0.03
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerPolicy:
+    """Seed 001: open after `min_failures` failures within `window_s` (and at least `failure_rate` of
+    the calls there), stay open a jittered `open_s` (never less than Retry-After), then one probe."""
+
+    min_failures: int = 5
+    failure_rate: float = 0.5
+    window_s: float = 60.0
+    open_s: float = 15.0
+    max_open_s: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    deployment: str
+    lease_id: str
+    probe: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Denied:
+    """Nothing can be granted now; `wait_s` None means 'until a slot is released' (poll)."""
+
+    wait_s: float | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a call ended, for the breaker, the 429 pause and the TPM settle."""
+
+    kind: OutcomeKind
+    reserved_tokens: int = 0
+    actual_tokens: int | None = None  # None: keep the reservation (the provider charged it)
+    retry_after_s: float | None = None
+
+
+_SLOTS = 6  # the breaker window in 6 slots: a sliding window to within window_s/6
+
+
+def new_state() -> State:
+    return {
+        "rpm": [None, 0.0],  # [level or None (= full), updated_at]
+        "tpm": [None, 0.0],
+        "leases": {},  # lease_id -> expires_at
+        "blocked_until": 0.0,
+        "br": {"state": "closed", "slots": [], "open_until": 0.0, "probe": None, "trips": 0},
+    }
+
+
+def _rate(quota: int, headroom: float) -> tuple[float, float]:
+    """(refill per second, capacity) of a bucket for `quota` per 60 s."""
+    cap = max(1.0, headroom * quota)
+    return (quota - cap) / 60.0, cap
+
+
+def _level(bucket: list[Any], quota: int, headroom: float, now: float) -> float:
+    rate, cap = _rate(quota, headroom)
+    level, at = bucket
+    if level is None:
+        return cap
+    return float(min(cap, level + max(0.0, now - at) * rate))
+
+
+def _bucket_wait(bucket: list[Any], quota: int | None, headroom: float, cost: float, now: float) -> float:
+    """0 if `cost` fits now, else seconds until it will (a cost above capacity needs a full bucket)."""
+    if quota is None:
+        return 0.0
+    rate, cap = _rate(quota, headroom)
+    need = min(cost, cap)
+    level = _level(bucket, quota, headroom, now)
+    return 0.0 if level >= need else (need - level) / rate
+
+
+def _debit(bucket: list[Any], quota: int | None, headroom: float, cost: float, now: float) -> None:
+    if quota is None:
+        return
+    bucket[0] = _level(bucket, quota, headroom, now) - cost
+    bucket[1] = now
+
+
+def _prune(state: State, now: float) -> None:
+    leases = state["leases"]
+    for lid in [lid for lid, exp in leases.items() if exp <= now]:
+        del leases[lid]
+    br = state["br"]
+    if br["probe"] is not None and br["probe"] not in leases:
+        br["probe"] = None  # the probe's holder died or was cancelled: allow another one
+
+
+def in_flight(state: State, now: float) -> int:
+    return sum(1 for exp in state["leases"].values() if exp > now)
+
+
+def breaker_state(state: State, now: float) -> str:
+    """closed / open / half_open as a caller would see it at `now`."""
+    br = state["br"]
+    if br["state"] == "open" and now >= br["open_until"]:
+        return "half_open"
+    return str(br["state"])
+
+
+def acquire(
+    states: dict[str, State], asks: list[Ask], cost: float, lease_id: str, lease_ttl_s: float, now: float
+) -> Grant | Denied:
+    """Take a concurrency lease plus one request and `cost` tokens on the least-loaded eligible deployment."""
+    best: tuple[float, Ask, bool] | None = None
+    soonest: float | None = math.inf
+    reason = "none"
+    by_breaker = 0
+    for ask in asks:
+        st = states[ask.name]
+        _prune(st, now)
+        br = st["br"]
+        probe = False
+        if br["state"] == "open":
+            if now < br["open_until"]:
+                soonest, by_breaker = _sooner(soonest, br["open_until"] - now), by_breaker + 1
+                continue
+            br["state"] = "half_open"
+        if br["state"] == "half_open":
+            if br["probe"] is not None:
+                soonest, by_breaker = _sooner(soonest, None), by_breaker + 1
+                continue
+            probe = True
+        if now < st["blocked_until"]:
+            soonest, reason = _sooner(soonest, st["blocked_until"] - now), "retry_after"
+            continue
+        busy = len(st["leases"])
+        if ask.concurrency is not None and busy >= ask.concurrency:
+            soonest, reason = _sooner(soonest, None), "concurrency"
+            continue
+        wait = max(
+            _bucket_wait(st["rpm"], ask.rpm, ask.headroom, 1.0, now),
+            _bucket_wait(st["tpm"], ask.tpm, ask.headroom, cost, now),
+        )
+        if wait > 0:
+            soonest, reason = _sooner(soonest, wait), "rate"
+            continue
+        load = (busy + 1) / (ask.concurrency or 1000) / max(ask.weight, 1e-9)
+        if best is None or load < best[0]:
+            best = (load, ask, probe)
+    if best is None:
+        if by_breaker == len(asks):  # every deployment is open or probing: the caller may fall back
+            reason = "open"
+        return Denied(None if soonest is None or math.isinf(soonest) else soonest, reason)
+    _, ask, probe = best
+    st = states[ask.name]
+    _debit(st["rpm"], ask.rpm, ask.headroom, 1.0, now)
+    _debit(st["tpm"], ask.tpm, ask.headroom, cost, now)
+    st["leases"][lease_id] = now + lease_ttl_s
+    if probe:
+        st["br"]["probe"] = lease_id
+    return Grant(ask.name, lease_id, probe)
+
+
+def _sooner(current: float | None, wait: float | None) -> float | None:
+    """The earliest known wait; None (poll) wins over any time, since a release may come any moment."""
+    if current is None or wait is None:
+        return None
+    return min(current, wait)
+
+
+def renew(state: State, lease_ids: list[str], lease_ttl_s: float, now: float) -> None:
+    leases = state["leases"]
+    for lid in lease_ids:
+        if lid in leases:
+            leases[lid] = now + lease_ttl_s
+
+
+def release(
+    state: State, ask: Ask, lease_id: str, outcome: Outcome, policy: BreakerPolicy, jitter: float, now: float
+) -> None:
+    """Return the lease, settle TPM, and feed the breaker. `jitter` is uniform in [0, 1)."""
+    leases = state["leases"]
+    leases.pop(lease_id, None)
+    if outcome.actual_tokens is not None and ask.tpm is not None:
+        # Settle: refund an over-estimate, charge an under-estimate (the level may go into debt).
+        _debit(state["tpm"], ask.tpm, ask.headroom, outcome.actual_tokens - outcome.reserved_tokens, now)
+    br = state["br"]
+    was_probe = br["probe"] == lease_id
+    if was_probe:
+        br["probe"] = None
+    if outcome.kind == "rate_limited":
+        pause = outcome.retry_after_s if outcome.retry_after_s is not None else 1.0
+        state["blocked_until"] = max(state["blocked_until"], now + pause)
+        return
+    if outcome.kind == "neutral":
+        return
+    slot = int(now // (policy.window_s / _SLOTS))
+    slots = [s for s in br["slots"] if s[0] > slot - _SLOTS]
+    if not slots or slots[-1][0] != slot:
+        slots.append([slot, 0, 0])
+    slots[-1][1 if outcome.kind == "ok" else 2] += 1
+    br["slots"] = slots
+    if outcome.kind == "ok":
+        if br["state"] == "half_open" and was_probe:
+            br.update(state="closed", slots=[], trips=0)
+        return
+    fails = sum(s[2] for s in slots)
+    total = fails + sum(s[1] for s in slots)
+    trip = (br["state"] == "half_open" and was_probe) or (
+        br["state"] == "closed" and fails >= policy.min_failures and fails >= policy.failure_rate * total
+    )
+    if trip:
+        period = min(policy.max_open_s, policy.open_s * (2 ** min(br["trips"], 4))) * (1.0 + 0.5 * jitter)
+        period = max(period, outcome.retry_after_s or 0.0)
+        br.update(state="open", open_until=now + period, trips=br["trips"] + 1, probe=None, slots=[])
