@@ -1,1 +1,5 @@
-"""storyloom.store"""
+"""The database layer: one schema and engine setup for SQLite (embedded) and PostgreSQL."""
+
+from storyloom.store.database import Database
+
+__all__ = ["Database"]

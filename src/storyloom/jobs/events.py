@@ -1,0 +1,272 @@
+"""`EventHub`: one poller per process fans new event rows out to in-memory subscribers.
+
+500 SSE clients must not mean 500 polling queries: the hub reads `job_events` by global id every
+~30 ms (sooner when a writer in this process calls `wake()`) and hands each row to the subscribers
+of its job. A `Subscription` registers *before* it replays from the database, then follows the live
+feed, de-duplicating by the per-job `seq`; a jump in `seq` (or an overflowing buffer) sends it back
+to the database for the missing range. So a subscriber sees every event exactly once, in order.
+
+Postgres can commit a smaller id after a bigger one (concurrent transactions). The hub remembers
+skipped ids as "holes" and re-reads them for `hole_ttl_s`, so such late rows are still delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict
+
+import sqlalchemy as sa
+
+from storyloom.jobs.models import TERMINAL_EVENT_KINDS, StoredEvent
+from storyloom.jobs.queue import read_events
+from storyloom.logs import get_logger
+from storyloom.store.database import Database
+from storyloom.store.schema import events
+
+__all__ = ["EventHub", "Subscription"]
+
+_log = get_logger("storyloom.jobs.events")
+_MAX_HOLES = 10_000
+
+
+class EventHub:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        poll_interval_s: float = 0.03,
+        idle_interval_s: float = 0.5,
+        batch: int = 2000,
+        buffer: int = 2000,
+        hole_ttl_s: float = 30.0,
+    ) -> None:
+        self.db = db
+        self.poll_interval_s = poll_interval_s
+        self.idle_interval_s = idle_interval_s
+        self.batch = batch
+        self.buffer = buffer
+        self.hole_ttl_s = hole_ttl_s
+        self._subs: dict[str, set[Subscription]] = defaultdict(set)
+        self._last_id = 0
+        self._holes: dict[int, float] = {}  # id -> time first missed (Postgres only)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._started = asyncio.Event()
+        self.polls = 0  # number of poll queries, for tests and metrics
+        self.delivered = 0
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self._subs.values())
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="event-hub")
+        await self._started.wait()
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for subs in self._subs.values():
+            for sub in subs:
+                sub._closed_by_hub()
+        self._subs.clear()
+
+    def wake(self) -> None:
+        """A writer in this process committed events: poll now instead of at the next tick."""
+        self._wake.set()
+
+    def subscribe(self, job_id: str, after_seq: int = 0, *, stop_on_terminal: bool = True) -> Subscription:
+        """Events of `job_id` with seq > after_seq: replay from the database, then live.
+
+        Use as `async with hub.subscribe(job, after) as sub: async for ev in sub: ...`.
+        With `stop_on_terminal` the iteration ends after job.completed/failed/cancelled.
+        """
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="event-hub")
+        sub = Subscription(self, job_id, after_seq, stop_on_terminal=stop_on_terminal)
+        self._subs[job_id].add(sub)  # registered before the replay: nothing can fall in between
+        self._wake.set()
+        return sub
+
+    async def wait(
+        self, job_id: str, after: int, *, timeout_s: float, limit: int = 1000
+    ) -> list[StoredEvent]:
+        """Long poll: the events after `after`, waiting up to `timeout_s` for the first one."""
+        out: list[StoredEvent] = []
+        async with self.subscribe(job_id, after, stop_on_terminal=False) as sub:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    out.append(await sub.__anext__())
+            if out:
+                out.extend(sub.drain_ready(limit - 1))
+        return out
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.job_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.job_id]
+
+    async def _run(self) -> None:
+        try:
+            async with self.db.read() as conn:
+                self._last_id = int(
+                    await conn.scalar(sa.select(sa.func.coalesce(sa.func.max(events.c.id), 0))) or 0
+                )
+        except Exception as exc:  # the loop below retries; subscribers replay from the DB anyway
+            _log.warning("event_hub_init_failed", error=str(exc))
+        self._started.set()
+        while True:
+            interval = self.poll_interval_s if self._subs else self.idle_interval_s
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                while await self._poll_once() >= self.batch:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                _log.warning("event_hub_poll_failed", error=str(exc))
+                await asyncio.sleep(0.5)
+
+    async def _poll_once(self) -> int:
+        now = time.monotonic()
+        if self._holes:
+            self._holes = {i: t for i, t in self._holes.items() if now - t < self.hole_ttl_s}
+        cond = events.c.id > self._last_id
+        if self._holes:
+            cond = sa.or_(cond, events.c.id.in_(list(self._holes)))
+        async with self.db.read() as conn:
+            rows = (
+                await conn.execute(sa.select(events).where(cond).order_by(events.c.id).limit(self.batch))
+            ).all()
+        self.polls += 1
+        for row in rows:
+            ev = StoredEvent.from_row(row)
+            if ev.id in self._holes:
+                del self._holes[ev.id]
+            elif ev.id > self._last_id:
+                if not self.db.is_sqlite and ev.id > self._last_id + 1 and len(self._holes) < _MAX_HOLES:
+                    for missing in range(self._last_id + 1, min(ev.id, self._last_id + 1 + _MAX_HOLES)):
+                        self._holes[missing] = now
+                self._last_id = ev.id
+            for sub in list(self._subs.get(ev.job_id, ())):
+                sub._push(ev)
+                self.delivered += 1
+        return len(rows)
+
+
+class Subscription:
+    """An async iterator over one job's events; see `EventHub.subscribe`."""
+
+    def __init__(self, hub: EventHub, job_id: str, after_seq: int, *, stop_on_terminal: bool) -> None:
+        self.hub = hub
+        self.job_id = job_id
+        self.last_seq = after_seq
+        self.stop_on_terminal = stop_on_terminal
+        self._live: asyncio.Queue[StoredEvent | None] = asyncio.Queue(maxsize=hub.buffer)
+        self._backlog: list[StoredEvent] = []
+        self._need_db = True  # replay first
+        self._done = False
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._done = True
+        self.hub._unsubscribe(self)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> StoredEvent:
+        while not self._done:
+            if self._backlog:
+                ev = self._backlog.pop(0)
+                if ev.seq <= self.last_seq:
+                    continue
+                return self._deliver(ev)
+            if self._need_db:
+                await self._refill()
+                continue
+            ev_or_none = await self._live.get()
+            if ev_or_none is None:  # hub stopped or buffer overflowed: go back to the database
+                if self._done:
+                    break
+                self._need_db = True
+                continue
+            if ev_or_none.seq <= self.last_seq:
+                continue  # already replayed
+            if ev_or_none.seq > self.last_seq + 1:  # a gap: the missing rows are committed; read them
+                self._need_db = True
+                continue
+            return self._deliver(ev_or_none)
+        self.close()
+        raise StopAsyncIteration
+
+    def drain_ready(self, limit: int) -> list[StoredEvent]:
+        """Events already at hand (no waiting), in order, continuing after the last one returned."""
+        out: list[StoredEvent] = []
+        while len(out) < limit and not self._done:
+            if self._backlog:
+                ev = self._backlog.pop(0)
+            else:
+                try:
+                    maybe = self._live.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                if maybe is None or maybe.seq > self.last_seq + 1:
+                    self._need_db = True
+                    break
+                ev = maybe
+            if ev.seq <= self.last_seq:
+                continue
+            out.append(self._deliver(ev))
+        return out
+
+    def _deliver(self, ev: StoredEvent) -> StoredEvent:
+        self.last_seq = ev.seq
+        if self.stop_on_terminal and ev.kind in TERMINAL_EVENT_KINDS:
+            self._done = True
+            self.hub._unsubscribe(self)
+        return ev
+
+    async def _refill(self) -> None:
+        # Drop what the live buffer holds: the database read below includes all of it or more.
+        while not self._live.empty():
+            self._live.get_nowait()
+        async with self.hub.db.read() as conn:
+            page = await read_events(conn, self.job_id, self.last_seq, 500)
+        self._backlog = page
+        self._need_db = len(page) == 500
+
+    def _push(self, ev: StoredEvent) -> None:
+        if self._done:
+            return
+        try:
+            self._live.put_nowait(ev)
+        except asyncio.QueueFull:
+            # A slow reader: forget the buffer and let it catch up from the database.
+            while not self._live.empty():
+                self._live.get_nowait()
+            self._live.put_nowait(None)
+
+    def _closed_by_hub(self) -> None:
+        self._done = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self._live.put_nowait(None)
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"Subscription(job={self.job_id!r}, last_seq={self.last_seq})"

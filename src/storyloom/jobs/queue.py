@@ -1,0 +1,478 @@
+"""`JobQueue`: the durable queue on `store.Database` (same SQL on SQLite and PostgreSQL).
+
+Clients use `submit`, `get`, `cancel`, `stats`, `events`, `wait_events`. Workers use `claim`,
+`heartbeat`, `complete`, `fail`, `finish_cancelled`, `release`; every worker write is fenced by
+`lease_owner`, so a worker that lost its lease cannot overwrite the job's new run.
+
+Claiming is one statement, `UPDATE jobs ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)
+RETURNING *`: Postgres skips rows other workers hold; SQLite renders no FOR UPDATE and is
+serialized by its single writer (`BEGIN IMMEDIATE`). A running job whose lease expired is as
+claimable as a pending one, which is how a killed worker's jobs come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storyloom.errors import InputError, JobNotFoundError, QueueFullError
+from storyloom.jobs.models import Job, JobStatus, QueueStats, StoredEvent
+from storyloom.store.database import Database
+from storyloom.store.schema import events, jobs
+
+if TYPE_CHECKING:
+    from storyloom.jobs.events import EventHub
+
+__all__ = ["Heartbeat", "JobQueue", "new_id"]
+
+_ACTIVE = (JobStatus.PENDING.value, JobStatus.RETRYING.value)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """What one heartbeat learned: the jobs this worker still owns, and those asked to cancel."""
+
+    owned: frozenset[str]
+    cancel_requested: frozenset[str]
+
+
+class JobQueue:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        hub: EventHub | None = None,
+        max_backlog: int | None = None,
+        backoff_base_s: float = 2.0,
+        backoff_max_s: float = 300.0,
+    ) -> None:
+        self.db = db
+        self.hub = hub
+        self.max_backlog = max_backlog
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+
+    # ---- clients -------------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        priority: int = 5,
+        idempotency_key: str | None = None,
+        run_at: float | None = None,
+        tenant: str = "default",
+        parent_id: str | None = None,
+        depends_on: str | None = None,
+        max_attempts: int = 3,
+    ) -> Job:
+        """Enqueue a job. The same (tenant, idempotency_key) returns the first job, even under races."""
+        if not 0 <= priority <= 9:
+            raise InputError(f"priority must be between 0 and 9, got {priority}.")
+        if max_attempts < 1:
+            raise InputError(f"max_attempts must be at least 1, got {max_attempts}.")
+        if not kind:
+            raise InputError("a job needs a kind.")
+        now = time.time()
+        async with self.db.write() as conn:
+            if idempotency_key is not None:
+                existing = await _by_key(conn, tenant, idempotency_key)
+                if existing is not None:
+                    return existing
+            if self.max_backlog is not None:
+                backlog = await conn.scalar(sa.select(sa.func.count()).where(jobs.c.status.in_(_ACTIVE)))
+                if int(backlog or 0) >= self.max_backlog:
+                    raise QueueFullError(
+                        f"the queue holds {backlog} waiting jobs (limit {self.max_backlog}); retry later.",
+                        retry_after_s=2.0,
+                    )
+            job_id = new_id()
+            stmt = (
+                self.db.insert(jobs)
+                .values(
+                    id=job_id,
+                    kind=kind,
+                    status=JobStatus.PENDING.value,
+                    priority=priority,
+                    tenant=tenant,
+                    payload=payload,
+                    idempotency_key=idempotency_key,
+                    parent_id=parent_id,
+                    depends_on=depends_on,
+                    attempts=0,
+                    max_attempts=max_attempts,
+                    run_at=run_at if run_at is not None else now,
+                    created_at=now,
+                    updated_at=now,
+                    cancel_requested=False,
+                )
+                .on_conflict_do_nothing(index_elements=["tenant", "idempotency_key"])
+                .returning(*jobs.c)
+            )
+            row = (await conn.execute(stmt)).first()
+            if row is None:  # lost a race on the key (Postgres): the winner's row is committed
+                assert idempotency_key is not None
+                winner = await _by_key(conn, tenant, idempotency_key)
+                if winner is None:
+                    raise JobNotFoundError(f"job with idempotency key {idempotency_key!r} vanished")
+                return winner
+            await append_event(conn, job_id, "job.submitted", {"kind": kind, "priority": priority})
+            job = Job.from_row(row)
+        self._wake()
+        return job
+
+    async def get(self, job_id: str) -> Job:
+        async with self.db.read() as conn:
+            row = (await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).first()
+        if row is None:
+            raise JobNotFoundError(f"no job {job_id!r}")
+        return Job.from_row(row)
+
+    async def children(self, parent_id: str) -> list[Job]:
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                sa.select(jobs).where(jobs.c.parent_id == parent_id).order_by(jobs.c.created_at)
+            )
+            return [Job.from_row(r) for r in rows]
+
+    async def cancel(self, job_id: str) -> Job:
+        """Pending/retrying: cancelled now. Running: flagged; its worker stops it within a heartbeat."""
+        now = time.time()
+        async with self.db.write() as conn:
+            row = (await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).first()
+            if row is None:
+                raise JobNotFoundError(f"no job {job_id!r}")
+            job = Job.from_row(row)
+            if job.status.value in _ACTIVE:
+                await _finish(conn, job_id, JobStatus.CANCELLED, now, error="cancelled by request")
+                await append_event(conn, job_id, "job.cancelled", {"reason": "cancelled by request"})
+                await _cascade(conn, [job_id], now)
+            elif job.status is JobStatus.RUNNING:
+                await conn.execute(
+                    sa.update(jobs).where(jobs.c.id == job_id).values(cancel_requested=True, updated_at=now)
+                )
+            row = (await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).first()
+            assert row is not None
+        self._wake()
+        return Job.from_row(row)
+
+    async def stats(self) -> QueueStats:
+        now = time.time()
+        async with self.db.read() as conn:
+            rows = await conn.execute(sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status))
+            counts = {s.value: 0 for s in JobStatus}
+            for status, n in rows:
+                counts[status] = int(n)
+            due_row = (
+                await conn.execute(
+                    sa.select(sa.func.count(), sa.func.min(jobs.c.run_at)).where(
+                        jobs.c.status.in_(_ACTIVE), jobs.c.run_at <= now
+                    )
+                )
+            ).one()
+        due, oldest = int(due_row[0] or 0), due_row[1]
+        return QueueStats(
+            counts=counts,
+            queued=counts["pending"] + counts["retrying"],
+            due=due,
+            running=counts["running"],
+            oldest_due_age_s=max(0.0, now - float(oldest)) if oldest is not None else 0.0,
+        )
+
+    async def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
+        """The job's events with seq > after, in order."""
+        async with self.db.read() as conn:
+            return await read_events(conn, job_id, after, limit)
+
+    async def wait_events(
+        self, job_id: str, after: int = 0, timeout_s: float = 15.0, limit: int = 1000
+    ) -> list[StoredEvent]:
+        """Like `events`, but waits up to `timeout_s` for at least one (long polling)."""
+        if self.hub is not None:
+            return await self.hub.wait(job_id, after, timeout_s=timeout_s, limit=limit)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = await self.events(job_id, after, limit)
+            if found or time.monotonic() >= deadline:
+                return found
+            await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    # ---- workers -------------------------------------------------------------------------------
+
+    async def claim(self, worker_id: str, *, limit: int, lease_s: float) -> list[Job]:
+        """Take up to `limit` runnable jobs (highest priority first) under a lease."""
+        if limit <= 0:
+            return []
+        now = time.time()
+        dep = jobs.alias("dep")
+        runnable = sa.or_(
+            sa.and_(jobs.c.status.in_(_ACTIVE), jobs.c.run_at <= now),
+            sa.and_(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_expires_at < now),
+        )
+        deps_done = sa.or_(
+            jobs.c.depends_on.is_(None),
+            sa.exists().where(dep.c.id == jobs.c.depends_on, dep.c.status == JobStatus.COMPLETED.value),
+        )
+        pick = (
+            sa.select(jobs.c.id)
+            .where(runnable, deps_done)
+            .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=jobs)
+        )
+        stmt = (
+            sa.update(jobs)
+            .where(jobs.c.id.in_(pick.scalar_subquery()))
+            .values(
+                status=JobStatus.RUNNING.value,
+                lease_owner=worker_id,
+                lease_expires_at=now + lease_s,
+                attempts=jobs.c.attempts + 1,
+                started_at=sa.func.coalesce(jobs.c.started_at, now),
+                updated_at=now,
+            )
+            .returning(*jobs.c)
+        )
+        async with self.db.write() as conn:
+            rows = (await conn.execute(stmt)).all()
+        claimed = [Job.from_row(r) for r in rows]
+        claimed.sort(key=lambda j: (-j.priority, j.run_at, j.created_at))
+        return claimed
+
+    async def heartbeat(self, worker_id: str, *, lease_s: float) -> Heartbeat:
+        """Renew every lease of the worker in one UPDATE; report lost jobs and cancel requests."""
+        stmt = (
+            sa.update(jobs)
+            .where(jobs.c.lease_owner == worker_id, jobs.c.status == JobStatus.RUNNING.value)
+            .values(lease_expires_at=time.time() + lease_s)
+            .returning(jobs.c.id, jobs.c.cancel_requested)
+        )
+        async with self.db.write() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return Heartbeat(
+            owned=frozenset(r[0] for r in rows),
+            cancel_requested=frozenset(r[0] for r in rows if r[1]),
+        )
+
+    async def complete(self, job_id: str, worker_id: str, result: dict[str, Any]) -> bool:
+        """Mark completed (with the terminal event, atomically). False: the lease was lost."""
+        now = time.time()
+        async with self.db.write() as conn:
+            if not await _finish(conn, job_id, JobStatus.COMPLETED, now, result=result, owner=worker_id):
+                return False
+            await append_event(conn, job_id, "job.completed", {})
+        self._wake()
+        return True
+
+    async def fail(
+        self, job_id: str, worker_id: str, error: str, *, retryable: bool = True
+    ) -> JobStatus | None:
+        """Retry with exponential backoff while attempts remain, else dead-letter. None: lease lost."""
+        now = time.time()
+        async with self.db.write() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(jobs.c.attempts, jobs.c.max_attempts).where(
+                        jobs.c.id == job_id,
+                        jobs.c.lease_owner == worker_id,
+                        jobs.c.status == JobStatus.RUNNING.value,
+                    )
+                )
+            ).first()
+            if row is None:
+                return None
+            attempts, max_attempts = int(row[0]), int(row[1])
+            if retryable and attempts < max_attempts:
+                delay = self.backoff_delay_s(attempts)
+                await conn.execute(
+                    sa.update(jobs)
+                    .where(jobs.c.id == job_id)
+                    .values(
+                        status=JobStatus.RETRYING.value,
+                        run_at=now + delay,
+                        error=error,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        updated_at=now,
+                    )
+                )
+                await append_event(
+                    conn, job_id, "job.retrying", {"error": error, "attempt": attempts, "delay_s": delay}
+                )
+                return JobStatus.RETRYING
+            await _finish(conn, job_id, JobStatus.FAILED, now, error=error)
+            await append_event(conn, job_id, "job.failed", {"error": error, "attempts": attempts})
+            await _cascade(conn, [job_id], now)
+            return JobStatus.FAILED
+
+    async def finish_cancelled(
+        self, job_id: str, worker_id: str, reason: str = "cancelled by request"
+    ) -> bool:
+        now = time.time()
+        async with self.db.write() as conn:
+            if not await _finish(conn, job_id, JobStatus.CANCELLED, now, error=reason, owner=worker_id):
+                return False
+            await append_event(conn, job_id, "job.cancelled", {"reason": reason})
+            await _cascade(conn, [job_id], now)
+            return True
+
+    async def release(self, worker_id: str, job_ids: Iterable[str] | None = None) -> int:
+        """Give running jobs back (graceful shutdown): pending again, the attempt not counted."""
+        now = time.time()
+        cond = [jobs.c.lease_owner == worker_id, jobs.c.status == JobStatus.RUNNING.value]
+        if job_ids is not None:
+            cond.append(jobs.c.id.in_(list(job_ids)))
+        async with self.db.write() as conn:
+            rows = (
+                await conn.execute(
+                    sa.update(jobs)
+                    .where(*cond)
+                    .values(
+                        status=JobStatus.PENDING.value,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        attempts=sa.func.max(jobs.c.attempts - 1, 0)
+                        if self.db.is_sqlite
+                        else sa.func.greatest(jobs.c.attempts - 1, 0),
+                        run_at=now,
+                        updated_at=now,
+                    )
+                    .returning(jobs.c.id)
+                )
+            ).all()
+            for (job_id,) in rows:
+                await append_event(conn, job_id, "job.released", {"worker": worker_id})
+        return len(rows)
+
+    def _wake(self) -> None:
+        if self.hub is not None:
+            self.hub.wake()
+
+    def backoff_delay_s(self, attempts: int) -> float:
+        """Exponential backoff with full jitter in the upper half: base * 2^(attempts-1)."""
+        raw = min(self.backoff_max_s, self.backoff_base_s * 2.0 ** max(0, attempts - 1))
+        return raw * (0.5 + random.random() / 2)
+
+
+# ---- shared statements -----------------------------------------------------------------------
+
+
+async def read_events(conn: AsyncConnection, job_id: str, after: int, limit: int) -> list[StoredEvent]:
+    rows = await conn.execute(
+        sa.select(events)
+        .where(events.c.job_id == job_id, events.c.seq > after)
+        .order_by(events.c.seq)
+        .limit(limit)
+    )
+    return [StoredEvent.from_row(r) for r in rows]
+
+
+async def append_event(
+    conn: AsyncConnection, job_id: str, kind: str, data: dict[str, Any], *, step: str | None = None
+) -> None:
+    """Append one event outside a run, seq = max + 1 in the same transaction.
+
+    Safe because these writes happen only when no run of the job is writing (submit, cancel of a
+    queued job, the run's own final transaction after its buffered events were flushed).
+    """
+    seq = await conn.scalar(
+        sa.select(sa.func.coalesce(sa.func.max(events.c.seq), 0)).where(events.c.job_id == job_id)
+    )
+    await conn.execute(
+        sa.insert(events).values(
+            job_id=job_id, seq=int(seq or 0) + 1, kind=kind, step=step, ts=time.time(), data=data
+        )
+    )
+
+
+async def _by_key(conn: AsyncConnection, tenant: str, key: str) -> Job | None:
+    row = (
+        await conn.execute(sa.select(jobs).where(jobs.c.tenant == tenant, jobs.c.idempotency_key == key))
+    ).first()
+    return Job.from_row(row) if row is not None else None
+
+
+async def _finish(
+    conn: AsyncConnection,
+    job_id: str,
+    status: JobStatus,
+    now: float,
+    *,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+    owner: str | None = None,
+) -> bool:
+    cond = [jobs.c.id == job_id]
+    if owner is not None:
+        cond += [jobs.c.lease_owner == owner, jobs.c.status == JobStatus.RUNNING.value]
+    values: dict[str, Any] = {
+        "status": status.value,
+        "finished_at": now,
+        "updated_at": now,
+        "lease_owner": None,
+        "lease_expires_at": None,
+    }
+    if result is not None:
+        values["result"] = result
+    if error is not None:
+        values["error"] = error
+    res = await conn.execute(sa.update(jobs).where(*cond).values(**values))
+    return bool(res.rowcount)
+
+
+async def _cascade(conn: AsyncConnection, failed_ids: list[str], now: float) -> None:
+    """Jobs waiting on a job that will never complete can never run: fail them, transitively.
+
+    Children of a cancelled/failed parent are cancelled too (queued ones now, running ones flagged).
+    """
+    frontier = list(failed_ids)
+    while frontier:
+        waiting = (
+            await conn.execute(
+                sa.update(jobs)
+                .where(jobs.c.depends_on.in_(frontier), jobs.c.status.in_(_ACTIVE))
+                .values(
+                    status=JobStatus.FAILED.value,
+                    error="a job it depends on did not complete",
+                    finished_at=now,
+                    updated_at=now,
+                )
+                .returning(jobs.c.id)
+            )
+        ).all()
+        kids = (
+            await conn.execute(
+                sa.update(jobs)
+                .where(jobs.c.parent_id.in_(frontier), jobs.c.status.in_(_ACTIVE))
+                .values(
+                    status=JobStatus.CANCELLED.value,
+                    error="its parent job ended",
+                    finished_at=now,
+                    updated_at=now,
+                )
+                .returning(jobs.c.id)
+            )
+        ).all()
+        await conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.parent_id.in_(frontier), jobs.c.status == JobStatus.RUNNING.value)
+            .values(cancel_requested=True, updated_at=now)
+        )
+        for (jid,) in waiting:
+            await append_event(conn, jid, "job.failed", {"error": "a job it depends on did not complete"})
+        for (jid,) in kids:
+            await append_event(conn, jid, "job.cancelled", {"reason": "its parent job ended"})
+        frontier = [r[0] for r in waiting] + [r[0] for r in kids]

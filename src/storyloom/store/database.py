@@ -1,0 +1,151 @@
+"""`Database`: one async handle over SQLite (aiosqlite, WAL) or PostgreSQL (asyncpg).
+
+SQLite allows one writer at a time. Instead of letting many coroutines fight over the file lock
+(and get `database is locked`), a process keeps a single write connection whose transactions start
+with `BEGIN IMMEDIATE`: writers queue in asyncio for that connection, and across processes
+`busy_timeout` waits for the file lock. Reads use a separate small pool and never block on writers
+(WAL). On Postgres both `read()` and `write()` use one pool; row locks do the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from storyloom.errors import ConfigError, StoreError
+
+__all__ = ["Database"]
+
+_MIGRATION_LOCK_ID = 7_714_202_611  # pg advisory lock key for migrations (any constant)
+
+
+class Database:
+    """Engines plus the dialect-specific bits the queries need. Create with `from_url`."""
+
+    def __init__(self, url: str, *, write_engine: AsyncEngine, read_engine: AsyncEngine) -> None:
+        self.url = url
+        self._write = write_engine
+        self._read = read_engine
+        self.dialect: str = write_engine.dialect.name
+        self._closed = False
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @classmethod
+    def from_url(cls, url: str, *, pool_size: int = 10, busy_timeout_ms: int = 30_000) -> Database:
+        """`sqlite+aiosqlite:///path/file.db` or `postgresql+asyncpg://user@host:port/db`."""
+        try:
+            parsed = make_url(url)
+        except ArgumentError as exc:
+            raise ConfigError(f"the database URL {url!r} is not a valid SQLAlchemy URL.") from exc
+        backend = parsed.get_backend_name()
+        if backend == "sqlite":
+            if parsed.drivername != "sqlite+aiosqlite":
+                parsed = parsed.set(drivername="sqlite+aiosqlite")
+            path = parsed.database
+            if not path or path == ":memory:":
+                raise ConfigError("the SQLite database must be a file (sqlite+aiosqlite:///path/to/file.db).")
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # The single writer waits in the pool queue, possibly behind a long line of writers.
+            write = create_async_engine(
+                parsed, pool_size=1, max_overflow=0, pool_timeout=300, json_serializer=_to_json
+            )
+            read = create_async_engine(
+                parsed, pool_size=max(2, pool_size // 2), max_overflow=4, json_serializer=_to_json
+            )
+            _sqlite_setup(write, begin="BEGIN IMMEDIATE", busy_timeout_ms=busy_timeout_ms)
+            _sqlite_setup(read, begin="BEGIN", busy_timeout_ms=busy_timeout_ms)
+            return cls(url, write_engine=write, read_engine=read)
+        if backend == "postgresql":
+            if parsed.drivername != "postgresql+asyncpg":
+                parsed = parsed.set(drivername="postgresql+asyncpg")
+            engine = create_async_engine(
+                parsed, pool_size=pool_size, max_overflow=pool_size, pool_timeout=120
+            )
+            return cls(url, write_engine=engine, read_engine=engine)
+        raise ConfigError(
+            f"unsupported database {backend!r}: use sqlite+aiosqlite:// or postgresql+asyncpg://."
+        )
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """One short write transaction, committed on exit. Database errors become `StoreError`."""
+        try:
+            async with self._write.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database write failed: {type(exc).__name__}: {exc}") from exc
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only snapshot; never waits for writers."""
+        try:
+            async with self._read.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database read failed: {type(exc).__name__}: {exc}") from exc
+
+    def insert(self, table: sa.Table) -> Any:
+        """The dialect's INSERT, which has `on_conflict_do_nothing/do_update` on both databases."""
+        return sqlite.insert(table) if self.is_sqlite else postgresql.insert(table)
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest alembic revision; safe when several processes race."""
+        from storyloom.store.migrate import upgrade_to_head
+
+        async with self._write.begin() as conn:
+            if not self.is_sqlite:  # SQLite is already serialized by BEGIN IMMEDIATE
+                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_ID})
+            await conn.run_sync(upgrade_to_head)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._write.dispose()
+        if self._read is not self._write:
+            await self._read.dispose()
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.shield(self.close())
+
+
+def _to_json(value: Any) -> str:
+    """Compact, keeps CJK text readable, and never fails a whole batch on one odd value."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _sqlite_setup(engine: AsyncEngine, *, begin: str, busy_timeout_ms: int) -> None:
+    """WAL + busy_timeout on every connection; we emit BEGIN ourselves (pysqlite's is unusable)."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        # NORMAL in WAL mode survives process crashes (what workers do); only power loss can lose
+        # the last commits, the usual trade for thousands of commits per second.
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin)

@@ -1,0 +1,172 @@
+"""The one schema, written for SQLite and PostgreSQL alike (SQLAlchemy Core tables).
+
+Timestamps are epoch seconds as doubles: the same type and arithmetic on both databases, no
+time-zone surprises. Ids are short hex strings made by the application, so a submit needs no
+round trip to learn its id. Migrations in `store/migrations/` create exactly these tables.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = [
+    "chapter_versions",
+    "chapters",
+    "checkpoints",
+    "events",
+    "jobs",
+    "metadata",
+    "projects",
+    "schedules",
+    "usage",
+    "usage_daily",
+]
+
+metadata = sa.MetaData()
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; Postgres wants a BIGINT identity.
+_BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+_Ts = sa.Double
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("priority", sa.SmallInteger, nullable=False),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("result", sa.JSON, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("idempotency_key", sa.String(200), nullable=True),
+    sa.Column("parent_id", sa.String(32), nullable=True),
+    sa.Column("depends_on", sa.String(32), nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("run_at", _Ts, nullable=False),
+    sa.Column("created_at", _Ts, nullable=False),
+    sa.Column("updated_at", _Ts, nullable=False),
+    sa.Column("started_at", _Ts, nullable=True),
+    sa.Column("finished_at", _Ts, nullable=True),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_expires_at", _Ts, nullable=True),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    # NULL keys are distinct on both databases, so jobs without a key never collide.
+    sa.UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idem"),
+    sa.Index("ix_jobs_claim", "status", "priority", "run_at"),
+    sa.Index("ix_jobs_lease", "lease_owner"),
+    sa.Index("ix_jobs_parent", "parent_id"),
+    sa.Index("ix_jobs_depends", "depends_on"),
+    sa.Index("ix_jobs_finished", "finished_at"),
+)
+
+checkpoints = sa.Table(
+    "job_checkpoints",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("step", sa.String(300), primary_key=True),
+    sa.Column("value", sa.JSON, nullable=True),
+    sa.Column("created_at", _Ts, nullable=False),
+)
+
+events = sa.Table(
+    "job_events",
+    metadata,
+    sa.Column("id", _BigId, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(64), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("step", sa.String(300), nullable=True),
+    sa.Column("ts", _Ts, nullable=False),
+    sa.Column("data", sa.JSON, nullable=False),
+    sa.UniqueConstraint("job_id", "seq", name="uq_job_events_seq"),
+    # Never reuse the id of a deleted newest row: the event hub reads by id.
+    sqlite_autoincrement=True,
+)
+
+schedules = sa.Table(
+    "job_schedules",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("interval_s", _Ts, nullable=False),
+    sa.Column("next_run_at", _Ts, nullable=False),
+    sa.Column("last_job_id", sa.String(32), nullable=True),
+)
+
+projects = sa.Table(
+    "projects",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("tenant", sa.String(64), nullable=False, server_default="default"),
+    sa.Column("title", sa.String(300), nullable=False),
+    sa.Column("premise", sa.Text, nullable=False, server_default=""),
+    sa.Column("outline", sa.Text, nullable=False, server_default=""),
+    sa.Column("characters", sa.JSON, nullable=False),
+    sa.Column("style", sa.Text, nullable=False, server_default=""),
+    sa.Column("genre", sa.String(100), nullable=False, server_default=""),
+    sa.Column("language", sa.String(8), nullable=False, server_default="zh"),
+    sa.Column("created_at", _Ts, nullable=False),
+    sa.Column("updated_at", _Ts, nullable=False),
+    sa.Index("ix_projects_tenant", "tenant"),
+)
+
+chapters = sa.Table(
+    "chapters",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("project_id", sa.String(32), sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("index", sa.Integer, nullable=False),
+    sa.Column("title", sa.String(300), nullable=False, server_default=""),
+    sa.Column("outline", sa.Text, nullable=False, server_default=""),
+    sa.Column("summary", sa.Text, nullable=True),
+    sa.Column("current_version_id", sa.String(32), nullable=True),
+    sa.Column("created_at", _Ts, nullable=False),
+    sa.Column("updated_at", _Ts, nullable=False),
+    sa.UniqueConstraint("project_id", "index", name="uq_chapters_project_index"),
+)
+
+chapter_versions = sa.Table(
+    "chapter_versions",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("chapter_id", sa.String(32), sa.ForeignKey("chapters.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("job_id", sa.String(32), nullable=True),
+    sa.Column("index", sa.Integer, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("scores", sa.JSON, nullable=False),
+    sa.Column("chosen", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", _Ts, nullable=False),
+    # A re-run of the same job overwrites its own versions instead of adding more.
+    sa.UniqueConstraint("chapter_id", "job_id", "index", name="uq_chapter_versions_job_index"),
+    sa.Index("ix_chapter_versions_chapter", "chapter_id"),
+)
+
+usage = sa.Table(
+    "usage",
+    metadata,
+    sa.Column("id", _BigId, primary_key=True, autoincrement=True),
+    sa.Column("ts", _Ts, nullable=False),
+    sa.Column("job_id", sa.String(64), nullable=True),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("model", sa.String(100), nullable=False),
+    sa.Column("calls", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("prompt_tokens", sa.Integer, nullable=False),
+    sa.Column("completion_tokens", sa.Integer, nullable=False),
+    sa.Column("cost_usd", _Ts, nullable=False, server_default="0"),
+    sa.Index("ix_usage_ts", "ts"),
+)
+
+usage_daily = sa.Table(
+    "usage_daily",
+    metadata,
+    sa.Column("day", sa.String(10), primary_key=True),  # YYYY-MM-DD (UTC)
+    sa.Column("tenant", sa.String(64), primary_key=True),
+    sa.Column("model", sa.String(100), primary_key=True),
+    sa.Column("calls", sa.Integer, nullable=False),
+    sa.Column("prompt_tokens", sa.BigInteger, nullable=False),
+    sa.Column("completion_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cost_usd", _Ts, nullable=False),
+)

@@ -1,0 +1,168 @@
+"""Queue contract tests, run against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from storyloom.errors import InputError, JobNotFoundError, QueueFullError
+from storyloom.jobs import JobQueue, JobStatus
+from storyloom.store import Database
+
+
+async def test_submit_then_get_round_trips(queue: JobQueue) -> None:
+    job = await queue.submit("chapter", {"outline": "雨夜"}, priority=7, tenant="t1")
+    got = await queue.get(job.id)
+    assert got.status is JobStatus.PENDING
+    assert got.payload == {"outline": "雨夜"}
+    assert (got.priority, got.tenant, got.attempts) == (7, "t1", 0)
+    evs = await queue.events(job.id)
+    assert [(e.seq, e.kind) for e in evs] == [(1, "job.submitted")]
+
+
+async def test_bad_input_is_a_clear_error(queue: JobQueue) -> None:
+    with pytest.raises(InputError):
+        await queue.submit("chapter", {}, priority=10)
+    with pytest.raises(InputError):
+        await queue.submit("chapter", {}, max_attempts=0)
+    with pytest.raises(JobNotFoundError):
+        await queue.get("nope")
+
+
+async def test_claim_takes_highest_priority_first_and_respects_run_at(queue: JobQueue) -> None:
+    low = await queue.submit("k", {}, priority=1)
+    high = await queue.submit("k", {}, priority=9)
+    await queue.submit("k", {}, priority=9, run_at=time.time() + 60)  # not due
+    mid = await queue.submit("k", {}, priority=5)
+    claimed = await queue.claim("w1", limit=10, lease_s=10)
+    assert [j.id for j in claimed] == [high.id, mid.id, low.id]
+    assert all(j.status is JobStatus.RUNNING and j.lease_owner == "w1" and j.attempts == 1 for j in claimed)
+    assert await queue.claim("w2", limit=10, lease_s=10) == []
+
+
+async def test_concurrent_claims_never_share_a_job(queue: JobQueue) -> None:
+    for _ in range(40):
+        await queue.submit("k", {})
+    got = await asyncio.gather(*(queue.claim(f"w{i}", limit=7, lease_s=10) for i in range(8)))
+    ids = [j.id for batch in got for j in batch]
+    assert len(ids) == 40 and len(set(ids)) == 40
+
+
+async def test_idempotency_key_race_yields_one_job(queue: JobQueue) -> None:
+    jobs = await asyncio.gather(
+        *(queue.submit("chapter", {"n": i}, idempotency_key="hash-1") for i in range(20))
+    )
+    assert len({j.id for j in jobs}) == 1
+    assert (await queue.stats()).queued == 1
+    other_tenant = await queue.submit("chapter", {}, idempotency_key="hash-1", tenant="other")
+    assert other_tenant.id != jobs[0].id
+
+
+async def test_retry_with_backoff_then_dead_letter(queue: JobQueue) -> None:
+    job = await queue.submit("k", {}, max_attempts=2)
+    [c] = await queue.claim("w", limit=1, lease_s=10)
+    assert await queue.fail(c.id, "w", "boom 1") is JobStatus.RETRYING
+    retry = await queue.get(job.id)
+    assert retry.status is JobStatus.RETRYING and retry.run_at > time.time() - 0.01
+    assert await queue.claim("w", limit=1, lease_s=10) == [] or retry.run_at <= time.time()
+    await asyncio.sleep(0.25)  # backoff_max_s is 0.2 in the fixture
+    [c2] = await queue.claim("w", limit=1, lease_s=10)
+    assert c2.attempts == 2
+    assert await queue.fail(c2.id, "w", "boom 2") is JobStatus.FAILED
+    dead = await queue.get(job.id)
+    assert dead.status is JobStatus.FAILED and dead.error == "boom 2" and dead.finished_at is not None
+    kinds = [e.kind for e in await queue.events(job.id)]
+    assert kinds == ["job.submitted", "job.retrying", "job.failed"]
+
+
+async def test_non_retryable_failure_goes_straight_to_dead_letter(queue: JobQueue) -> None:
+    job = await queue.submit("k", {}, max_attempts=5)
+    await queue.claim("w", limit=1, lease_s=10)
+    assert await queue.fail(job.id, "w", "bad request", retryable=False) is JobStatus.FAILED
+
+
+async def test_backoff_grows_exponentially() -> None:
+    q = JobQueue.__new__(JobQueue)
+    q.backoff_base_s, q.backoff_max_s = 1.0, 100.0
+    assert 0.5 <= q.backoff_delay_s(1) <= 1.0
+    assert 4.0 <= q.backoff_delay_s(4) <= 8.0
+    assert 50.0 <= q.backoff_delay_s(30) <= 100.0
+
+
+async def test_cancel_pending_is_immediate_and_running_is_flagged(queue: JobQueue) -> None:
+    pending = await queue.submit("k", {})
+    assert (await queue.cancel(pending.id)).status is JobStatus.CANCELLED
+    running = await queue.submit("k", {})
+    await queue.claim("w", limit=5, lease_s=10)
+    flagged = await queue.cancel(running.id)
+    assert flagged.status is JobStatus.RUNNING and flagged.cancel_requested
+    hb = await queue.heartbeat("w", lease_s=10)
+    assert hb.owned == {running.id} and hb.cancel_requested == {running.id}
+    assert await queue.finish_cancelled(running.id, "w")
+    assert (await queue.get(running.id)).status is JobStatus.CANCELLED
+
+
+async def test_expired_lease_is_claimed_again_and_old_owner_is_fenced(queue: JobQueue) -> None:
+    job = await queue.submit("k", {})
+    await queue.claim("dead-worker", limit=1, lease_s=0.2)
+    assert await queue.claim("w2", limit=1, lease_s=10) == []
+    await asyncio.sleep(0.3)
+    [again] = await queue.claim("w2", limit=1, lease_s=10)
+    assert again.id == job.id and again.attempts == 2 and again.lease_owner == "w2"
+    assert not await queue.complete(job.id, "dead-worker", {"x": 1})  # fenced
+    assert (await queue.heartbeat("dead-worker", lease_s=10)).owned == frozenset()
+    assert await queue.complete(job.id, "w2", {"x": 2})
+    assert (await queue.get(job.id)).result == {"x": 2}
+
+
+async def test_heartbeat_renews_all_leases_in_one_statement(queue: JobQueue) -> None:
+    for _ in range(5):
+        await queue.submit("k", {})
+    claimed = await queue.claim("w", limit=5, lease_s=0.3)
+    for _ in range(4):
+        await asyncio.sleep(0.15)
+        hb = await queue.heartbeat("w", lease_s=0.3)
+        assert hb.owned == {j.id for j in claimed}
+    assert await queue.claim("thief", limit=5, lease_s=10) == []
+
+
+async def test_release_returns_jobs_without_spending_an_attempt(queue: JobQueue) -> None:
+    job = await queue.submit("k", {})
+    await queue.claim("w", limit=1, lease_s=10)
+    assert await queue.release("w") == 1
+    back = await queue.get(job.id)
+    assert back.status is JobStatus.PENDING and back.attempts == 0 and back.lease_owner is None
+
+
+async def test_depends_on_waits_for_completion_and_failure_cascades(queue: JobQueue) -> None:
+    first = await queue.submit("chapter", {"i": 1})
+    second = await queue.submit("chapter", {"i": 2}, depends_on=first.id)
+    third = await queue.submit("chapter", {"i": 3}, depends_on=second.id)
+    [c] = await queue.claim("w", limit=10, lease_s=10)
+    assert c.id == first.id
+    assert await queue.complete(first.id, "w", {})
+    [c2] = await queue.claim("w", limit=10, lease_s=10)
+    assert c2.id == second.id
+    assert await queue.fail(second.id, "w", "broken", retryable=False) is JobStatus.FAILED
+    assert (await queue.get(third.id)).status is JobStatus.FAILED
+
+
+async def test_full_queue_refuses_with_retry_after(db: Database) -> None:
+    q = JobQueue(db, max_backlog=2)
+    await q.submit("k", {})
+    await q.submit("k", {})
+    with pytest.raises(QueueFullError) as info:
+        await q.submit("k", {})
+    assert info.value.retry_after_s > 0
+
+
+async def test_stats_count_by_status(queue: JobQueue) -> None:
+    a = await queue.submit("k", {})
+    await queue.submit("k", {})
+    await queue.submit("k", {}, run_at=time.time() + 100)
+    await queue.claim("w", limit=1, lease_s=10)
+    await queue.complete(a.id, "w", {})
+    s = await queue.stats()
+    assert s.counts["completed"] == 1 and s.queued == 2 and s.due == 1 and s.running == 0
