@@ -31,6 +31,8 @@ __all__ = [
     "render_metrics",
 ]
 
+_FINAL_STATUSES = ("completed", "failed", "cancelled")
+
 # The seed's buckets for novel_generation_duration_seconds.
 DURATION_BUCKETS_S: tuple[float, ...] = (1, 5, 10, 20, 30, 60, 120)
 
@@ -79,11 +81,11 @@ class ServiceCollector(Collector):
         snap = self.snapshot
         requests = CounterMetricFamily(
             "novel_generation_requests",
-            "Novel generation jobs by final or current status (from the job table).",
+            "Finished novel generation jobs by final status (from the job table).",
             labels=["status"],
         )
-        for status, count in sorted(snap.jobs_by_status.items()):
-            requests.add_metric([status], count)
+        for status in _FINAL_STATUSES:
+            requests.add_metric([status], snap.jobs_by_status.get(status, 0))
         yield requests
         buckets: list[tuple[str, float]] = [
             (_le(bound), float(count))

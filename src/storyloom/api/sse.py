@@ -12,9 +12,17 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["SSE_HEADERS", "SseEvent", "event_stream", "format_comment", "format_event", "parse_after"]
+__all__ = [
+    "SSE_HEADERS",
+    "EventLike",
+    "SseEvent",
+    "event_stream",
+    "format_comment",
+    "format_event",
+    "parse_after",
+]
 
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
@@ -23,9 +31,24 @@ SSE_HEADERS = {
 }
 
 
+class EventLike(Protocol):
+    """What a stream sends: the job queue's stored events have this shape."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def step(self) -> str | None: ...
+    @property
+    def ts(self) -> float: ...
+    @property
+    def data(self) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SseEvent:
-    """One job event as sent to clients; `seq` is the job's event offset and the SSE id."""
+    """A concrete `EventLike`, for events the API makes itself and for tests."""
 
     seq: int
     kind: str
@@ -33,13 +56,11 @@ class SseEvent:
     ts: float
     data: dict[str, Any]
 
-    def to_json(self) -> dict[str, Any]:
-        return {"seq": self.seq, "kind": self.kind, "step": self.step, "ts": self.ts, "data": self.data}
 
-
-def format_event(event: SseEvent) -> bytes:
+def format_event(event: EventLike) -> bytes:
     # No `event:` field: the seed's clients read everything through EventSource.onmessage.
-    body = json.dumps(event.to_json(), ensure_ascii=False, separators=(",", ":"))
+    doc = {"seq": event.seq, "kind": event.kind, "step": event.step, "ts": event.ts, "data": event.data}
+    body = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
     return f"id: {event.seq}\ndata: {body}\n\n".encode()
 
 
@@ -59,11 +80,11 @@ def parse_after(last_event_id: str | None, after: int | None) -> int:
 
 
 async def event_stream(
-    events: AsyncIterator[SseEvent],
+    events: AsyncIterator[EventLike],
     *,
     heartbeat_s: float,
-    is_terminal: Callable[[SseEvent], bool],
-    on_sent: Callable[[SseEvent], None] | None = None,
+    is_terminal: Callable[[EventLike], bool],
+    on_sent: Callable[[EventLike], None] | None = None,
     preamble: bytes = b"",
 ) -> AsyncIterator[bytes]:
     """Forward events as SSE with a heartbeat comment whenever `heartbeat_s` passes in silence.
@@ -73,7 +94,7 @@ async def event_stream(
     """
     if preamble:
         yield preamble
-    nxt: asyncio.Future[SseEvent] = asyncio.ensure_future(anext(events))
+    nxt: asyncio.Future[EventLike] = asyncio.ensure_future(anext(events))
     try:
         while True:
             done, _ = await asyncio.wait({nxt}, timeout=heartbeat_s)

@@ -1,0 +1,61 @@
+"""`create_app`: the HTTP service over the durable queue, stateless by construction.
+
+Everything a response needs comes from the database (jobs, event log, projects) through the
+queue and the event hub, so any number of API processes can serve any job, before and after a
+restart. The lifespan opens what the caller did not pass in, migrates, and starts the hub.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from storyloom.api.errors import install_error_handlers
+from storyloom.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from storyloom.api.services import ApiOptions, Services
+from storyloom.config import Settings
+
+__all__ = ["ApiOptions", "create_app"]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    options: ApiOptions | None = None,
+    database: Any = None,
+    queue: Any = None,
+    hub: Any = None,
+) -> FastAPI:
+    """The FastAPI app. `database`/`queue`/`hub` may be passed in (tests, embedding); else opened here."""
+    opts = options or ApiOptions()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            app.state.services = await Services.open(
+                settings, opts, stack, database=database, queue=queue, hub=hub
+            )
+            yield
+
+    app = FastAPI(
+        title="storyloom",
+        description="Multi-agent novel writing as a durable service: jobs, resumable SSE events, projects.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    _include_routes(app)
+    # Outermost first: request id/log wraps the body limit so 413s are logged with an id too.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=opts.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+def _include_routes(app: FastAPI) -> None:
+    from storyloom.api.routes import health, jobs, novel, projects
+
+    for module in (novel, jobs, projects, health):
+        app.include_router(module.router)

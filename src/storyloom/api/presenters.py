@@ -1,0 +1,92 @@
+"""Turn store and queue records into response bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from storyloom.api.schemas import ChapterOut, JobOut, ProjectOut, VersionOut
+from storyloom.jobs.models import Job
+from storyloom.store.projects import Chapter, ChapterVersion, Project
+
+__all__ = ["chapter_content", "chapter_out", "execution_time", "job_out", "project_out", "version_out"]
+
+
+def job_out(job: Job) -> JobOut:
+    return JobOut(
+        id=job.id,
+        kind=job.kind,
+        status=job.status.value,
+        priority=job.priority,
+        tenant=job.tenant,
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        idempotency_key=job.idempotency_key,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        error=job.error,
+        result=job.result,
+        events_url=f"/api/jobs/{job.id}/events",
+    )
+
+
+def chapter_content(result: dict[str, Any] | None) -> str | None:
+    """The chosen version's text of a ChapterResult (as stored by the chapter job)."""
+    if not result:
+        return None
+    versions = result.get("versions") or []
+    chosen = result.get("chosen")
+    if isinstance(chosen, int) and 1 <= chosen <= len(versions):
+        text = versions[chosen - 1].get("text")
+        return str(text) if text is not None else None
+    text = result.get("text")
+    return str(text) if text is not None else None
+
+
+def execution_time(job: Job) -> float | None:
+    if job.finished_at is None:
+        return None
+    return round(job.finished_at - (job.started_at or job.created_at), 3)
+
+
+def project_out(project: Project) -> ProjectOut:
+    return ProjectOut(
+        id=project.id,
+        title=project.title,
+        premise=project.premise,
+        outline=project.outline,
+        characters=list(project.characters),
+        style=project.style,
+        genre=project.genre,
+        language=project.language,
+        created_at=project.created_at,
+        updated_at=project.updated_at,
+    )
+
+
+def version_out(version: ChapterVersion) -> VersionOut:
+    return VersionOut(
+        id=version.id,
+        index=version.index,
+        job_id=version.job_id,
+        text=version.text,
+        scores=version.scores,
+        chosen=version.chosen,
+        created_at=version.created_at,
+    )
+
+
+def chapter_out(chapter: Chapter, versions: list[ChapterVersion], jobs: list[Job]) -> ChapterOut:
+    return ChapterOut(
+        id=chapter.id,
+        project_id=chapter.project_id,
+        index=chapter.index,
+        title=chapter.title,
+        outline=chapter.outline,
+        summary=chapter.summary,
+        current_version_id=chapter.current_version_id,
+        versions=[version_out(v) for v in versions],
+        jobs=[job_out(j) for j in jobs],
+        created_at=chapter.created_at,
+        updated_at=chapter.updated_at,
+    )

@@ -1,0 +1,96 @@
+"""The seed's contract (/api/novel/...), so existing clients keep working."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Header
+from fastapi.responses import StreamingResponse
+
+from storyloom.api.deps import NOT_FOUND, QUEUE_FULL, SSE_OK, ServicesDep, Tenant
+from storyloom.api.presenters import chapter_content, execution_time
+from storyloom.api.schemas import GenerateRequest, GenerateResponse, TaskResult, TaskStatus
+from storyloom.api.services import Services
+from storyloom.api.streams import job_events_response
+from storyloom.jobs.models import Job, JobStatus
+from storyloom.novel.models import ChapterRequest
+
+router = APIRouter(prefix="/api/novel", tags=["novel (seed contract)"])
+
+IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)]
+
+
+async def _submit(
+    services: Services, body: GenerateRequest, key: str | None, tenant: str
+) -> tuple[Job, bool]:
+    defaults = services.settings
+    request = ChapterRequest(
+        input=body.novel_input,
+        versions=body.versions or defaults.writer_chapter_version_count,
+        max_parallel=body.max_parallel or defaults.writer_max_parallel_requests,
+    )
+    return await services.submit(
+        "chapter",
+        request.model_dump(mode="json"),
+        priority=body.priority,
+        idempotency_key=key or body.idempotency_key,
+        tenant=tenant,
+    )
+
+
+@router.post("/generate", response_model=GenerateResponse, responses=QUEUE_FULL)
+async def generate(
+    body: GenerateRequest, services: ServicesDep, tenant: Tenant, idempotency_key: IdempotencyHeader = None
+) -> GenerateResponse:
+    """Queue a chapter; poll /status and /result, or follow /api/jobs/{task_id}/events."""
+    job, created = await _submit(services, body, idempotency_key, tenant)
+    message = (
+        "task accepted; poll its status or follow its events" if created else "an earlier identical task"
+    )
+    return GenerateResponse(task_id=job.id, status=job.status.value, message=message)
+
+
+@router.post(
+    "/generate/stream",
+    response_class=StreamingResponse,
+    responses={**SSE_OK, **QUEUE_FULL},
+)
+async def generate_stream(
+    body: GenerateRequest, services: ServicesDep, tenant: Tenant, idempotency_key: IdempotencyHeader = None
+) -> StreamingResponse:
+    """Queue a chapter and stream its events. The first message (no id) names the task; reconnect
+    with GET /api/jobs/{task_id}/events and Last-Event-ID."""
+    job, _ = await _submit(services, body, idempotency_key, tenant)
+    hello = json.dumps({"kind": "task", "task_id": job.id, "status": job.status.value})
+    return job_events_response(
+        services, job, 0, preamble=f"data: {hello}\n\n".encode(), headers={"X-Task-Id": job.id}
+    )
+
+
+@router.get("/status/{task_id}", response_model=TaskStatus, responses=NOT_FOUND)
+async def status(task_id: str, services: ServicesDep) -> TaskStatus:
+    job = await services.queue.get(task_id)
+    return TaskStatus(
+        task_id=job.id,
+        status=job.status.value,
+        priority=job.priority,
+        attempts=job.attempts,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        error=job.error,
+    )
+
+
+@router.get("/result/{task_id}", response_model=TaskResult, responses=NOT_FOUND)
+async def result(task_id: str, services: ServicesDep) -> TaskResult:
+    job = await services.queue.get(task_id)
+    if job.status is not JobStatus.COMPLETED:
+        return TaskResult(task_id=job.id, status=job.status.value, error=job.error)
+    return TaskResult(
+        task_id=job.id,
+        status=job.status.value,
+        chapter_content=chapter_content(job.result),
+        execution_time=execution_time(job),
+    )

@@ -1,0 +1,171 @@
+"""What the routes share: database, queue, event hub, project store, options and metric snapshots."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
+
+from storyloom.api.metrics import DURATION_BUCKETS_S, SUBMISSIONS, ServiceCollector, ServiceSnapshot
+from storyloom.config import Settings
+from storyloom.errors import QueueFullError
+from storyloom.jobs.models import Job, JobStatus, QueueStats
+from storyloom.jobs.queue import JobQueue
+from storyloom.store.database import Database
+from storyloom.store.projects import ProjectStore
+from storyloom.store.schema import jobs
+
+__all__ = ["ApiOptions", "JobTotals", "Services"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiOptions:
+    """Knobs of the HTTP layer. `max_pending` None = no admission limit.
+
+    `worker_count`: the supervisor's live worker count when it shares the process (`serve`); without
+    it the API counts workers holding live leases, and calls the service degraded only when due
+    jobs have waited `stall_s` with no worker holding any lease.
+    """
+
+    max_body_bytes: int = 1_048_576
+    heartbeat_s: float = 15.0
+    max_pending: int | None = 10_000
+    min_live_workers: int = 1  # /api/health is degraded below this many live workers
+    stall_s: float = 30.0
+    stats_ttl_s: float = 1.0  # queue figures for health/metrics are cached this long
+    worker_count: Callable[[], Awaitable[int]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobTotals:
+    """Finished-job figures from the job table (kept while retention keeps the rows)."""
+
+    by_status: dict[str, int]
+    completed: int
+    failed: int
+    avg_execution_s: float
+    duration_buckets: list[int]
+    duration_count: int
+    duration_sum_s: float
+
+
+class Services:
+    """Built once per app in the lifespan; routes reach it through `request.app.state.services`."""
+
+    def __init__(
+        self, *, settings: Settings, options: ApiOptions, db: Database, queue: JobQueue, hub: Any
+    ) -> None:
+        self.settings = settings
+        self.options = options
+        self.db = db
+        self.queue = queue
+        self.hub = hub
+        self.projects = ProjectStore(db)
+        self.collector = ServiceCollector()
+        self.service_registry = CollectorRegistry(auto_describe=False)
+        self.service_registry.register(self.collector)
+        self._stats: tuple[float, QueueStats] | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        settings: Settings,
+        options: ApiOptions,
+        stack: AsyncExitStack,
+        *,
+        database: Database | None = None,
+        queue: JobQueue | None = None,
+        hub: Any = None,
+    ) -> Services:
+        from storyloom.jobs.events import EventHub
+
+        db = database
+        if db is None:
+            db = Database.from_url(settings.resolved_database_url())
+            stack.push_async_callback(db.close)
+            await db.migrate()
+        if hub is None:
+            hub = EventHub(db)
+            await hub.start()
+            stack.push_async_callback(hub.stop)
+        if queue is None:
+            queue = JobQueue(db, hub=hub, max_backlog=options.max_pending)
+        return cls(settings=settings, options=options, db=db, queue=queue, hub=hub)
+
+    async def submit(
+        self, kind: str, payload: dict[str, Any], *, priority: int, idempotency_key: str | None, tenant: str
+    ) -> tuple[Job, bool]:
+        """Submit; returns the job and whether this call created it (False: an idempotent repeat)."""
+        before = time.time()
+        try:
+            job = await self.queue.submit(
+                kind, payload, priority=priority, idempotency_key=idempotency_key, tenant=tenant
+            )
+        except QueueFullError:
+            SUBMISSIONS.labels("rejected").inc()
+            raise
+        created = idempotency_key is None or job.created_at >= before - 0.001
+        SUBMISSIONS.labels("accepted" if created else "duplicate").inc()
+        return job, created
+
+    async def queue_stats(self) -> QueueStats:
+        now = time.monotonic()
+        if self._stats is not None and now - self._stats[0] < self.options.stats_ttl_s:
+            return self._stats[1]
+        stats = await self.queue.stats()
+        self._stats = (now, stats)
+        return stats
+
+    async def live_workers(self) -> int:
+        if self.options.worker_count is not None:
+            return await self.options.worker_count()
+        from storyloom.api.workers import busy_workers
+
+        return await busy_workers(self.db)
+
+    async def job_totals(self) -> JobTotals:
+        """One aggregate over finished jobs: counts per status and the duration histogram."""
+        duration = jobs.c.finished_at - jobs.c.created_at
+        done = jobs.c.status == JobStatus.COMPLETED.value
+        bucket_cols = [
+            sa.func.sum(sa.case((sa.and_(done, duration <= bound), 1), else_=0))
+            for bound in DURATION_BUCKETS_S
+        ]
+        exec_time = jobs.c.finished_at - sa.func.coalesce(jobs.c.started_at, jobs.c.created_at)
+        query = sa.select(
+            sa.func.sum(sa.case((done, 1), else_=0)),
+            sa.func.sum(sa.case((done, duration), else_=0.0)),
+            sa.func.avg(sa.case((done, exec_time), else_=None)),
+            *bucket_cols,
+        ).where(jobs.c.finished_at.is_not(None))
+        async with self.db.read() as conn:
+            row = (await conn.execute(query)).one()
+        stats = await self.queue_stats()
+        count = int(row[0] or 0)
+        return JobTotals(
+            by_status=dict(stats.counts),
+            completed=stats.counts.get(JobStatus.COMPLETED.value, 0),
+            failed=stats.counts.get(JobStatus.FAILED.value, 0),
+            avg_execution_s=float(row[2] or 0.0),
+            duration_buckets=[int(v or 0) for v in row[3:]],
+            duration_count=count,
+            duration_sum_s=float(row[1] or 0.0),
+        )
+
+    async def refresh_snapshot(self) -> None:
+        """Read the database figures the Prometheus collector exposes at this scrape."""
+        totals = await self.job_totals()
+        stats = await self.queue_stats()
+        self.collector.snapshot = ServiceSnapshot(
+            queue_size=stats.queued,
+            active_workers=await self.live_workers(),
+            jobs_by_status=totals.by_status,
+            duration_buckets=totals.duration_buckets,
+            duration_count=totals.duration_count,
+            duration_sum_s=totals.duration_sum_s,
+        )

@@ -1,0 +1,81 @@
+"""A job's events as an SSE response: replay from an offset, then follow live until the job ends."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi.responses import StreamingResponse
+
+from storyloom.api.metrics import EVENT_LAG, SSE_OPEN, STEP_DURATION
+from storyloom.api.services import Services
+from storyloom.api.sse import SSE_HEADERS, EventLike, event_stream
+from storyloom.jobs.models import TERMINAL_EVENT_KINDS, Job
+
+__all__ = ["job_events_response"]
+
+_PAGE = 500
+
+
+async def _finished_job_events(services: Services, job_id: str, after: int) -> AsyncIterator[EventLike]:
+    """A finished job's log, paged; ends even if retention already removed the terminal event."""
+    while True:
+        page = await services.queue.events(job_id, after, _PAGE)
+        for event in page:
+            yield event
+        if len(page) < _PAGE:
+            return
+        after = page[-1].seq
+
+
+async def _live_job_events(services: Services, job_id: str, after: int) -> AsyncIterator[EventLike]:
+    async with services.hub.subscribe(job_id, after) as subscription:
+        async for event in subscription:
+            yield event
+
+
+def _is_terminal(event: EventLike) -> bool:
+    return event.kind in TERMINAL_EVENT_KINDS
+
+
+def _observer(connected_at: float) -> Any:
+    def on_sent(event: EventLike) -> None:
+        now = time.time()
+        EVENT_LAG.labels("true" if event.ts < connected_at else "false").observe(max(0.0, now - event.ts))
+        if event.kind == "step.finished" and event.step:
+            elapsed = event.data.get("elapsed_s")
+            if isinstance(elapsed, int | float):
+                STEP_DURATION.labels(event.step.rsplit("/", 1)[-1]).observe(float(elapsed))
+
+    return on_sent
+
+
+async def _counted(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    SSE_OPEN.inc()
+    try:
+        async for chunk in stream:
+            yield chunk
+    finally:
+        SSE_OPEN.dec()
+
+
+def job_events_response(
+    services: Services, job: Job, after: int, *, preamble: bytes = b"", headers: dict[str, str] | None = None
+) -> StreamingResponse:
+    """Stream `job`'s events with seq > `after` as SSE; the stream ends after its terminal event."""
+    source = (
+        _finished_job_events(services, job.id, after)
+        if job.status.is_terminal
+        else _live_job_events(services, job.id, after)
+    )
+    body = event_stream(
+        source,
+        heartbeat_s=services.options.heartbeat_s,
+        is_terminal=_is_terminal,
+        on_sent=_observer(time.time()),
+        preamble=preamble,
+    )
+    return StreamingResponse(
+        _counted(body), media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})}
+    )
