@@ -83,6 +83,17 @@ class Settings(BaseSettings):
     writer_chapter_version_count: int = Field(default=2, ge=1, le=10)
     writer_max_parallel_requests: int = Field(default=3, ge=1, le=10)
 
+    # The LLM gateway. STORYLOOM_DEPLOYMENTS: a JSON/YAML document, or the path of one, listing
+    # deployments (several keys/base URLs per model), fallbacks, tenants and gateway knobs.
+    deployments: str | None = None
+    # Where shared limits live: memory:// (one process), sqlite:///path (one machine), redis://...
+    # Unset: Redis when STORYLOOM_REDIS_URL is set, else a SQLite file in data_dir when limits are set.
+    limits_url: str | None = None
+    tenant_weights: dict[str, float] = Field(default_factory=dict)
+    tenant_budgets_usd: dict[str, float] = Field(default_factory=dict)
+    fallback_models: dict[str, list[str]] = Field(default_factory=dict)
+    llm_cache_ttl_s: float = Field(default=0.0, ge=0)  # 0: the exact-match cache is off
+
     data_dir: Path = Path("./storyloom-data")
     database_url: str | None = None
     redis_url: str | None = None
