@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,3 +106,20 @@ def postgres_url() -> Iterator[str]:
             stderr=subprocess.DEVNULL,
         )
         shutil.rmtree(datadir, ignore_errors=True)
+
+
+@pytest.fixture
+def sim() -> Iterator[Any]:
+    """A running simulator (`storyloom.sim.SimHandle`) in a thread, with fast latencies.
+
+    `sim.url` ends in /v1; `sim.configure(**patch)` changes it live; `sim.stats()` reads /stats.
+    """
+    from storyloom.sim import ModelProfile, SimConfig, run_sim_in_thread
+
+    config = SimConfig(
+        seed=42,
+        default=ModelProfile(ttft_s=0.005, tokens_per_s=200_000.0, answer_tokens=120),
+        chunk_interval_s=0.01,
+    )
+    with run_sim_in_thread(config) as handle:
+        yield handle
