@@ -177,6 +177,7 @@ class ChapterResult(BaseModel):
     chosen_by: Literal["judge", "only", "user"]
     judge: JudgeReport | None = None
     plan: dict[str, object] = Field(default_factory=dict)
+    director: AgentRun | None = None  # the shared plan's agent run (tokens, time, degradation)
     summary: str = ""  # of the chosen version: the next chapter's previous_summary
     usage: TokenUsage = Field(default_factory=TokenUsage)
     elapsed_s: float = 0.0
