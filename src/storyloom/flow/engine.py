@@ -168,6 +168,10 @@ class _Run:
                 await self._step(i)
                 i = self._release(i)
         except asyncio.CancelledError:
+            # A step cancelled from inside (not by us) cancels the run: never a step failure, and
+            # never a run left waiting for a step that will not finish.
+            if not self.done.done():
+                self.done.cancel()
             raise
         except Exception as exc:
             if not self.done.done():

@@ -1,0 +1,146 @@
+"""Events: order, timestamps, and token deltas coalesced without losing or reordering text."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from storyloom.flow import EventKind, Flow, ListSink, NullSink, OnError, StepContext, run_flow
+
+
+async def test_run_and_step_events_are_ordered_with_timestamps() -> None:
+    async def step(ctx: StepContext) -> Any:
+        await asyncio.sleep(0.01)
+        return ctx.name
+
+    flow = Flow("f")
+    flow.add("a", step)
+    flow.add("b", step, after=("a",))
+    flow.add("c", step, after=("a",))
+    sink = ListSink()
+    await run_flow(flow, {"x": 1}, run_id="run-7", sink=sink)
+    assert sink.kinds()[0] == EventKind.RUN_STARTED and sink.events[0].data == {"flow": "f"}
+    assert sink.kinds()[-1] == EventKind.RUN_FINISHED and sink.events[-1].data["status"] == "completed"
+    assert {e.run_id for e in sink.events} == {"run-7"}
+    stamps = [e.ts for e in sink.events]
+    assert stamps == sorted(stamps)
+    for name in "abc":
+        assert sink.kinds(name) == [EventKind.STEP_STARTED, EventKind.STEP_FINISHED]
+        assert sink.of(EventKind.STEP_FINISHED)[0].data["elapsed_s"] >= 0.005
+    order = [(e.kind, e.step) for e in sink.events]
+    assert order.index((EventKind.STEP_FINISHED, "a")) < order.index((EventKind.STEP_STARTED, "b"))
+
+
+async def test_many_deltas_become_few_events_with_text_in_order() -> None:
+    pieces = [f"tok{i} " for i in range(300)]
+
+    async def stream(ctx: StepContext) -> Any:
+        for i, piece in enumerate(pieces):
+            ctx.delta(piece)
+            if i % 10 == 9:
+                await asyncio.sleep(0.01)  # ~0.3 s of streaming
+        return "done"
+
+    flow = Flow("f")
+    flow.add("writer", stream)
+    sink = ListSink()
+    await run_flow(flow, None, sink=sink, coalesce_s=0.05)
+    deltas = sink.of(EventKind.STEP_DELTA)
+    assert 3 <= len(deltas) <= 15, len(deltas)
+    assert "".join(e.data["text"] for e in deltas) == "".join(pieces)
+    kinds = sink.kinds("writer")
+    assert kinds[0] == EventKind.STEP_STARTED
+    assert kinds[-1] == EventKind.STEP_FINISHED
+    assert set(kinds[1:-1]) == {EventKind.STEP_DELTA}
+
+
+async def test_pending_text_is_flushed_before_finished_and_failed() -> None:
+    async def quick(ctx: StepContext) -> Any:
+        ctx.delta("a")
+        ctx.delta("b")
+        return 1
+
+    async def broken(ctx: StepContext) -> Any:
+        ctx.delta("half a sentence")
+        raise RuntimeError("stream cut")
+
+    flow = Flow("f")
+    flow.add("quick", quick)
+    flow.add("broken", broken, on_error=OnError.SKIP)
+    sink = ListSink()
+    await run_flow(flow, None, sink=sink, coalesce_s=10.0)
+    assert [(e.kind, e.data.get("text")) for e in sink.events if e.step == "quick"] == [
+        (EventKind.STEP_STARTED, None),
+        (EventKind.STEP_DELTA, "ab"),
+        (EventKind.STEP_FINISHED, None),
+    ]
+    assert sink.kinds("broken") == [
+        EventKind.STEP_STARTED,
+        EventKind.STEP_DELTA,
+        EventKind.STEP_FAILED,
+        EventKind.STEP_SKIPPED,
+    ]
+
+
+async def test_custom_events_come_after_the_pending_text() -> None:
+    async def step(ctx: StepContext) -> Any:
+        ctx.delta("chapter one")
+        ctx.emit("agent.parsed", fields=3)
+        ctx.delta("")  # empty deltas are dropped
+        return None
+
+    flow = Flow("f")
+    flow.add("s", step)
+    sink = ListSink()
+    await run_flow(flow, None, sink=sink)
+    expected = [EventKind.STEP_STARTED, EventKind.STEP_DELTA, "agent.parsed", EventKind.STEP_FINISHED]
+    assert sink.kinds("s") == expected
+    assert sink.of("agent.parsed")[0].data == {"fields": 3}
+
+
+async def test_zero_interval_emits_every_delta() -> None:
+    async def step(ctx: StepContext) -> Any:
+        for t in "xyz":
+            ctx.delta(t)
+
+    flow = Flow("f")
+    flow.add("s", step)
+    sink = ListSink()
+    await run_flow(flow, None, sink=sink, coalesce_s=0)
+    assert [e.data["text"] for e in sink.of(EventKind.STEP_DELTA)] == ["x", "y", "z"]
+
+
+async def test_a_thousand_concurrent_streams_are_coalesced_per_step() -> None:
+    async def stream(ctx: StepContext) -> Any:
+        for _ in range(20):
+            ctx.delta("t")
+            await asyncio.sleep(0.005)
+
+    flow = Flow("f")
+    for i in range(1000):
+        flow.add(f"s{i}", stream)
+    sink = ListSink()
+    await run_flow(flow, None, sink=sink, coalesce_s=0.05)
+    deltas = sink.of(EventKind.STEP_DELTA)
+    assert len(deltas) < 1000 * 20 / 2
+    per_step: dict[str | None, str] = {}
+    counts: dict[str | None, int] = {}
+    for e in deltas:
+        per_step[e.step] = per_step.get(e.step, "") + e.data["text"]
+        counts[e.step] = counts.get(e.step, 0) + 1
+    assert per_step == {f"s{i}": "t" * 20 for i in range(1000)}
+    # at most one event per coalescing interval (plus the final flush), however busy the loop is
+    for e in sink.of(EventKind.STEP_FINISHED):
+        assert counts[e.step] <= e.data["elapsed_s"] / 0.05 + 2
+
+
+async def test_null_sink_and_no_sink_run_silently() -> None:
+    async def step(ctx: StepContext) -> Any:
+        ctx.delta("ignored")
+        ctx.emit("custom")
+        return 5
+
+    flow = Flow("f")
+    flow.add("s", step)
+    assert (await run_flow(flow, None, sink=NullSink())).outputs == {"s": 5}
+    assert (await run_flow(flow, None)).outputs == {"s": 5}
