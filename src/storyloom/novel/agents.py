@@ -107,14 +107,32 @@ class AgentCall:
         )
         self.run.model = self.model
         self.run.calls += 1
+        received: list[str] = []
+        forward = self.on_delta
+
+        def relay(text: str) -> None:
+            received.append(text)
+            if forward is not None:
+                forward(text)
+
         start = time.perf_counter()
         try:
-            result = await self.client.chat(request, self.on_delta)
+            result = await self.client.chat(request, relay)
         except StreamCutError as exc:
             self.run.usage = self.run.usage.add(
                 TokenUsage(completion_tokens=estimate_tokens(exc.partial_text))
             )
             raise
+        except ProviderError as exc:
+            if not received:
+                raise
+            # The connection broke after text arrived: whatever the client called it, it is a cut
+            # stream, and the text we relayed is its partial answer.
+            partial = "".join(received)
+            self.run.usage = self.run.usage.add(TokenUsage(completion_tokens=estimate_tokens(partial)))
+            raise StreamCutError(
+                f"stream broke after {len(partial)} characters: {exc}", partial_text=partial
+            ) from exc
         finally:
             self.run.model_s = round(self.run.model_s + time.perf_counter() - start, 4)
         self.run.usage = self.run.usage.add(
