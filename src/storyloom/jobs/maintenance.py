@@ -1,0 +1,106 @@
+"""The periodic housekeeping jobs: retention of old events/jobs, and the daily cost roll-up."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from storyloom.jobs.models import JobStatus
+from storyloom.store.database import Database
+from storyloom.store.schema import checkpoints, events, jobs, usage, usage_daily
+
+__all__ = ["cleanup", "record_usage", "rollup_costs"]
+
+_TERMINAL = [s.value for s in JobStatus.TERMINAL]
+
+
+async def cleanup(
+    db: Database, *, events_ttl_s: float, jobs_ttl_s: float, now: float | None = None
+) -> dict[str, int]:
+    """Drop events and checkpoints of jobs finished over `events_ttl_s` ago, and the jobs over `jobs_ttl_s`.
+
+    Running and queued jobs are never touched, whatever their age.
+    """
+    now = time.time() if now is None else now
+    old_done = sa.select(jobs.c.id).where(
+        jobs.c.status.in_(_TERMINAL), jobs.c.finished_at < now - events_ttl_s
+    )
+    async with db.write() as conn:
+        ev = await conn.execute(sa.delete(events).where(events.c.job_id.in_(old_done)))
+        cp = await conn.execute(sa.delete(checkpoints).where(checkpoints.c.run_id.in_(old_done)))
+        gone = await conn.execute(
+            sa.delete(jobs).where(jobs.c.status.in_(_TERMINAL), jobs.c.finished_at < now - jobs_ttl_s)
+        )
+    return {"events": ev.rowcount or 0, "checkpoints": cp.rowcount or 0, "jobs": gone.rowcount or 0}
+
+
+async def record_usage(
+    db: Database,
+    *,
+    tenant: str,
+    model: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    calls: int = 1,
+    cost_usd: float = 0.0,
+    job_id: str | None = None,
+    ts: float | None = None,
+) -> None:
+    async with db.write() as conn:
+        await conn.execute(
+            sa.insert(usage).values(
+                ts=time.time() if ts is None else ts,
+                job_id=job_id,
+                tenant=tenant,
+                model=model,
+                calls=calls,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                cost_usd=cost_usd,
+            )
+        )
+
+
+async def rollup_costs(db: Database, *, days: int = 2, now: float | None = None) -> list[dict[str, Any]]:
+    """Recompute the per-day totals (UTC) of the last `days` days from the usage rows; idempotent."""
+    now = time.time() if now is None else now
+    today = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    out: list[dict[str, Any]] = []
+    async with db.write() as conn:
+        for back in range(days - 1, -1, -1):
+            start = today - timedelta(days=back)
+            t0, t1 = start.timestamp(), (start + timedelta(days=1)).timestamp()
+            rows = await conn.execute(
+                sa.select(
+                    usage.c.tenant,
+                    usage.c.model,
+                    sa.func.sum(usage.c.calls),
+                    sa.func.sum(usage.c.prompt_tokens),
+                    sa.func.sum(usage.c.completion_tokens),
+                    sa.func.sum(usage.c.cost_usd),
+                )
+                .where(usage.c.ts >= t0, usage.c.ts < t1)
+                .group_by(usage.c.tenant, usage.c.model)
+            )
+            for tenant, model, calls, pt, ct, cost in rows.all():
+                values = {
+                    "day": start.strftime("%Y-%m-%d"),
+                    "tenant": tenant,
+                    "model": model,
+                    "calls": int(calls or 0),
+                    "prompt_tokens": int(pt or 0),
+                    "completion_tokens": int(ct or 0),
+                    "cost_usd": float(cost or 0.0),
+                }
+                ins = db.insert(usage_daily).values(**values)
+                await conn.execute(
+                    ins.on_conflict_do_update(
+                        index_elements=["day", "tenant", "model"],
+                        set_={k: v for k, v in values.items() if k not in ("day", "tenant", "model")},
+                    )
+                )
+                out.append(values)
+    return out

@@ -1,0 +1,276 @@
+"""`Worker`: one process running many jobs at once in asyncio, under leases.
+
+Per process: one claim loop, one heartbeat (a single UPDATE renewing every lease this worker holds
+and reporting cancel requests and lost jobs), one group-commit writer for all runs' checkpoints
+and events, one scheduler tick. A run is an asyncio task; cancelling it cancels the flow's steps.
+
+Why a run stops early, and what happens to its job:
+- cancel requested (seen on a heartbeat) -> `cancelled`;
+- lease lost (another worker owns the job now) -> nothing: the new owner's writes win;
+- shutdown after the grace period -> leases released, the job is `pending` again and a re-run
+  skips the steps already checkpointed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+from storyloom.errors import BadRequestError, BudgetExceededError, UserError
+from storyloom.jobs.context import Handler, JobContext
+from storyloom.jobs.durable import DurableCheckpoints, GroupCommitWriter, JobEventSink
+from storyloom.jobs.models import Job
+from storyloom.jobs.queue import JobQueue
+from storyloom.jobs.schedule import tick
+from storyloom.logs import get_logger
+from storyloom.store.database import Database
+
+__all__ = ["Worker", "WorkerConfig"]
+
+_log = get_logger("storyloom.jobs.worker")
+# Errors a retry cannot fix: the job goes straight to the dead letter.
+_PERMANENT: tuple[type[BaseException], ...] = (UserError, BadRequestError, BudgetExceededError)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerConfig:
+    concurrency: int = 100
+    lease_s: float = 15.0  # a killed worker's jobs are claimable again after at most this long
+    heartbeat_s: float = 1.0  # also the bound on how long a running job takes to see its cancel
+    poll_s: float = 0.25  # claim interval while idle
+    claim_batch: int = 50
+    grace_s: float = 10.0  # on stop: how long running jobs may finish before they are released
+    max_rss_mb: float | None = None  # stop claiming above this resident size
+    schedule_every_s: float | None = 5.0  # None: this worker does not tick the schedules
+    worker_id: str | None = None
+
+
+class Worker:
+    def __init__(
+        self,
+        db: Database,
+        handlers: Mapping[str, Handler],
+        *,
+        config: WorkerConfig | None = None,
+        services: Any = None,
+        queue: JobQueue | None = None,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.handlers = dict(handlers)
+        self.config = config or WorkerConfig()
+        self.services = services
+        self.queue = queue or JobQueue(db)
+        self.id = self.config.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.writer = GroupCommitWriter(db, on_commit=on_commit)
+        self.checkpoints = DurableCheckpoints(db, self.writer)
+        self._runs: dict[str, asyncio.Task[None]] = {}
+        self._stop_reason: dict[str, str] = {}  # job id -> why we cancelled its task
+        self._stopping = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._proc = psutil.Process()
+        self._memory_blocked = False
+        self.completed = 0
+        self.failed = 0
+        self.started = 0
+
+    @property
+    def running(self) -> int:
+        return len(self._runs)
+
+    def stop(self) -> None:
+        """Stop claiming; `run` then waits up to `grace_s` for running jobs and returns."""
+        self._stopping.set()
+        self._slot_freed.set()
+
+    async def run(self) -> None:
+        """Claim and run jobs until `stop()`; then drain, release what is left, flush, return."""
+        log = _log.bind(worker=self.id)
+        await self.writer.start()
+        heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+        scheduler = (
+            asyncio.create_task(self._schedule_loop(), name="scheduler")
+            if self.config.schedule_every_s is not None
+            else None
+        )
+        log.info("worker_started", concurrency=self.config.concurrency, lease_s=self.config.lease_s)
+        try:
+            await self._claim_loop()
+        finally:
+            await self._drain(log)
+            for task in (heartbeat, scheduler):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            await self.writer.stop()
+            log.info("worker_stopped", completed=self.completed, failed=self.failed)
+
+    # ---- loops ---------------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping.is_set():
+            free = self.config.concurrency - len(self._runs)
+            claimed: list[Job] = []
+            if free > 0 and self._memory_ok():
+                try:
+                    claimed = await self.queue.claim(
+                        self.id, limit=min(free, self.config.claim_batch), lease_s=self.config.lease_s
+                    )
+                except Exception as exc:
+                    _log.warning("claim_failed", worker=self.id, error=str(exc))
+            for job in claimed:
+                if self._stopping.is_set():  # claimed during shutdown: hand it straight back
+                    await self.queue.release(self.id, [job.id])
+                    continue
+                self._runs[job.id] = asyncio.create_task(self._run_job(job), name=f"job-{job.id}")
+            if claimed and len(claimed) == min(free, self.config.claim_batch):
+                continue  # more may be waiting
+            self._slot_freed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.poll_s):
+                    await self._slot_freed.wait() if free <= 0 else await self._stopping.wait()
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_s)
+            if not self._runs:
+                continue
+            try:
+                hb = await self.queue.heartbeat(self.id, lease_s=self.config.lease_s)
+            except Exception as exc:  # leases outlive a few missed beats; the fences guard the rest
+                _log.warning("heartbeat_failed", worker=self.id, error=str(exc))
+                continue
+            for job_id, task in list(self._runs.items()):
+                if job_id in self._stop_reason:
+                    continue
+                if job_id in hb.cancel_requested:
+                    self._stop_reason[job_id] = "cancel"
+                    task.cancel()
+                elif job_id not in hb.owned and not task.done():
+                    self._stop_reason[job_id] = "lost"
+                    task.cancel()
+
+    async def _schedule_loop(self) -> None:
+        assert self.config.schedule_every_s is not None
+        while True:
+            try:
+                await tick(self.queue)
+            except Exception as exc:
+                _log.warning("schedule_tick_failed", worker=self.id, error=str(exc))
+            await asyncio.sleep(self.config.schedule_every_s)
+
+    def _memory_ok(self) -> bool:
+        limit = self.config.max_rss_mb
+        if limit is None:
+            return True
+        rss_mb = self._proc.memory_info().rss / 1e6
+        blocked = rss_mb > limit
+        if blocked != self._memory_blocked:
+            self._memory_blocked = blocked
+            _log.warning(
+                "memory_guard", worker=self.id, rss_mb=round(rss_mb), limit_mb=limit, claiming=not blocked
+            )
+        return not blocked
+
+    # ---- one run -------------------------------------------------------------------------------
+
+    async def _run_job(self, job: Job) -> None:
+        log = _log.bind(worker=self.id, job=job.id, kind=job.kind, attempt=job.attempts)
+        finalizing = False
+        try:
+            if job.cancel_requested:
+                await self.queue.finish_cancelled(job.id, self.id)
+                return
+            if job.attempts > job.max_attempts:  # its leases expired over and over (it kills workers?)
+                await self.queue.fail(
+                    job.id, self.id, "the job's worker died on every attempt", retryable=False
+                )
+                return
+            handler = self.handlers.get(job.kind)
+            if handler is None:
+                await self.queue.fail(
+                    job.id, self.id, f"no handler for job kind {job.kind!r}", retryable=False
+                )
+                return
+            sink = await JobEventSink.open(self.db, self.writer, job.id)
+            sink.append("job.started", {"worker": self.id, "attempt": job.attempts})
+            ctx = JobContext(
+                job=job,
+                queue=self.queue,
+                sink=sink,
+                checkpoints=self.checkpoints,
+                worker_id=self.id,
+                services=self.services,
+            )
+            self.started += 1
+            t0 = time.monotonic()
+            log.info("job_started")
+            try:
+                result = await handler(ctx)
+            except asyncio.CancelledError:
+                finalizing = True
+                await self._after_cancel(job, log)
+                return
+            except Exception as exc:
+                finalizing = True
+                await self.writer.flush()
+                error = f"{type(exc).__name__}: {exc}"
+                status = await self.queue.fail(
+                    job.id, self.id, error, retryable=not isinstance(exc, _PERMANENT)
+                )
+                self.failed += 1
+                log.warning("job_failed", error=error, now=status.value if status else "lease lost")
+                return
+            finalizing = True
+            await self.writer.flush()
+            if await self.queue.complete(
+                job.id, self.id, result if isinstance(result, dict) else {"value": result}
+            ):
+                self.completed += 1
+                log.info("job_completed", elapsed_s=round(time.monotonic() - t0, 3))
+            else:
+                log.warning("job_lease_lost_before_completion")
+        except asyncio.CancelledError:
+            if not finalizing:
+                with contextlib.suppress(Exception):
+                    await self._after_cancel(job, log)
+        except Exception as exc:  # a database failure while finalizing: the lease expiry recovers it
+            log.error("job_bookkeeping_failed", error=str(exc))
+        finally:
+            self._runs.pop(job.id, None)
+            self._stop_reason.pop(job.id, None)
+            self._slot_freed.set()
+
+    async def _after_cancel(self, job: Job, log: Any) -> None:
+        reason = self._stop_reason.get(job.id, "shutdown")
+        await asyncio.shield(self.writer.flush())
+        if reason == "cancel":
+            await asyncio.shield(self.queue.finish_cancelled(job.id, self.id))
+            log.info("job_cancelled")
+        elif reason == "shutdown":
+            await asyncio.shield(self.queue.release(self.id, [job.id]))
+            log.info("job_released")
+        else:
+            log.warning("job_lease_lost")
+
+    async def _drain(self, log: Any) -> None:
+        if self._runs:
+            log.info("worker_draining", running=len(self._runs), grace_s=self.config.grace_s)
+            _, pending = await asyncio.wait(list(self._runs.values()), timeout=self.config.grace_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=10.0)
+        # Anything still leased (a run that could not release) goes back now, not after the lease.
+        with contextlib.suppress(Exception):
+            await self.queue.release(self.id)
