@@ -41,9 +41,9 @@ def stream_text(lines: list[str]) -> tuple[str, list[dict[str, Any]]]:
     return text, chunks
 
 
-def test_json_completion_has_usage(sim: Any) -> None:
+def test_json_completion_has_usage(sim: Any, http: httpx.Client) -> None:
     msgs = [{"role": "user", "content": "Characters: Alice, Bob. Alice finds a map in Ravenport."}]
-    r = httpx.post(f"{sim.url}/chat/completions", json={"model": "writer", "messages": msgs})
+    r = http.post(f"{sim.url}/chat/completions", json={"model": "writer", "messages": msgs})
     assert r.status_code == 200
     body = r.json()
     assert body["object"] == "chat.completion"
@@ -56,12 +56,12 @@ def test_json_completion_has_usage(sim: Any) -> None:
     assert "Alice" in text or "Bob" in text
 
 
-def test_stream_with_usage_matches_non_stream(sim: Any) -> None:
+def test_stream_with_usage_matches_non_stream(sim: Any, http: httpx.Client) -> None:
     msgs = [{"role": "user", "content": "Characters: Alice, Bob. Bob hides in the lighthouse."}]
     payload = {"model": "writer", "messages": msgs}
-    plain = httpx.post(f"{sim.url}/chat/completions", json=payload).json()
+    plain = http.post(f"{sim.url}/chat/completions", json=payload).json()
     streamed = {**payload, "stream": True, "stream_options": {"include_usage": True}}
-    with httpx.stream("POST", f"{sim.url}/chat/completions", json=streamed) as r:
+    with http.stream("POST", f"{sim.url}/chat/completions", json=streamed) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         lines = [line for line in r.iter_lines() if line]
     assert lines[-1] == "data: [DONE]"
@@ -73,17 +73,17 @@ def test_stream_with_usage_matches_non_stream(sim: Any) -> None:
     assert len(chunks) > 5  # really streamed in pieces
 
 
-def test_stream_without_include_usage_has_no_usage(sim: Any) -> None:
+def test_stream_without_include_usage_has_no_usage(sim: Any, http: httpx.Client) -> None:
     payload = {"model": "w", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-    with httpx.stream("POST", f"{sim.url}/chat/completions", json=payload) as r:
+    with http.stream("POST", f"{sim.url}/chat/completions", json=payload) as r:
         lines = [line for line in r.iter_lines() if line]
     _, chunks = stream_text(lines)
     assert all("usage" not in c for c in chunks)
 
 
-def test_models_lists_configured_names(sim: Any) -> None:
+def test_models_lists_configured_names(sim: Any, http: httpx.Client) -> None:
     sim.configure(models={"scene": {"latency_s": 0.01}})
-    ids = [m["id"] for m in httpx.get(f"{sim.url}/models").json()["data"]]
+    ids = [m["id"] for m in http.get(f"{sim.url}/models").json()["data"]]
     assert "scene" in ids
 
 
@@ -128,7 +128,7 @@ def validate(value: Any, schema: dict[str, Any], root: dict[str, Any]) -> None:
         assert value is None
 
 
-def test_json_answer_follows_fenced_schema(sim: Any) -> None:
+def test_json_answer_follows_fenced_schema(sim: Any, http: httpx.Client) -> None:
     prompt = (
         "Characters: Alice, Bob. Judge the chapter. Return JSON matching:\n```json\n"
         + json.dumps(SCHEMA)
@@ -141,13 +141,13 @@ def test_json_answer_follows_fenced_schema(sim: Any) -> None:
             "response_format": {"type": "json_object"},
         }
         value = json.loads(
-            httpx.post(f"{sim.url}/chat/completions", json=payload).json()["choices"][0]["message"]["content"]
+            http.post(f"{sim.url}/chat/completions", json=payload).json()["choices"][0]["message"]["content"]
         )
         validate(value, SCHEMA, SCHEMA)
         assert value["lead"]["name"] in ("Alice", "Bob")
 
 
-def test_json_answer_follows_response_format_schema_and_score_range(sim: Any) -> None:
+def test_json_answer_follows_response_format_schema_and_score_range(sim: Any, http: httpx.Client) -> None:
     sim.configure(models={"judge": {"score_range": [60, 65]}})
     fmt = {"type": "json_schema", "json_schema": {"name": "q", "schema": SCHEMA}}
     scores = []
@@ -158,16 +158,16 @@ def test_json_answer_follows_response_format_schema_and_score_range(sim: Any) ->
             "response_format": fmt,
         }
         value = json.loads(
-            httpx.post(f"{sim.url}/chat/completions", json=payload).json()["choices"][0]["message"]["content"]
+            http.post(f"{sim.url}/chat/completions", json=payload).json()["choices"][0]["message"]["content"]
         )
         validate(value, SCHEMA, SCHEMA)
         scores.append(value["score"])
     assert all(60 <= s <= 65 for s in scores)
 
 
-def test_chinese_prompt_gets_chinese_story_with_names(sim: Any) -> None:
+def test_chinese_prompt_gets_chinese_story_with_names(sim: Any, http: httpx.Client) -> None:
     content = "主角：林远、苏晚。大纲：林远在青石镇发现了一封旧信，苏晚决定帮他查明真相。"
-    r = httpx.post(
+    r = http.post(
         f"{sim.url}/chat/completions", json={"model": "w", "messages": [{"role": "user", "content": content}]}
     )
     text = r.json()["choices"][0]["message"]["content"]
@@ -176,9 +176,9 @@ def test_chinese_prompt_gets_chinese_story_with_names(sim: Any) -> None:
     assert "林远" in text and "苏晚" in text
 
 
-def test_english_prompt_gets_english_story(sim: Any) -> None:
+def test_english_prompt_gets_english_story(sim: Any, http: httpx.Client) -> None:
     content = "Characters: Mira, Oskar. Outline: Mira steals the ledger from the Harbor Guild."
-    r = httpx.post(
+    r = http.post(
         f"{sim.url}/chat/completions", json={"model": "w", "messages": [{"role": "user", "content": content}]}
     )
     text = r.json()["choices"][0]["message"]["content"]
@@ -187,13 +187,13 @@ def test_english_prompt_gets_english_story(sim: Any) -> None:
     assert len(text.split()) > 40
 
 
-def test_bad_requests_get_400_with_message(sim: Any) -> None:
+def test_bad_requests_get_400_with_message(sim: Any, http: httpx.Client) -> None:
     url = f"{sim.url}/chat/completions"
     for body in (b"not json", b"[]", b'{"messages": []}', b'{"model": "m", "messages": []}'):
-        r = httpx.post(url, content=body, headers={"content-type": "application/json"})
+        r = http.post(url, content=body, headers={"content-type": "application/json"})
         assert r.status_code == 400, body
         assert r.json()["error"]["message"]
-    r = httpx.post(url, json={"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0})
+    r = http.post(url, json={"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0})
     assert r.status_code == 400
-    assert httpx.get(f"{sim.base_url}/nope").status_code == 404
+    assert http.get(f"{sim.base_url}/nope").status_code == 404
     assert sim.stats()["bad_requests"] == 5
