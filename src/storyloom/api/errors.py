@@ -78,4 +78,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotFoundError, _not_found)
     app.add_exception_handler(QueueFullError, _queue_full)
     app.add_exception_handler(StoreError, _store_error)
+    # The database driver may raise a raw OSError (e.g. connection refused) before SQLAlchemy wraps it.
+    app.add_exception_handler(OSError, _store_error)
     app.add_exception_handler(UserError, _user_error)

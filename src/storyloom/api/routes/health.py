@@ -23,7 +23,7 @@ async def health(services: ServicesDep) -> JSONResponse:
         stats = await services.queue.stats()
         queue_size = stats.queued
         workers = await services.live_workers()
-    except StoreError:
+    except (StoreError, OSError):  # a refused connection may surface as a raw OSError
         database = "unreachable"
         reasons.append("the database does not answer")
     if database == "ok":
