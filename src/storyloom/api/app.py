@@ -55,7 +55,10 @@ def create_app(
 
 
 def _include_routes(app: FastAPI) -> None:
-    from storyloom.api.routes import health, jobs, novel, projects
+    from storyloom.api.routes.health import router as health_router
+    from storyloom.api.routes.jobs import router as jobs_router
+    from storyloom.api.routes.novel import router as novel_router
+    from storyloom.api.routes.projects import router as projects_router
 
-    for module in (novel, jobs, projects, health):
-        app.include_router(module.router)
+    for router in (novel_router, jobs_router, projects_router, health_router):
+        app.include_router(router)
