@@ -23,29 +23,29 @@ end
 
 local function is_null(v) return v == nil or v == NULL end
 
-local function rate(quota, headroom)
-  local cap = math.max(1.0, headroom * quota)
-  return (quota - cap) / 60.0, cap
+local function rate(quota, ask)
+  local cap = math.max(1.0, ask.headroom * quota)
+  return (quota - cap) / (ask.window_s + 0.25), cap  -- 0.25: _JITTER_S in state.py
 end
 
-local function level(bucket, quota, headroom)
-  local r, cap = rate(quota, headroom)
+local function level(bucket, quota, ask)
+  local r, cap = rate(quota, ask)
   if is_null(bucket[1]) then return cap end
   return math.min(cap, bucket[1] + math.max(0, now - bucket[2]) * r)
 end
 
-local function bucket_wait(bucket, quota, headroom, cost)
+local function bucket_wait(bucket, quota, ask, cost)
   if is_null(quota) then return 0 end
-  local r, cap = rate(quota, headroom)
+  local r, cap = rate(quota, ask)
   local need = math.min(cost, cap)
-  local lv = level(bucket, quota, headroom)
+  local lv = level(bucket, quota, ask)
   if lv >= need then return 0 end
   return (need - lv) / r
 end
 
-local function debit(bucket, quota, headroom, cost)
+local function debit(bucket, quota, ask, cost)
   if is_null(quota) then return end
-  bucket[1] = level(bucket, quota, headroom) - cost
+  bucket[1] = level(bucket, quota, ask) - cost
   bucket[2] = now
 end
 
@@ -101,8 +101,8 @@ if cmd == 'acquire' then
       soonest = sooner(soonest, -1); reason = 'concurrency'; skip = true
     end
     if not skip then
-      local w = math.max(bucket_wait(st.rpm, ask.rpm, ask.headroom, 1.0),
-                         bucket_wait(st.tpm, ask.tpm, ask.headroom, a.cost))
+      local w = math.max(bucket_wait(st.rpm, ask.rpm, ask, 1.0),
+                         bucket_wait(st.tpm, ask.tpm, ask, a.cost))
       if w > 0 then
         soonest = sooner(soonest, w); reason = 'rate'; skip = true
       end
@@ -121,8 +121,8 @@ if cmd == 'acquire' then
     return cjson.encode({granted = false, wait_s = soonest, reason = reason})
   end
   local ask, st = asks[best], states[best]
-  debit(st.rpm, ask.rpm, ask.headroom, 1.0)
-  debit(st.tpm, ask.tpm, ask.headroom, a.cost)
+  debit(st.rpm, ask.rpm, ask, 1.0)
+  debit(st.tpm, ask.tpm, ask, a.cost)
   st.leases[a.lease_id] = now + a.lease_ttl_s
   if best_probe then st.br.probe = a.lease_id end
   save(KEYS[best], st, a.key_ttl_s)
@@ -134,7 +134,7 @@ if cmd == 'release' then
   local ask, out, pol = a.ask, a.outcome, a.policy
   st.leases[a.lease_id] = nil
   if not is_null(out.actual_tokens) and not is_null(ask.tpm) then
-    debit(st.tpm, ask.tpm, ask.headroom, out.actual_tokens - out.reserved_tokens)
+    debit(st.tpm, ask.tpm, ask, out.actual_tokens - out.reserved_tokens)
   end
   local br = st.br
   local was_probe = br.probe == a.lease_id

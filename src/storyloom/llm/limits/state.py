@@ -6,8 +6,8 @@ JSON-able dict so it can be stored as one row / one key. `now` is wall-clock sec
 because several processes, and after a restart a new boot, must agree on it.
 
 Rate limits are token buckets (refilled continuously: no fixed-window boundary burst). A bucket of
-rate r/s and capacity C admits at most C + r*W in any window W; with r = (1 - headroom) * quota / 60
-and C = headroom * quota that is at most the quota in every 60 s window, which is the guarantee.
+rate r/s and capacity C admits at most C + r*W in any window W; with C = headroom * quota and
+r = (quota - C) / W that is at most the quota in every window W (60 s), which is the guarantee.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class Ask:
     concurrency: int | None  # the adaptive limit (never above the configured maximum)
     weight: float = 1.0
     headroom: float = 0.03
+    window_s: float = 60.0  # the quota is per this window (providers: 60 s; scaled-down benches less)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,7 @@ class Outcome:
     retry_after_s: float | None = None
 
 
+_JITTER_S = 0.25
 _SLOTS = 6  # the breaker window in 6 slots: a sliding window to within window_s/6
 
 
@@ -96,34 +98,38 @@ def new_state() -> State:
     }
 
 
-def _rate(quota: int, headroom: float) -> tuple[float, float]:
-    """(refill per second, capacity) of a bucket for `quota` per 60 s."""
+def _rate(quota: int, headroom: float, window_s: float) -> tuple[float, float]:
+    """(refill per second, capacity) of a bucket for `quota` per `window_s`.
+
+    The refill is spread over window_s + _JITTER_S: the provider stamps admissions when requests
+    arrive, up to that much later relative to each other than our grants (connection set-up, a busy
+    loop), which would otherwise squeeze one more request into the provider's window."""
     cap = max(1.0, headroom * quota)
-    return (quota - cap) / 60.0, cap
+    return (quota - cap) / (window_s + _JITTER_S), cap
 
 
-def _level(bucket: list[Any], quota: int, headroom: float, now: float) -> float:
-    rate, cap = _rate(quota, headroom)
+def _level(bucket: list[Any], quota: int, headroom: float, window_s: float, now: float) -> float:
+    rate, cap = _rate(quota, headroom, window_s)
     level, at = bucket
     if level is None:
         return cap
     return float(min(cap, level + max(0.0, now - at) * rate))
 
 
-def _bucket_wait(bucket: list[Any], quota: int | None, headroom: float, cost: float, now: float) -> float:
+def _bucket_wait(bucket: list[Any], quota: int | None, ask: Ask, cost: float, now: float) -> float:
     """0 if `cost` fits now, else seconds until it will (a cost above capacity needs a full bucket)."""
     if quota is None:
         return 0.0
-    rate, cap = _rate(quota, headroom)
+    rate, cap = _rate(quota, ask.headroom, ask.window_s)
     need = min(cost, cap)
-    level = _level(bucket, quota, headroom, now)
+    level = _level(bucket, quota, ask.headroom, ask.window_s, now)
     return 0.0 if level >= need else (need - level) / rate
 
 
-def _debit(bucket: list[Any], quota: int | None, headroom: float, cost: float, now: float) -> None:
+def _debit(bucket: list[Any], quota: int | None, ask: Ask, cost: float, now: float) -> None:
     if quota is None:
         return
-    bucket[0] = _level(bucket, quota, headroom, now) - cost
+    bucket[0] = _level(bucket, quota, ask.headroom, ask.window_s, now) - cost
     bucket[1] = now
 
 
@@ -179,8 +185,8 @@ def acquire(
             soonest, reason = _sooner(soonest, None), "concurrency"
             continue
         wait = max(
-            _bucket_wait(st["rpm"], ask.rpm, ask.headroom, 1.0, now),
-            _bucket_wait(st["tpm"], ask.tpm, ask.headroom, cost, now),
+            _bucket_wait(st["rpm"], ask.rpm, ask, 1.0, now),
+            _bucket_wait(st["tpm"], ask.tpm, ask, cost, now),
         )
         if wait > 0:
             soonest, reason = _sooner(soonest, wait), "rate"
@@ -194,8 +200,8 @@ def acquire(
         return Denied(None if soonest is None or math.isinf(soonest) else soonest, reason)
     _, ask, probe = best
     st = states[ask.name]
-    _debit(st["rpm"], ask.rpm, ask.headroom, 1.0, now)
-    _debit(st["tpm"], ask.tpm, ask.headroom, cost, now)
+    _debit(st["rpm"], ask.rpm, ask, 1.0, now)
+    _debit(st["tpm"], ask.tpm, ask, cost, now)
     st["leases"][lease_id] = now + lease_ttl_s
     if probe:
         st["br"]["probe"] = lease_id
@@ -224,7 +230,7 @@ def release(
     leases.pop(lease_id, None)
     if outcome.actual_tokens is not None and ask.tpm is not None:
         # Settle: refund an over-estimate, charge an under-estimate (the level may go into debt).
-        _debit(state["tpm"], ask.tpm, ask.headroom, outcome.actual_tokens - outcome.reserved_tokens, now)
+        _debit(state["tpm"], ask.tpm, ask, outcome.actual_tokens - outcome.reserved_tokens, now)
     br = state["br"]
     was_probe = br["probe"] == lease_id
     if was_probe:
