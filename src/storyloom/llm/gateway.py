@@ -156,6 +156,7 @@ class Gateway:
             give_up_at = min(give_up_at, meta.deadline_s)
         cost = float(prompt + (request.max_tokens or self._output_estimate(request.model)))
         attempt = 0
+        waited = 0.0
         while True:
             try:
                 admitted = await queue.admit(meta.tenant, meta.priority, cost, meta.deadline_s)
@@ -165,6 +166,7 @@ class Gateway:
                 await self._sleep_or_raise(0.25, give_up_at)  # all open, nothing to fall back to: wait
                 continue
             self.metrics.queue_wait.labels(request.model).observe(admitted.wait_s)
+            waited += admitted.wait_s
             grant = admitted.grant
             dep = deps[grant.deployment]
             ask = self._ask(dep)
@@ -214,7 +216,7 @@ class Gateway:
             )
             await self._release(dep, ask, grant, Outcome("ok", int(cost), charged))
             self._after_success(dep, request.model, result)
-            return dataclasses.replace(result, attempts=attempt, deployment=dep.name)
+            return dataclasses.replace(result, attempts=attempt, deployment=dep.name, queue_wait_s=waited)
 
     # -- pieces ----------------------------------------------------------------------------------
 

@@ -76,6 +76,7 @@ class ChatResult:
     attempts: int = 1
     cached: bool = False
     cost_usd: float = 0.0
+    queue_wait_s: float = 0.0  # time the gateway held the call for admission (all attempts)
 
 
 @runtime_checkable
