@@ -43,7 +43,7 @@ class ApiOptions:
 
 @dataclass(frozen=True, slots=True)
 class JobTotals:
-    """Finished-job figures from the job table (kept while retention keeps the rows)."""
+    """Chapter-job figures from the job table (kept while retention keeps the rows)."""
 
     by_status: dict[str, int]
     completed: int
@@ -69,6 +69,7 @@ class Services:
         self.collector = ServiceCollector()
         self.service_registry = CollectorRegistry(auto_describe=False)
         self.service_registry.register(self.collector)
+        _register_gateway_metrics()
         self._stats: tuple[float, QueueStats] | None = None
 
     @classmethod
@@ -129,7 +130,8 @@ class Services:
         return await busy_workers(self.db)
 
     async def job_totals(self) -> JobTotals:
-        """One aggregate over finished jobs: counts per status and the duration histogram."""
+        """Chapter jobs (the seed's "novel generations"): counts per status and the duration histogram."""
+        chapter = jobs.c.kind == "chapter"
         duration = jobs.c.finished_at - jobs.c.created_at
         done = jobs.c.status == JobStatus.COMPLETED.value
         bucket_cols = [
@@ -137,23 +139,25 @@ class Services:
             for bound in DURATION_BUCKETS_S
         ]
         exec_time = jobs.c.finished_at - sa.func.coalesce(jobs.c.started_at, jobs.c.created_at)
-        query = sa.select(
+        aggregates = sa.select(
             sa.func.sum(sa.case((done, 1), else_=0)),
             sa.func.sum(sa.case((done, duration), else_=0.0)),
             sa.func.avg(sa.case((done, exec_time), else_=None)),
             *bucket_cols,
-        ).where(jobs.c.finished_at.is_not(None))
+        ).where(chapter, jobs.c.finished_at.is_not(None))
+        per_status = sa.select(jobs.c.status, sa.func.count()).where(chapter).group_by(jobs.c.status)
         async with self.db.read() as conn:
-            row = (await conn.execute(query)).one()
-        stats = await self.queue_stats()
-        count = int(row[0] or 0)
+            row = (await conn.execute(aggregates)).one()
+            by_status = {status.value: 0 for status in JobStatus}
+            for status, count in await conn.execute(per_status):
+                by_status[str(status)] = int(count)
         return JobTotals(
-            by_status=dict(stats.counts),
-            completed=stats.counts.get(JobStatus.COMPLETED.value, 0),
-            failed=stats.counts.get(JobStatus.FAILED.value, 0),
+            by_status=by_status,
+            completed=by_status[JobStatus.COMPLETED.value],
+            failed=by_status[JobStatus.FAILED.value],
             avg_execution_s=float(row[2] or 0.0),
             duration_buckets=[int(v or 0) for v in row[3:]],
-            duration_count=count,
+            duration_count=int(row[0] or 0),
             duration_sum_s=float(row[1] or 0.0),
         )
 
@@ -169,3 +173,12 @@ class Services:
             duration_count=totals.duration_count,
             duration_sum_s=totals.duration_sum_s,
         )
+
+
+def _register_gateway_metrics() -> None:
+    """Expose the gateway's `storyloom_llm_*` families even before this process makes a model call."""
+    try:
+        from storyloom.llm.metrics import gateway_metrics
+    except ImportError:  # pragma: no cover - the gateway is part of the package
+        return
+    gateway_metrics()

@@ -1,0 +1,189 @@
+"""`run_service`: the whole embedded service in one command — simulator, workers, API.
+
+One parent process hosts the API (uvicorn, in its own event loop) and the supervisor of the worker
+processes, so /api/health can report the supervisor's live worker count. With the sim profile the
+simulator runs as its own process (`storyloom sim`) and every worker calls it over loopback HTTP,
+so all of them share one simulated provider and its quotas. SIGTERM or Ctrl-C stops, in order:
+the API (open SSE streams get `graceful_s` to end), the workers (each drains or hands its running
+jobs back; steps already checkpointed are not redone), the simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import uvicorn
+
+from storyloom.api.services import ApiOptions
+from storyloom.config import Settings
+from storyloom.errors import ConfigError
+from storyloom.logs import get_logger
+
+__all__ = ["ServeConfig", "run_service"]
+
+_log = get_logger("storyloom.serve")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServeConfig:
+    settings: Settings
+    host: str = "127.0.0.1"
+    port: int = 8000
+    min_workers: int = 1
+    max_workers: int = 4
+    concurrency: int = 100  # jobs at once per worker process
+    lease_s: float = 15.0
+    grace_s: float = 10.0  # on stop: time for running jobs to finish before they are handed back
+    graceful_s: float = 3.0  # on stop: time for open HTTP/SSE connections to end
+    sim_config: Path | None = None  # SimConfig file for the simulator process (sim profile)
+    api: ApiOptions = field(default_factory=ApiOptions)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: `run_service` owns SIGTERM/SIGINT and the order of
+    shutdown (uvicorn would re-raise the signal after its exit and kill the workers' drain)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@asynccontextmanager
+async def _simulator(config_path: Path | None, seed: int) -> AsyncIterator[str]:
+    """`storyloom sim` as a child process on a free loopback port; yields its URL (…/v1)."""
+    cmd = [sys.executable, "-m", "storyloom.cli", "sim", "--host", "127.0.0.1", "--port", "0"]
+    cmd += ["--seed", str(seed)]
+    if config_path is not None:
+        cmd += ["--config", str(config_path)]
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL
+    )
+    assert proc.stdout is not None
+    drain: asyncio.Task[None] | None = None
+    try:
+        try:
+            async with asyncio.timeout(60):
+                line = (await proc.stdout.readline()).decode().strip()
+        except TimeoutError:
+            line = ""
+        if not line.startswith("http"):
+            raise ConfigError("the simulator did not start (see its error above).")
+
+        async def _drain(stream: asyncio.StreamReader) -> None:
+            while await stream.readline():
+                pass
+
+        drain = asyncio.create_task(_drain(proc.stdout))
+        _log.info("simulator_started", url=line, pid=proc.pid)
+        yield line
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                async with asyncio.timeout(10):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        if drain is not None:
+            drain.cancel()
+
+
+async def run_service(config: ServeConfig, *, on_ready: Callable[[str], None] | None = None) -> None:
+    """Run until SIGTERM/SIGINT. `on_ready(url)` is called once the API accepts connections."""
+    from storyloom.api.app import create_app
+    from storyloom.jobs.events import EventHub
+    from storyloom.jobs.process import simulator_env
+    from storyloom.jobs.queue import JobQueue
+    from storyloom.jobs.supervisor import Supervisor, SupervisorConfig
+    from storyloom.sim.embedded import bind_socket
+    from storyloom.store.database import Database
+
+    settings = config.settings
+    database_url = settings.resolved_database_url()
+    provider = settings.provider()  # a ConfigError here, before anything starts
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async with AsyncExitStack() as stack:
+        env: dict[str, str] = {}
+        if provider.is_simulated:
+            sim_url = await stack.enter_async_context(_simulator(config.sim_config, settings.sim_seed))
+            env = simulator_env(sim_url, settings)
+        db = Database.from_url(database_url)
+        stack.push_async_callback(db.close)
+        await db.migrate()
+        hub = EventHub(db)
+        await hub.start()
+        stack.push_async_callback(hub.stop)
+        supervisor = Supervisor(
+            SupervisorConfig(
+                database_url=database_url,
+                min_workers=config.min_workers,
+                max_workers=config.max_workers,
+                concurrency=config.concurrency,
+                worker_args=["--lease-s", str(config.lease_s), "--grace-s", str(config.grace_s)],
+                env=env,
+                stop_grace_s=config.grace_s + 10,
+            ),
+            queue=JobQueue(db),
+        )
+        await supervisor.start()
+        stack.push_async_callback(supervisor.stop)
+
+        app = create_app(
+            settings,
+            options=replace(config.api, worker_count=supervisor.live_workers),
+            database=db,
+            queue=JobQueue(db, hub=hub, max_backlog=config.api.max_pending),
+            hub=hub,
+        )
+        try:
+            sock = bind_socket(config.host, config.port)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}."
+            ) from exc
+        stack.callback(sock.close)
+        server = _Server(
+            uvicorn.Config(
+                app,
+                lifespan="on",
+                access_log=False,
+                log_level="warning",
+                ws="none",
+                backlog=2048,
+                timeout_keep_alive=60,
+                timeout_graceful_shutdown=int(config.graceful_s) or 1,
+            )
+        )
+        serving = asyncio.create_task(server.serve(sockets=[sock]), name="api")
+        for _ in range(3000):  # uvicorn offers no ready event; startup (migrations done) takes < 1 s
+            if server.started or serving.done():
+                break
+            await asyncio.sleep(0.02)
+        if not server.started:
+            if serving.done():
+                serving.result()
+            raise ConfigError("the API server did not start.")
+        host, port = sock.getsockname()[:2]
+        url = f"http://{host}:{port}"
+        _log.info("service_ready", url=url, workers=f"{config.min_workers}..{config.max_workers}")
+        if on_ready is not None:
+            on_ready(url)
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        _log.info("service_stopping")
+        server.should_exit = True
+        await serving
+        stopped.cancel()
+    _log.info("service_stopped")

@@ -1,0 +1,102 @@
+"""`storyloom serve`: API + supervised workers (+ the simulator for the sim profile) until SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import typer
+
+from storyloom.errors import ConfigError
+
+__all__ = ["parse_worker_range", "register"]
+
+_MAX_WORKERS = 64
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve")
+    def serve(
+        host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+        port: int = typer.Option(8000, min=0, max=65535, help="Port (0 = any free port)."),
+        workers: str = typer.Option("1..4", help="Worker processes as MIN..MAX (or one number)."),
+        data_dir: Path | None = typer.Option(None, help="Directory for the SQLite database and metrics."),
+        database_url: str | None = typer.Option(None, help="sqlite+aiosqlite:///… or postgresql+asyncpg://…"),
+        concurrency: int = typer.Option(100, min=1, max=10_000, help="Jobs run at once by each worker."),
+        max_pending: int = typer.Option(10_000, min=1, help="Queued jobs before submissions get 429."),
+        lease_s: float = typer.Option(15.0, min=1.0, help="Lease; a dead worker's jobs return after it."),
+        grace_s: float = typer.Option(10.0, min=0.0, help="On stop: time for running jobs to finish."),
+        heartbeat_s: float = typer.Option(15.0, min=0.05, help="SSE heartbeat comment interval."),
+        sim_config: Path | None = typer.Option(None, help="SimConfig file (JSON/YAML) for the simulator."),
+    ) -> None:
+        """Serve the HTTP API with MIN..MAX worker processes; prints the URL once it is ready."""
+        from pydantic import ValidationError
+
+        from storyloom.config import Settings
+
+        min_workers, max_workers = parse_worker_range(workers)
+        if sim_config is not None and not sim_config.is_file():
+            raise ConfigError(f"--sim-config {sim_config} is not a file.")
+        overrides: dict[str, object] = {}
+        if data_dir is not None:
+            overrides["data_dir"] = data_dir
+        if database_url is not None:
+            overrides["database_url"] = database_url
+        try:
+            settings = Settings(**overrides)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            raise ConfigError(f"invalid settings: {exc.errors()[0]['msg']}") from exc
+        settings.provider()  # a missing key or URL is one sentence now, not a failure later
+        _prepare_metrics_dir(settings.data_dir)
+
+        import asyncio
+
+        from storyloom.api.service import ServeConfig, run_service
+        from storyloom.api.services import ApiOptions
+        from storyloom.logs import configure_logging
+
+        configure_logging(level=settings.log_level, json=settings.log_json)
+        config = ServeConfig(
+            settings=settings,
+            host=host,
+            port=port,
+            min_workers=min_workers,
+            max_workers=max_workers,
+            concurrency=concurrency,
+            lease_s=lease_s,
+            grace_s=grace_s,
+            sim_config=sim_config,
+            api=ApiOptions(max_pending=max_pending, heartbeat_s=heartbeat_s),
+        )
+
+        def ready(url: str) -> None:
+            typer.echo(url)
+            sys.stdout.flush()
+
+        asyncio.run(run_service(config, on_ready=ready))
+
+
+def parse_worker_range(text: str) -> tuple[int, int]:
+    """'2..6' -> (2, 6); '3' -> (3, 3). Anything else is a ConfigError with one sentence."""
+    lo_text, sep, hi_text = text.strip().partition("..")
+    try:
+        lo = int(lo_text)
+        hi = int(hi_text) if sep else lo
+    except ValueError:
+        raise ConfigError(f"--workers must look like MIN..MAX (e.g. 2..6), not {text!r}.") from None
+    if not 1 <= lo <= hi <= _MAX_WORKERS:
+        raise ConfigError(f"--workers needs 1 <= MIN <= MAX <= {_MAX_WORKERS}, got {text!r}.")
+    return lo, hi
+
+
+def _prepare_metrics_dir(data_dir: Path) -> None:
+    """Prometheus multiprocess mode for the API and every worker: a fresh directory per run, set in
+    the environment before prometheus_client is first imported (it reads the variable at import)."""
+    if "prometheus_client" in sys.modules:
+        return
+    path = (data_dir / "prometheus").resolve()
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
