@@ -6,8 +6,10 @@ it; the socket is already listening when it is printed.
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import typer
@@ -86,7 +88,16 @@ def _run(host: str, port: int, config_path: Path | None, patch: dict[str, Any], 
     bound_port = sock.getsockname()[1]
     typer.echo(f"http://{host}:{bound_port}/v1")
     sys.stdout.flush()
-    server = uvicorn.Server(uvicorn_config(create_sim_app(cfg), log_level=log_level))
+
+    class _Server(uvicorn.Server):
+        """Stops gracefully on SIGTERM/SIGINT and exits 0, instead of re-raising the signal."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True  # a second Ctrl-C stops without waiting
+            self.should_exit = True
+
+    server = _Server(uvicorn_config(create_sim_app(cfg), log_level=log_level))
     try:
         server.run(sockets=[sock])
     finally:

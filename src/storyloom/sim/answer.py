@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from storyloom.sim.prompt import PromptFacts, TargetLength
 from storyloom.sim.schema_values import value_for_schema
 from storyloom.sim.story import story_text, truncate_to_tokens
 
-__all__ = ["Answer", "build_answer", "content_rng", "mangle_json", "wants_json"]
+__all__ = ["Answer", "build_answer", "content_key", "keyed_rng", "mangle_json", "wants_json"]
 
 _WIRE_ONLY_KEYS = ("stream", "stream_options")
 _DEFAULT_OBJECT_SCHEMA: dict[str, Any] = {
@@ -38,10 +39,19 @@ class Answer:
     total_s: float
 
 
-def content_rng(seed: int, body: dict[str, Any]) -> random.Random:
-    """An RNG determined by the seed and the request body (streaming switches excluded)."""
+_TEXT_CACHE_SIZE = 2048
+_text_cache: OrderedDict[tuple[Any, ...], tuple[str, str]] = OrderedDict()
+
+
+def content_key(seed: int, body: dict[str, Any]) -> bytes:
+    """A digest of the seed and the request body (streaming switches excluded)."""
     stable = {k: v for k, v in body.items() if k not in _WIRE_ONLY_KEYS}
-    digest = hashlib.sha256(f"{seed}|{json.dumps(stable, sort_keys=True, default=str)}".encode()).digest()
+    return hashlib.sha256(f"{seed}|{json.dumps(stable, sort_keys=True, default=str)}".encode()).digest()
+
+
+def keyed_rng(key: bytes, purpose: str = "") -> random.Random:
+    """An RNG determined by a content key; `purpose` gives independent streams from one key."""
+    digest = hashlib.sha256(key + purpose.encode()).digest() if purpose else key
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
@@ -56,12 +66,44 @@ def build_answer(
     *,
     facts: PromptFacts,
     profile: ModelProfile,
-    rng: random.Random,
+    key: bytes,
     json_wanted: bool,
     max_tokens: int | None,
     empty: bool = False,
 ) -> Answer:
-    """Generate the text, cap it by max_tokens and compute its timing from the model's profile."""
+    """Generate the text, cap it by max_tokens and compute its timing from the model's profile.
+
+    Texts are cached by content key (LRU): a benchmark sends identical requests many times, and
+    generating a long answer costs a fraction of a millisecond that would delay other streams.
+    """
+    cache_key = (key, profile.answer_tokens, profile.score_range, json_wanted, max_tokens, empty)
+    cached = _text_cache.get(cache_key)
+    if cached is None:
+        cached = _generate(facts, profile, keyed_rng(key), json_wanted, max_tokens, empty)
+        _text_cache[cache_key] = cached
+        if len(_text_cache) > _TEXT_CACHE_SIZE:
+            _text_cache.popitem(last=False)
+    else:
+        _text_cache.move_to_end(cache_key)
+    text, finish = cached
+    n = estimate_tokens(text)
+    if profile.latency_s is not None:
+        total = profile.latency_s
+        ttft = min(profile.ttft_s, total)
+    else:
+        ttft = profile.ttft_s
+        total = ttft + n / profile.tokens_per_s
+    return Answer(text=text, finish_reason=finish, completion_tokens=n, ttft_s=ttft, total_s=total)
+
+
+def _generate(
+    facts: PromptFacts,
+    profile: ModelProfile,
+    rng: random.Random,
+    json_wanted: bool,
+    max_tokens: int | None,
+    empty: bool,
+) -> tuple[str, str]:
     if empty:
         text = ""
     elif json_wanted:
@@ -82,14 +124,7 @@ def build_answer(
     if max_tokens is not None and estimate_tokens(text) > max_tokens:
         text = truncate_to_tokens(text, max_tokens)
         finish = "length"
-    n = estimate_tokens(text)
-    if profile.latency_s is not None:
-        total = profile.latency_s
-        ttft = min(profile.ttft_s, total)
-    else:
-        ttft = profile.ttft_s
-        total = ttft + n / profile.tokens_per_s
-    return Answer(text=text, finish_reason=finish, completion_tokens=n, ttft_s=ttft, total_s=total)
+    return text, finish
 
 
 def mangle_json(text: str, rng: random.Random, facts_prose: str) -> str:

@@ -12,9 +12,11 @@ The JSON schema an agent asks for is the last ```json fenced block that parses t
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, Literal
 
 __all__ = ["PromptFacts", "TargetLength", "analyse", "message_text"]
@@ -52,6 +54,12 @@ _EN_STOP = {
     "They", "She", "Our", "One", "All", "Not", "Now", "Book", "Story", "Title", "Draft", "Summary",
 }  # fmt: skip
 _ZH_STOP = {"主角", "角色", "人物", "名字", "章节", "大纲", "风格", "类型", "要求", "目标", "字数", "输出"}
+_MAX_SCAN_CHARS = 16_000
+_PAREN_TAIL = re.compile(r"[（(].*")
+_ZH_CLAUSE = re.compile(r"[^。！？；\n，,]+")
+_EN_CLAUSE = re.compile(r"[^.!?;\n]+")
+_ZH_NOISE = re.compile(r"[A-Za-z{}\"]")
+_EN_NOISE = re.compile(r"[{}\"<>]")
 _ZH_FUNCTION = re.compile(r"[在的了到从和与去往于是向把被为]")
 _LABEL_PREFIX = re.compile(r"^[^：:]{1,16}[：:]\s*")
 _ZH_INSTRUCTION = re.compile(r"请|输出|返回|要求|生成|字数|格式|你是|撰写|写作")
@@ -67,14 +75,14 @@ class TargetLength:
     unit: Literal["words", "chars", "tokens"]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class PromptFacts:
-    """The pieces of a prompt the generators build with."""
+    """The pieces of a prompt the generators build with (shared through a cache: never mutate)."""
 
     language: Literal["zh", "en"]
-    names: list[str] = field(default_factory=list)
-    places: list[str] = field(default_factory=list)
-    phrases: list[str] = field(default_factory=list)
+    names: tuple[str, ...] = ()
+    places: tuple[str, ...] = ()
+    phrases: tuple[str, ...] = ()
     target: TargetLength | None = None
     schema: dict[str, Any] | None = None
 
@@ -94,17 +102,33 @@ def message_text(message: Any) -> str:
 
 
 def analyse(messages: list[Any], response_format: Any = None) -> PromptFacts:
-    """Read language, names, places, outline phrases, target length and JSON schema from a request."""
-    texts = [message_text(m) for m in messages]
-    full = "\n".join(texts)
+    """Read language, names, places, outline phrases, target length and JSON schema from a request.
+
+    Cached by the request's text: a benchmark sends the same prompts many times, and a long prompt
+    costs milliseconds to scan, which would delay every stream behind it on the event loop.
+    """
+    full = "\n".join(message_text(m) for m in messages)
+    fmt_schema = _schema_from_format(response_format)
+    key = json.dumps(fmt_schema, sort_keys=True) if fmt_schema is not None else ""
+    return _analyse_cached(full, key)
+
+
+@functools.lru_cache(maxsize=512)
+def _analyse_cached(full: str, fmt_schema_json: str) -> PromptFacts:
     prose = _FENCE.sub(" ", full)
-    facts = PromptFacts(language=_language(prose))
-    facts.schema = _schema_from_format(response_format) or _schema_from_fences(full)
-    facts.target = _target_length(prose)
-    facts.names = _names(full, facts.language)
-    facts.places = _places(prose, facts.language, set(facts.names))
-    facts.phrases = _phrases(prose, facts.language)
-    return facts
+    if len(prose) > _MAX_SCAN_CHARS:  # the start (names, outline) and the end (the ask) matter most
+        half = _MAX_SCAN_CHARS // 2
+        prose = prose[:half] + "\n" + prose[-half:]
+    language = _language(prose)
+    names = _names(prose, full, language)
+    return PromptFacts(
+        language=language,
+        names=tuple(names),
+        places=tuple(_places(prose, language, set(names))),
+        phrases=tuple(_phrases(prose, language)),
+        target=_target_length(prose),
+        schema=json.loads(fmt_schema_json) if fmt_schema_json else _schema_from_fences(full),
+    )
 
 
 def _language(text: str) -> Literal["zh", "en"]:
@@ -157,56 +181,59 @@ def _target_length(text: str) -> TargetLength | None:
     return best[1] if best else None
 
 
-def _dedupe(items: list[str], limit: int) -> list[str]:
+def _dedupe(items: Iterable[str], limit: int) -> list[str]:
+    """The first `limit` distinct non-empty items; stops consuming `items` once it has them."""
     seen: dict[str, None] = {}
     for item in items:
         item = item.strip().strip("\"'“”「」")
         if item and item not in seen:
             seen[item] = None
-        if len(seen) >= limit:
-            break
+            if len(seen) >= limit:
+                break
     return list(seen)
 
 
-def _names(text: str, language: str) -> list[str]:
-    found = list(_JSON_NAME.findall(text))
+def _names(prose: str, full: str, language: str) -> list[str]:
+    found = list(_JSON_NAME.findall(full[:_MAX_SCAN_CHARS]))
     label = _ZH_LABEL if language == "zh" else _EN_LABEL
     token = _ZH_NAME_TOKEN if language == "zh" else _EN_NAME_TOKEN
-    for m in label.finditer(_FENCE.sub(" ", text)):
+    for m in label.finditer(prose):
         for part in _SPLIT_NAMES.split(m.group(1)):
-            part = re.sub(r"[（(].*", "", part).strip()
+            part = _PAREN_TAIL.sub("", part).strip()
             hit = token.fullmatch(part) or token.match(part)
             if hit:
                 found.append(hit.group(0))
     if language == "en" and len(found) < 2:
         counts: dict[str, int] = {}
-        for w in _EN_NAME_TOKEN.findall(_FENCE.sub(" ", text)):
+        for w in _EN_NAME_TOKEN.findall(prose):
             if w.split()[0] not in _EN_STOP:
                 counts[w] = counts.get(w, 0) + 1
         found += [w for w, c in sorted(counts.items(), key=lambda kv: -kv[1]) if c >= 2]
     stop = _ZH_STOP if language == "zh" else _EN_STOP
-    return _dedupe([n for n in found if n not in stop], 8)
+    return _dedupe((n for n in found if n not in stop), 8)
 
 
 def _places(text: str, language: str, names: set[str]) -> list[str]:
     if language == "zh":  # keep what follows a function word: "远在青石镇" -> "青石镇"
-        found = [_ZH_FUNCTION.split(p)[-1] for p in _ZH_PLACE.findall(text)]
-        found = [p for p in found if len(p) >= 2 and not any(n in p for n in names)]
+        found = (_ZH_FUNCTION.split(m.group(0))[-1] for m in _ZH_PLACE.finditer(text))
+        found = (p for p in found if len(p) >= 2 and not any(n in p for n in names))
     else:
-        found = [p for p in _EN_PLACE.findall(text) if p.split()[0] not in _EN_STOP]
-    return _dedupe([p for p in found if p not in names], 6)
+        found = (m.group(1) for m in _EN_PLACE.finditer(text) if m.group(1).split()[0] not in _EN_STOP)
+    return _dedupe((p for p in found if p not in names), 6)
 
 
 def _phrases(text: str, language: str) -> list[str]:
     """Short clauses of the outline-like lines, to weave into the story as events."""
-    if language == "zh":
-        parts = re.split(r"[。！？；\n，,]", text)
-        good = [_LABEL_PREFIX.sub("", p.strip(" -*#\t")).strip() for p in parts]
-        good = [p for p in good if 4 <= len(p) <= 24 and not re.search(r"[A-Za-z{}\"]", p)]
-        good = [p for p in good if not _ZH_INSTRUCTION.search(p)]
-    else:
-        parts = re.split(r"[.!?;\n]", text)
-        good = [_LABEL_PREFIX.sub("", p.strip(" -*#\t")).strip().rstrip(",") for p in parts]
-        good = [p for p in good if 3 <= len(p.split()) <= 14 and not re.search(r"[{}\"<>]", p)]
-        good = [p for p in good if not _EN_INSTRUCTION.search(p)]
-    return _dedupe(good, 12)
+    return _dedupe((p for p in _clauses(text, language) if p), 12)
+
+
+def _clauses(text: str, language: str) -> Iterator[str]:
+    zh = language == "zh"
+    for m in (_ZH_CLAUSE if zh else _EN_CLAUSE).finditer(text):
+        p = _LABEL_PREFIX.sub("", m.group(0).strip(" -*#\t")).strip().rstrip(",")
+        if zh:
+            ok = 4 <= len(p) <= 24 and not _ZH_NOISE.search(p) and not _ZH_INSTRUCTION.search(p)
+        else:
+            ok = 3 <= len(p.split()) <= 14 and not _EN_NOISE.search(p) and not _EN_INSTRUCTION.search(p)
+        if ok:
+            yield p

@@ -29,7 +29,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from storyloom.errors import ConfigError
 from storyloom.llm.tokens import estimate_tokens
-from storyloom.sim.answer import Answer, build_answer, content_rng, mangle_json, wants_json
+from storyloom.sim.answer import Answer, build_answer, content_key, keyed_rng, mangle_json, wants_json
 from storyloom.sim.config import SimConfig
 from storyloom.sim.prompt import analyse, message_text
 from storyloom.sim.state import SimState
@@ -196,17 +196,17 @@ class _ChatEndpoint:
             return
 
         profile = config.profile(model)
-        rng = content_rng(config.seed, body)
+        key = content_key(config.seed, body)
         answer = build_answer(
             facts=facts,
             profile=profile,
-            rng=rng,
+            key=key,
             json_wanted=json_wanted,
             max_tokens=max_tokens,
             empty=fault == "empty",
         )
         if fault == "prose_json":
-            prose = story_text(facts, rng, 60, "tokens")
+            prose = story_text(facts, keyed_rng(key, "prose"), 60, "tokens")
             answer.text = mangle_json(answer.text, state.fault_rng, prose)
             answer.completion_tokens = estimate_tokens(answer.text)
         prompt_tokens = sum(4 + estimate_tokens(message_text(m)) for m in messages) + 2

@@ -7,6 +7,7 @@ dict per chunk: with hundreds of concurrent streams the JSON encoder would domin
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring  # the C escaper json.dumps uses, minus its overhead
 from typing import Any
 
 __all__ = ["ChunkWriter", "completion_body", "error_body"]
@@ -84,7 +85,7 @@ class ChunkWriter:
         ).encode()
 
     def content(self, piece: str) -> bytes:
-        delta = json.dumps(piece, ensure_ascii=False)
+        delta = encode_basestring(piece)
         return (
             self._head + f'[{{"index":0,"delta":{{"content":{delta}}},"finish_reason":null}}]}}\n\n'
         ).encode()
