@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TextIO
 
-from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -109,7 +108,7 @@ class _Board:
             cell.state, cell.elapsed = "done", float(event.data.get("elapsed_s", now - cell.started))
             return (*where, cell)
         elif kind == EventKind.STEP_FAILED:
-            cell.state, cell.elapsed = "failed", now - cell.started
+            cell.state, cell.elapsed = "failed", (now - cell.started) if cell.started else 0.0
             return (*where, cell)
         elif kind == EventKind.STEP_SKIPPED:
             cell.state = "skipped"
@@ -147,17 +146,19 @@ class ChapterDisplay:
             title=f"storyloom · {now - board.started:.1f}s",
             title_justify="left",
             expand=False,
-            box=box.SIMPLE_HEAD,
+            box=None,
             padding=(0, 1),
+            header_style="bold",
         )
         table.add_column("", no_wrap=True)
-        for col in ("plan", *_HEADERS):
+        for col in _HEADERS:
             table.add_column(col, no_wrap=True)
         for row in board.rows:
-            if row in ("director", "judge"):
-                table.add_row(row, board.cells[(row, row)].render(now), *([""] * len(COLUMNS)))
+            if row in ("director", "judge"):  # one agent each: its cell under the first column
+                label = "plan" if row == "director" else row
+                table.add_row(label, board.cells[(row, row)].render(now), *([""] * (len(COLUMNS) - 1)))
             else:
-                table.add_row(row, "", *(board.cells[(row, c)].render(now) for c in COLUMNS))
+                table.add_row(row, *(board.cells[(row, c)].render(now) for c in COLUMNS))
         return table
 
 

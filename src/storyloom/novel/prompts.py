@@ -226,21 +226,42 @@ def brief(inp: NovelInput, previous_summary: str | None = None) -> str:
         lines.append(f"{lab['characters']}{sep}{joiner.join(c.name for c in inp.characters)}")
         for c in inp.characters:
             details = [d for d in (c.role, joiner.join(c.traits), c.background, c.goals) if d]
-            lines.append(f"- {c.name}" + (f"{sep}{'; '.join(details)}" if details else ""))
+            detail_sep = "；" if inp.language == "zh" else "; "
+            lines.append(f"- {c.name}" + (f"{sep}{detail_sep.join(details)}" if details else ""))
     if previous_summary:
         lines.append(f"{lab['previous']}{sep}{previous_summary}")
     return "\n".join(lines)
 
 
-def render_section(value: Any) -> str:
+# Field names as a Chinese prompt shows them.
+_ZH_KEYS = {
+    "theme": "主题",
+    "tone": "基调",
+    "key_events": "关键事件",
+    "pacing": "节奏",
+    "ending_hook": "结尾钩子",
+    "beats": "情节节拍",
+    "conflict": "冲突",
+    "climax": "高潮",
+    "performances": "人物表现",
+    "dialogue_tips": "对白",
+    "setting": "时间地点",
+    "atmosphere": "氛围",
+    "sensory_details": "感官细节",
+}
+
+
+def render_section(value: Any, language: str = "en") -> str:
     """An upstream agent's output as readable lines (not JSON, which would confuse the schema fence)."""
     if isinstance(value, Mapping):
         parts = []
+        sep = "：" if language == "zh" else ": "
         for key, item in value.items():
+            label = _ZH_KEYS.get(key, key) if language == "zh" else key.replace("_", " ")
             if isinstance(item, list):
-                parts.append(f"{key}:\n" + "\n".join(f"  - {x}" for x in item))
-            else:
-                parts.append(f"{key}: {item}")
+                parts.append(f"{label}{sep}\n" + "\n".join(f"  - {x}" for x in item))
+            elif item not in (None, ""):
+                parts.append(f"{label}{sep}{item}")
         return "\n".join(parts)
     return str(value)
 
@@ -251,7 +272,7 @@ def _sections(language: str, sections: Mapping[str, Any]) -> str:
     for key, value in sections.items():
         if value is None or value == "" or value == {}:
             continue
-        text = value if isinstance(value, str) else render_section(value)
+        text = value if isinstance(value, str) else render_section(value, language)
         out.append(f"【{lab[key]}】\n{text}" if language == "zh" else f"## {lab[key]}\n{text}")
     return "\n\n".join(out)
 
