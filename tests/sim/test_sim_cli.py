@@ -93,6 +93,15 @@ def test_cli_serves_and_holds_latency_under_load(sim_process: tuple[str, subproc
     stats = httpx.get(url.removesuffix("/v1") + "/stats").json()
     assert stats["completed"] == STREAMS + 1 and stats["max_concurrency"] >= STREAMS // 2
 
+    # A deliberate stream cut drops the connection without a traceback in the server's log.
+    httpx.post(url.removesuffix("/v1") + "/sim/config", json={"faults": {"stream_cut": 1.0}})
+    payload = {"model": "m", "messages": msgs, "stream": True}
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream("POST", f"{url}/chat/completions", json=payload) as r,
+    ):
+        r.read()
+
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == 0
     assert proc.stderr is not None

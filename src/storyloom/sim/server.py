@@ -44,6 +44,10 @@ _MAX_BODY_BYTES = 8 * 1024 * 1024
 class _StreamCut(Exception):
     """Raised after a partial body so uvicorn drops the connection (the `stream_cut` fault)."""
 
+    def __init__(self, sent_tokens: int = 0) -> None:
+        super().__init__("simulated stream cut")
+        self.sent_tokens = sent_tokens
+
 
 class _QuietStreamCut(logging.Filter):
     """Hides uvicorn's traceback for the deliberate `_StreamCut` (it is a fault, not a bug)."""
@@ -228,25 +232,28 @@ class _ChatEndpoint:
         ticket = admission.ticket
         assert ticket is not None
         client = _Client(receive)
-        sent_tokens = 0
+        sent_tokens, completed = 0, False
         try:
             headers = {**admission.headers, "x-request-id": uuid.uuid4().hex}
             if fault == "hang":  # accept, then say nothing until the client gives up
                 if await client.sleep_until(t0 + config.hang_s):
                     await _send_simple(send, 504, error_body(504, "The simulated hang ended."))
             elif stream:
-                sent_tokens = await self._stream(
+                sent_tokens, completed = await self._stream(
                     send, client, model, answer, t0, prompt_tokens, include_usage, headers, fault
                 )
             else:
-                sent_tokens = await self._complete(
+                sent_tokens, completed = await self._complete(
                     send, client, model, answer, t0, prompt_tokens, headers, fault
                 )
-            if client.gone:
-                stats.client_disconnects += 1
-            elif fault not in ("hang", "stream_cut"):
+            if completed:
                 stats.completed += 1
                 counts.completed += 1
+            elif client.gone:
+                stats.client_disconnects += 1
+        except _StreamCut as cut:
+            sent_tokens = cut.sent_tokens
+            raise
         finally:
             client.close()
             stats.completion_tokens += sent_tokens
@@ -264,9 +271,10 @@ class _ChatEndpoint:
         prompt_tokens: int,
         headers: dict[str, str],
         fault: str | None,
-    ) -> int:
+    ) -> tuple[int, bool]:
+        """Send the whole answer at its deadline: (completion tokens sent, completed)."""
         if not await client.sleep_until(t0 + answer.total_s):
-            return 0
+            return 0, False
         body = completion_body(
             completion_id=f"chatcmpl-{uuid.uuid4().hex[:24]}",
             created=int(time.time()),
@@ -281,9 +289,9 @@ class _ChatEndpoint:
             raw += [(k.encode(), v.encode()) for k, v in headers.items()]
             await send({"type": "http.response.start", "status": 200, "headers": raw})
             await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
-            raise _StreamCut
+            raise _StreamCut(0)  # the client can parse nothing out of half a JSON body
         await _send_simple(send, 200, body, headers)
-        return answer.completion_tokens
+        return answer.completion_tokens, True
 
     async def _stream(
         self,
@@ -296,7 +304,8 @@ class _ChatEndpoint:
         include_usage: bool,
         headers: dict[str, str],
         fault: str | None,
-    ) -> int:
+    ) -> tuple[int, bool]:
+        """Pace the answer's pieces to their deadlines: (completion tokens sent, completed)."""
         config = self.state.config
         raw_headers = [
             (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -316,7 +325,7 @@ class _ChatEndpoint:
         if fault == "stream_cut":
             cut_at = max(1, int(n * self.state.fault_rng.uniform(0.2, 0.8))) if n > 1 else 0
         if not await client.sleep_until(first):
-            return 0
+            return 0, False
         out = [writer.role()]
         sent_chars = 0
         i = 0
@@ -330,22 +339,22 @@ class _ChatEndpoint:
             finished = i >= cut_at
             if finished and fault != "stream_cut":
                 if not await client.sleep_until(end):
-                    return _tokens_of(answer, sent_chars)
+                    return _tokens_of(answer, sent_chars), False
                 out.append(writer.finish(answer.finish_reason))
                 if include_usage:
                     out.append(writer.usage(prompt_tokens, answer.completion_tokens))
                 out.append(writer.done())
                 await send({"type": "http.response.body", "body": b"".join(out), "more_body": False})
-                return answer.completion_tokens
+                return answer.completion_tokens, True
             if out:
                 await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
                 out = []
                 last_write = now
             if finished:  # stream_cut: the stream stops here, mid-answer, and the connection drops
-                raise _StreamCut
+                raise _StreamCut(_tokens_of(answer, sent_chars))
             wake = min(max(due[i], last_write + config.chunk_interval_s), end)
             if not await client.sleep_until(wake):
-                return _tokens_of(answer, sent_chars)
+                return _tokens_of(answer, sent_chars), False
 
 
 def _tokens_of(answer: Answer, sent_chars: int) -> int:
