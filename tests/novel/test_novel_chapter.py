@@ -232,3 +232,24 @@ async def test_rerun_after_crash_skips_finished_steps(client: HttpModelClient) -
     third = Recording(client)
     again = await write_chapter(req, client=third, models=MODELS, run_id="job-9", checkpoints=store)
     assert third.requests == [] and again.chosen == result.chosen
+
+
+async def test_through_the_gateway_with_random_faults(sim: Any) -> None:
+    """The real client stack (gateway: retries, breaker) under a mix of every fault kind."""
+    from storyloom.config import Settings
+    from storyloom.llm.factory import build_client
+
+    sim.configure(
+        faults={"error_5xx": 0.1, "prose_json": 0.3, "empty": 0.05, "stream_cut": 0.05, "error_429": 0.05}
+    )
+    settings = Settings(_env_file=None, profile="sim")  # type: ignore[call-arg]
+    gateway = build_client(settings, sim_url=sim.url)
+    try:
+        req = ChapterRequest(input=ZH, versions=2, quality_threshold=0)
+        result = await write_chapter(
+            req, client=gateway, models=AgentModels.from_settings(settings), run_id="g-1"
+        )
+    finally:
+        await gateway.aclose()
+    assert any(v.ok and v.text for v in result.versions)
+    assert sim.stats()["faults"]["prose_json"] > 0  # the faults really happened
