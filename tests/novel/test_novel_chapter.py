@@ -253,3 +253,20 @@ async def test_through_the_gateway_with_random_faults(sim: Any) -> None:
         await gateway.aclose()
     assert any(v.ok and v.text for v in result.versions)
     assert sim.stats()["faults"]["prose_json"] > 0  # the faults really happened
+
+
+async def test_a_hanging_scene_is_skipped_after_its_deadline(sim: Any) -> None:
+    sim.configure(models={"m-scene": {"faults": {"hang": 1.0}}})
+    client = HttpModelClient(sim.url, None, connect_timeout_s=5, ttft_timeout_s=0.5, total_timeout_s=30)
+    try:
+        result = await write_chapter(
+            ChapterRequest(input=EN, versions=1, quality_threshold=0),
+            client=client,
+            models=MODELS,
+            run_id="h-1",
+        )
+    finally:
+        await client.aclose()
+    v = result.versions[0]
+    scene = next(a for a in v.agents if a.agent == "scene")
+    assert v.ok and v.text and scene.error and "ProviderTimeout" in scene.error and "scene" in v.degraded
