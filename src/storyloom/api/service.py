@@ -183,6 +183,7 @@ async def run_service(config: ServeConfig, *, on_ready: Callable[[str], None] | 
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
         _log.info("service_stopping")
+        app.state.services.closing.set()
         server.should_exit = True
         await serving
         stopped.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -71,6 +72,9 @@ class Services:
         self.service_registry.register(self.collector)
         _register_gateway_metrics()
         self._stats: tuple[float, QueueStats] | None = None
+        # Set when the server begins to stop: open SSE streams end at once (clients resume elsewhere
+        # with Last-Event-ID) instead of holding the shutdown for the graceful timeout.
+        self.closing = asyncio.Event()
 
     @classmethod
     async def open(

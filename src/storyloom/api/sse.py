@@ -86,18 +86,25 @@ async def event_stream(
     is_terminal: Callable[[EventLike], bool],
     on_sent: Callable[[EventLike], None] | None = None,
     preamble: bytes = b"",
+    closing: asyncio.Event | None = None,
 ) -> AsyncIterator[bytes]:
     """Forward events as SSE with a heartbeat comment whenever `heartbeat_s` passes in silence.
 
     The pending `anext` is kept across heartbeats instead of being cancelled by a timeout, because
-    cancelling it would tear down the subscription mid-read. The stream ends after a terminal event.
+    cancelling it would tear down the subscription mid-read. The stream ends after a terminal event,
+    or as soon as `closing` is set (server shutdown; the client resumes with Last-Event-ID).
     """
     if preamble:
         yield preamble
     nxt: asyncio.Future[EventLike] = asyncio.ensure_future(anext(events))
+    closed: asyncio.Future[Any] = asyncio.ensure_future(closing.wait()) if closing else asyncio.Future()
     try:
         while True:
-            done, _ = await asyncio.wait({nxt}, timeout=heartbeat_s)
+            done, _ = await asyncio.wait(
+                {nxt, closed}, timeout=heartbeat_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            if closed in done and nxt not in done:
+                return
             if not done:
                 yield format_comment(f"ping {time.time():.3f}")
                 continue
@@ -112,6 +119,7 @@ async def event_stream(
                 return
             nxt = asyncio.ensure_future(anext(events))
     finally:
+        closed.cancel()
         if not nxt.done():
             nxt.cancel()
             try:

@@ -75,6 +75,7 @@ def job_events_response(
         is_terminal=_is_terminal,
         on_sent=_observer(time.time()),
         preamble=preamble,
+        closing=services.closing,
     )
     return StreamingResponse(
         _counted(body), media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})}
