@@ -1,0 +1,267 @@
+"""The service benchmark: N concurrent clients against `storyloom serve` started as a subprocess.
+
+Each client submits one chapter job and follows its SSE stream to the end (reconnecting with
+Last-Event-ID if the connection drops). The clients run in this process (asyncio + httpx), the
+service in others, so client and server do not share an event loop or a GIL. Figures: completion
+ratio, end-to-end latency, delay from an event's creation (its `ts`) to its arrival here, step
+commits per second (checkpoint rows in the database), and resident memory per in-flight job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+__all__ = ["BenchConfig", "run_bench"]
+
+_TERMINAL = ("job.completed", "job.failed", "job.cancelled")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BenchConfig:
+    clients: int = 500
+    versions: int = 2
+    workers: str = "2..2"
+    concurrency: int = 400  # jobs at once per worker process
+    # Simulator latencies scaled down so the run takes minutes on 2 cores.
+    ttft_s: float = 0.02
+    tokens_per_s: float = 3000.0
+    answer_tokens: int = 120
+    timeout_s: float = 900.0
+
+
+@dataclass(slots=True)
+class _Client:
+    submitted_at: float = 0.0
+    finished_at: float | None = None
+    status: str | None = None
+    seqs: list[int] = field(default_factory=list)
+    lags_s: list[float] = field(default_factory=list)
+    reconnects: int = 0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def _input(i: int) -> dict[str, Any]:
+    return {
+        "overall_outline": "A courier on the river learns the sword and carries a letter to the capital.",
+        "chapter_outline": f"Chapter {i + 1}: the courier meets stranger number {i + 1} at the ferry.",
+        "genre": "wuxia",
+        "characters": [{"name": "Lin", "role": "courier"}, {"name": "Old Wei", "role": "swordsman"}],
+        "style": "terse",
+        "target_length": 400,
+        "language": "en",
+    }
+
+
+async def _one_client(http: httpx.AsyncClient, i: int, versions: int, state: _Client) -> None:
+    body = {"novel_input": _input(i), "versions": versions, "idempotency_key": f"bench-{i}"}
+    state.submitted_at = time.time()
+    job_id = ""
+    for attempt in range(50):
+        r = await http.post("/api/novel/generate", json=body)
+        if r.status_code == 200:
+            job_id = r.json()["task_id"]
+            break
+        if r.status_code in (429, 503):
+            await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+            continue
+        raise RuntimeError(f"submit answered {r.status_code}: {r.text[:200]} (attempt {attempt})")
+    if not job_id:
+        return
+    last = 0
+    while state.status is None:
+        headers = {"Last-Event-ID": str(last)} if last else {}
+        try:
+            async with http.stream("GET", f"/api/jobs/{job_id}/events", headers=headers) as r:
+                data = ""
+                async for line in r.aiter_lines():
+                    if line.startswith("data: "):
+                        data = line[6:]
+                    elif not line and data:
+                        now = time.time()
+                        doc = json.loads(data)
+                        data = ""
+                        state.seqs.append(doc["seq"])
+                        state.lags_s.append(now - doc["ts"])
+                        last = doc["seq"]
+                        if doc["kind"] in _TERMINAL:
+                            state.status = doc["kind"].removeprefix("job.")
+                            state.finished_at = now
+        except (httpx.TransportError, httpx.StreamError):
+            pass
+        if state.status is None:
+            state.reconnects += 1
+            await asyncio.sleep(0.2)
+
+
+def _server_rss_mb(root: psutil.Process) -> tuple[float, float]:
+    """(API + workers, simulator) resident memory in MiB."""
+    server = sim = 0.0
+    try:
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0, 0.0
+    for proc in procs:
+        try:
+            rss = proc.memory_info().rss / 2**20
+            is_sim = " sim " in " ".join(proc.cmdline()) + " "
+        except psutil.Error:
+            continue
+        if is_sim:
+            sim += rss
+        else:
+            server += rss
+    return server, sim
+
+
+def _step_commits_per_s(db_path: Path) -> tuple[int, float]:
+    """Checkpoint rows of chapter jobs and their rate over the span they were written in."""
+    with sqlite3.connect(db_path) as conn:
+        count, first, last = conn.execute(
+            "SELECT count(*), min(c.created_at), max(c.created_at) FROM job_checkpoints c "
+            "JOIN jobs j ON j.id = c.run_id WHERE j.kind = 'chapter'"
+        ).fetchone()
+    span = (last or 0.0) - (first or 0.0)
+    return int(count or 0), (count / span if span > 0 else 0.0)
+
+
+def _profile(cfg: BenchConfig) -> dict[str, float]:
+    return {"ttft_s": cfg.ttft_s, "tokens_per_s": cfg.tokens_per_s, "answer_tokens": cfg.answer_tokens}
+
+
+def _start_service(cfg: BenchConfig, workdir: Path) -> tuple[subprocess.Popen[str], str]:
+    sim_config = workdir / "sim.json"
+    sim_config.write_text(
+        json.dumps(
+            {
+                "seed": 11,
+                "default": {
+                    "ttft_s": cfg.ttft_s,
+                    "tokens_per_s": cfg.tokens_per_s,
+                    "answer_tokens": cfg.answer_tokens,
+                },
+                "chunk_interval_s": 0.02,
+            }
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORYLOOM_", "PROMETHEUS_"))}
+    env["STORYLOOM_LOG_LEVEL"] = "WARNING"
+    cmd = [
+        sys.executable, "-m", "storyloom.cli", "serve", "--port", "0", "--workers", cfg.workers,
+        "--data-dir", str(workdir / "data"), "--sim-config", str(sim_config),
+        "--concurrency", str(cfg.concurrency), "--max-pending", str(max(10_000, cfg.clients * 2)),
+    ]  # fmt: skip
+    log = (workdir / "serve.log").open("w")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+    log.close()
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    if not url.startswith("http"):
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"storyloom serve did not start; see {workdir / 'serve.log'}")
+    return proc, url
+
+
+async def _drive(cfg: BenchConfig, url: str, root: psutil.Process) -> dict[str, Any]:
+    states = [_Client() for _ in range(cfg.clients)]
+    peak = {"inflight": 0, "server_mb": 0.0, "sim_mb": 0.0, "max_server_mb": 0.0}
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        while not done.is_set():
+            inflight = sum(1 for s in states if s.submitted_at and s.status is None)
+            server_mb, sim_mb = await asyncio.to_thread(_server_rss_mb, root)
+            peak["max_server_mb"] = max(peak["max_server_mb"], server_mb)
+            if inflight >= peak["inflight"]:
+                peak.update(inflight=inflight, server_mb=server_mb, sim_mb=sim_mb)
+            await asyncio.sleep(0.5)
+
+    limits = httpx.Limits(max_connections=cfg.clients + 20, max_keepalive_connections=cfg.clients + 20)
+    timeout = httpx.Timeout(60.0, read=120.0)
+    started = time.time()
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as http:
+        sampler = asyncio.create_task(sample())
+        try:
+            async with asyncio.timeout(cfg.timeout_s):
+                await asyncio.gather(*(_one_client(http, i, cfg.versions, s) for i, s in enumerate(states)))
+        except TimeoutError:
+            pass
+        finally:
+            done.set()
+            await sampler
+    wall = time.time() - started
+    submitted = sum(1 for s in states if s.submitted_at)
+    completed = sum(1 for s in states if s.status == "completed")
+    e2e = [s.finished_at - s.submitted_at for s in states if s.finished_at is not None]
+    live_lags = [lag for s in states for lag in s.lags_s]
+    exact_once = all(s.seqs == list(range(1, len(s.seqs) + 1)) for s in states if s.status)
+    inflight = max(1, int(peak["inflight"]))
+    return {
+        "clients": cfg.clients,
+        "versions": cfg.versions,
+        "workers": cfg.workers,
+        "submitted": submitted,
+        "completed": completed,
+        "completed_ratio": round(completed / submitted, 4) if submitted else 0.0,
+        "e2e_p50_s": round(_percentile(e2e, 0.5), 3),
+        "e2e_p99_s": round(_percentile(e2e, 0.99), 3),
+        "event_lag_p50_ms": round(_percentile(live_lags, 0.5) * 1000, 1),
+        "event_lag_p99_ms": round(_percentile(live_lags, 0.99) * 1000, 1),
+        "events_received": len(live_lags),
+        "events_exactly_once_in_order": exact_once,
+        "reconnects": sum(s.reconnects for s in states),
+        "peak_inflight_jobs": int(peak["inflight"]),
+        "server_rss_mb_at_peak": round(peak["server_mb"], 1),
+        "rss_mb_per_inflight_job": round(peak["server_mb"] / inflight, 3),
+        "max_server_rss_mb": round(peak["max_server_mb"], 1),
+        "simulator_rss_mb": round(peak["sim_mb"], 1),
+        "wall_s": round(wall, 2),
+    }
+
+
+def run_bench(cfg: BenchConfig) -> dict[str, Any]:
+    """Start the service, drive it, stop it (SIGTERM), and return the figures."""
+    with tempfile.TemporaryDirectory(prefix="storyloom-bench-service-") as tmp:
+        workdir = Path(tmp)
+        proc, url = _start_service(cfg, workdir)
+        try:
+            result = asyncio.run(_drive(cfg, url, psutil.Process(proc.pid)))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        commits, rate = _step_commits_per_s(workdir / "data" / "storyloom.db")
+        result["step_commits"] = commits
+        result["step_commits_per_s"] = round(rate, 1)
+        result["simulator"] = {
+            "ttft_s": cfg.ttft_s,
+            "tokens_per_s": cfg.tokens_per_s,
+            "answer_tokens": cfg.answer_tokens,
+        }
+        return result

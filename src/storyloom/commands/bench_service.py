@@ -1,0 +1,40 @@
+"""`storyloom bench service`: concurrent clients submit chapter jobs and follow their SSE streams."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("service")
+    def bench_service(
+        clients: int = typer.Option(500, min=1, max=5000, help="Concurrent clients, one job each."),
+        versions: int = typer.Option(2, min=1, max=10, help="Candidate versions per chapter job."),
+        workers: str = typer.Option("2..2", help="Worker processes of the service, MIN..MAX."),
+        concurrency: int = typer.Option(400, min=1, help="Jobs at once per worker process."),
+        timeout_s: float = typer.Option(900.0, min=10.0, help="Give up on unfinished clients after this."),
+        as_json: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
+    ) -> None:
+        """Start `storyloom serve` (simulator latencies scaled down), drive it, print the figures."""
+        from storyloom.api.loadtest import BenchConfig, run_bench
+        from storyloom.commands.serve import parse_worker_range
+
+        parse_worker_range(workers)
+        result = run_bench(
+            BenchConfig(
+                clients=clients,
+                versions=versions,
+                workers=workers,
+                concurrency=concurrency,
+                timeout_s=timeout_s,
+            )
+        )
+        if as_json:
+            typer.echo(json.dumps(result))
+        else:
+            for key, value in result.items():
+                typer.echo(f"{key:32} {value}")
