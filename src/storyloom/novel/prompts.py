@@ -7,6 +7,7 @@ length: N words", the phrasings the simulator and most models follow.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -199,14 +200,15 @@ def style_hint(language: str, index: int) -> str:
     return hints[index % len(hints)]
 
 
-def _schema_for(model: type[BaseModel], language: str) -> dict[str, Any]:
+@functools.cache  # pydantic builds a schema in ~1 ms; a chapter asks for one a dozen times
+def _schema_text(model: type[BaseModel], language: str) -> str:
     schema = prompt_schema(model)
     schema.pop("description", None)
     if language == "zh":
         for name, prop in schema.get("properties", {}).items():
             if name in _ZH_DESCRIPTIONS:
                 prop["description"] = _ZH_DESCRIPTIONS[name]
-    return schema
+    return json.dumps(schema, ensure_ascii=False)
 
 
 def brief(inp: NovelInput, previous_summary: str | None = None) -> str:
@@ -291,7 +293,7 @@ def json_messages(
 ) -> list[Message]:
     """A structured agent's prompt: facts, upstream outputs, the task, then the schema fence (last)."""
     lang = inp.language
-    schema = json.dumps(_schema_for(schema_model, lang), ensure_ascii=False)
+    schema = _schema_text(schema_model, lang)
     body = "\n\n".join(
         p
         for p in (
