@@ -66,3 +66,12 @@ def test_config_file_errors_are_one_sentence(tmp_path: Any) -> None:
     cfg = load_sim_config(good)
     assert cfg.profile("scene").latency_s == 2 and cfg.profile("scene").ttft_s == 0.5
     assert cfg.profile("other").latency_s is None
+
+
+async def test_serve_sim_leaves_signal_handlers_alone() -> None:
+    """Ctrl-C must reach the host program (e.g. `storyloom write`), not stop only the simulator."""
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    async with serve_sim():
+        assert signal.getsignal(signal.SIGINT) is before

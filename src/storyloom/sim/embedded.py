@@ -56,6 +56,18 @@ def uvicorn_config(app: Any, *, loop: str = "auto", log_level: str = "warning") 
     )
 
 
+class _EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the host program.
+
+    uvicorn's default swaps the main thread's SIGINT/SIGTERM handlers while it serves, so a Ctrl-C
+    meant for `storyloom write` would stop only the in-process simulator.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class SimHandle:
     """A running simulator: its base URL (ending in /v1), live stats and config."""
 
@@ -91,7 +103,7 @@ async def serve_sim(config: SimConfig | None = None, *, host: str = "127.0.0.1")
     """The simulator on the current event loop, for as long as the block runs."""
     app = create_sim_app(config)
     sock = bind_socket(host)
-    server = uvicorn.Server(uvicorn_config(app))
+    server = _EmbeddedServer(uvicorn_config(app))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:
@@ -112,7 +124,7 @@ def run_sim_in_thread(config: SimConfig | None = None, *, host: str = "127.0.0.1
     """The simulator in a daemon thread with its own event loop (uvloop when available)."""
     app = create_sim_app(config)
     sock = bind_socket(host)
-    server = uvicorn.Server(uvicorn_config(app))
+    server = _EmbeddedServer(uvicorn_config(app))
     loop = _new_loop()
     ready = threading.Event()
     failure: list[BaseException] = []
