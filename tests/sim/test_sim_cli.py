@@ -56,8 +56,10 @@ def sim_process(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
                 pipe.close()
 
 
-async def raw_stream(host: str, port: int, body: bytes) -> tuple[float, bytes]:
-    """One streamed completion over a fresh connection: (seconds, raw response)."""
+async def raw_stream(host: str, port: int, body: bytes) -> tuple[float, float, bytes]:
+    """One streamed completion over a fresh connection: (seconds, seconds after the response
+    headers, raw response). The headers leave at admission, so the second figure is the server's
+    own pacing, free of the burst's connection queueing."""
     start = time.monotonic()
     reader, writer = await asyncio.open_connection(host, port)
     head = (
@@ -66,10 +68,13 @@ async def raw_stream(host: str, port: int, body: bytes) -> tuple[float, bytes]:
     )
     writer.write(head.encode() + body)
     data = bytearray()
+    first = 0.0
     while chunk := await reader.read(65536):
+        first = first or time.monotonic()
         data += chunk
     writer.close()
-    return time.monotonic() - start, bytes(data)
+    end = time.monotonic()
+    return end - start, end - first, bytes(data)
 
 
 def test_cli_serves_and_holds_latency_under_load(sim_process: tuple[str, subprocess.Popen[str]]) -> None:
@@ -80,16 +85,19 @@ def test_cli_serves_and_holds_latency_under_load(sim_process: tuple[str, subproc
     msgs = [{"role": "user", "content": "Characters: Alice, Bob. Alice runs to the pier."}]
     body = json.dumps({"model": "m", "messages": msgs, "stream": True}).encode()
 
-    async def load() -> list[tuple[float, bytes]]:
+    async def load() -> list[tuple[float, float, bytes]]:
         await raw_stream(host, int(port), body)  # warm up
         return await asyncio.gather(*(raw_stream(host, int(port), body) for _ in range(STREAMS)))
 
     results = asyncio.run(load())
-    times = sorted(t for t, _ in results)
-    assert all(b"data: [DONE]" in raw for _, raw in results)
+    times = sorted(t for t, _, _ in results)
+    paced = sorted(p for _, p, _ in results)
+    assert all(b"data: [DONE]" in raw for _, _, raw in results)
     assert times[0] >= 0.99  # never early
-    # The whole burst arrives at once on a shared 2-core machine: allow queueing, not drift.
-    assert times[len(times) // 2] <= 1.6, times[::30]
+    # Measured on 2 shared cores: paced p50 1.003 s, p99 1.02 s; the tolerance is for a busy machine.
+    assert paced[len(paced) // 2] <= 1.2, paced[::30]
+    # The whole burst connects at once: allow connection queueing, not drift.
+    assert times[len(times) // 2] <= 2.5, times[::30]
     stats = httpx.get(url.removesuffix("/v1") + "/stats").json()
     assert stats["completed"] == STREAMS + 1 and stats["max_concurrency"] >= STREAMS // 2
 

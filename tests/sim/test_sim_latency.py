@@ -37,9 +37,9 @@ async def test_latency_s_is_exact_per_model(sim: Any) -> None:
         (f1, t1, _), (_, t2, _) = await asyncio.gather(
             timed_stream(client, sim.url, "one"), timed_stream(client, sim.url, "two")
         )
-    assert 0.19 <= f1 <= 0.35
-    assert 0.59 <= t1 <= 0.75
-    assert 1.19 <= t2 <= 1.35
+    assert 0.19 <= f1 <= 0.5
+    assert 0.59 <= t1 <= 0.9
+    assert 1.19 <= t2 <= 1.5
 
 
 async def test_ttft_plus_tokens_per_second(sim: Any) -> None:
@@ -48,8 +48,8 @@ async def test_ttft_plus_tokens_per_second(sim: Any) -> None:
         first, total, tokens = await timed_stream(client, sim.url, "paced")
     expected = 0.1 + tokens / 400.0
     assert tokens >= 200
-    assert 0.09 <= first <= 0.25
-    assert expected - 0.01 <= total <= expected + 0.15
+    assert 0.09 <= first <= 0.4
+    assert expected - 0.01 <= total <= expected + 0.3
 
 
 async def test_non_streaming_latency(sim: Any) -> None:
@@ -59,4 +59,4 @@ async def test_non_streaming_latency(sim: Any) -> None:
         r = await client.post(f"{sim.url}/chat/completions", json={"model": "m", "messages": MSGS})
         elapsed = time.monotonic() - start
     assert r.status_code == 200
-    assert 0.39 <= elapsed <= 0.6
+    assert 0.39 <= elapsed <= 0.8
