@@ -197,3 +197,40 @@ def test_bad_requests_get_400_with_message(sim: Any, http: httpx.Client) -> None
     assert r.status_code == 400
     assert http.get(f"{sim.base_url}/nope").status_code == 404
     assert sim.stats()["bad_requests"] == 5
+
+
+def test_answers_validate_against_pydantic_models(sim: Any, http: httpx.Client) -> None:
+    """Schemas as pydantic emits them ($defs, Optional, Literal, constraints) are answered validly."""
+    from typing import Literal
+
+    from pydantic import BaseModel, Field
+
+    class Beat(BaseModel):
+        who: str
+        tension: int = Field(ge=1, le=5)
+
+    class Report(BaseModel):
+        score: int = Field(ge=0, le=100)
+        verdict: Literal["keep", "revise"]
+        beats: list[Beat] = Field(min_length=1, max_length=4)
+        note: str | None = None
+        ratio: float = Field(gt=0, lt=1)
+        title: str = Field(min_length=3, max_length=40)
+
+    schema = Report.model_json_schema()
+    scores = []
+    for i in range(10):
+        prompt = f"主角：林远、苏晚。第{i}稿。请按此格式返回：\n```json\n{json.dumps(schema)}\n```"
+        text = content_of(http, sim.url, prompt)
+        report = Report.model_validate_json(text)
+        scores.append(report.score)
+    assert all(50 <= s <= 95 for s in scores)  # the default score distribution
+    assert len(set(scores)) > 3
+
+
+def content_of(http: httpx.Client, url: str, prompt: str) -> str:
+    r = http.post(
+        f"{url}/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": prompt}]}
+    )
+    text: str = r.json()["choices"][0]["message"]["content"]
+    return text

@@ -125,7 +125,7 @@ def _analyse_cached(full: str, fmt_schema_json: str) -> PromptFacts:
         language=language,
         names=tuple(names),
         places=tuple(_places(prose, language, set(names))),
-        phrases=tuple(_phrases(prose, language)),
+        phrases=tuple(p for p in _phrases(prose, language) if not _only_names(p, names)),
         target=_target_length(prose),
         schema=json.loads(fmt_schema_json) if fmt_schema_json else _schema_from_fences(full),
     )
@@ -220,6 +220,14 @@ def _places(text: str, language: str, names: set[str]) -> list[str]:
     else:
         found = (m.group(1) for m in _EN_PLACE.finditer(text) if m.group(1).split()[0] not in _EN_STOP)
     return _dedupe((p for p in found if p not in names), 6)
+
+
+def _only_names(phrase: str, names: list[str]) -> bool:
+    """True for a clause that merely lists characters ("林远、苏晚"), which reads badly as an event."""
+    rest = phrase
+    for name in names:
+        rest = rest.replace(name, "")
+    return not _SPLIT_NAMES.sub("", rest).strip(" ,.，。")
 
 
 def _phrases(text: str, language: str) -> list[str]:

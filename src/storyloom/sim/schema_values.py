@@ -3,7 +3,8 @@
 Covers what pydantic emits: objects, arrays, strings (enum, const, min/maxLength), integers and
 numbers (minimum/maximum, exclusive bounds), booleans, null, `anyOf`/`oneOf`/`allOf`, and local
 `$ref`s into `$defs`/`definitions`. Strings are story-flavoured and use the prompt's names.
-A property named `score` (or ending in `_score`) takes its value from `score_range` when given.
+A property named `score` (or ending in `_score`) takes its value from `score_range` when given,
+else from 50..95, always within the schema's bounds.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from storyloom.sim.story import Unit, sentence, story_text
 __all__ = ["value_for_schema"]
 
 _MAX_DEPTH = 8
+# Without a `score_range` knob a score is drawn from here (within the schema's bounds): real judges
+# rarely give a chapter under 50, and a 0..100 uniform would send most drafts into revision.
+_DEFAULT_SCORES = (50, 95)
 _LONG_TEXT_KEYS = ("content", "text", "chapter", "draft", "body", "story", "revised", "final")
 _NAME_KEYS = ("name", "character", "protagonist", "speaker", "winner_name")
 _PLACE_KEYS = ("place", "location", "setting", "scene_location")
@@ -135,10 +139,13 @@ class _Gen:
             lo += 1e-9
         if "exclusiveMaximum" in schema and "maximum" not in schema:
             hi -= 1e-9
-        if is_score and self.score_range is not None:
-            lo, hi = max(lo, self.score_range[0]), min(hi, self.score_range[1])
-            if lo > hi:  # the knob lies outside the schema's bounds: the schema wins
-                lo = hi = min(max(self.score_range[0], lo), hi)
+        if is_score:
+            want = self.score_range or _DEFAULT_SCORES
+            new_lo, new_hi = max(lo, want[0]), min(hi, want[1])
+            if new_lo <= new_hi:
+                lo, hi = new_lo, new_hi
+            elif self.score_range is not None:  # the knob lies outside the schema's bounds: nearest edge
+                lo = hi = min(max(want[0], lo), hi)
         return lo, max(lo, hi)
 
     def integer(self, schema: dict[str, Any], key: str) -> int:
@@ -148,7 +155,11 @@ class _Gen:
 
     def number(self, schema: dict[str, Any], key: str) -> float:
         lo, hi = self._bounds(schema, key, (0.0, 1.0))
-        return round(self.rng.uniform(lo, hi), 3) if hi > lo else lo
+        if hi <= lo:
+            return lo
+        value = self.rng.uniform(lo, hi)
+        rounded = round(value, 3)
+        return rounded if lo <= rounded <= hi else value  # rounding must not cross an exclusive bound
 
     def string(self, schema: dict[str, Any], key: str) -> str:
         k = key.lower()
