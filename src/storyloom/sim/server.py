@@ -33,7 +33,7 @@ from storyloom.sim.answer import Answer, build_answer, content_key, keyed_rng, m
 from storyloom.sim.config import SimConfig
 from storyloom.sim.prompt import analyse, message_text
 from storyloom.sim.state import SimState
-from storyloom.sim.story import story_text
+from storyloom.sim.story import story_text, truncate_to_tokens
 from storyloom.sim.wire import ChunkWriter, completion_body, error_body
 
 __all__ = ["create_sim_app", "install_log_filter"]
@@ -211,8 +211,12 @@ class _ChatEndpoint:
         )
         if fault == "prose_json":
             prose = story_text(facts, keyed_rng(key, "prose"), 60, "tokens")
-            answer.text = mangle_json(answer.text, state.fault_rng, prose)
-            answer.completion_tokens = estimate_tokens(answer.text)
+            text = mangle_json(answer.text, state.fault_rng, prose)
+            if max_tokens is not None and estimate_tokens(text) > max_tokens:
+                text, answer.finish_reason = truncate_to_tokens(text, max_tokens), "length"
+            answer.text, answer.completion_tokens = text, estimate_tokens(text)
+            if profile.latency_s is None:  # keep ttft + n / tokens_per_s true for the new length
+                answer.total_s = answer.ttft_s + answer.completion_tokens / profile.tokens_per_s
         prompt_tokens = sum(4 + estimate_tokens(message_text(m)) for m in messages) + 2
         charge = prompt_tokens + (max_tokens if max_tokens is not None else answer.completion_tokens)
 
