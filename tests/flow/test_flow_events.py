@@ -122,14 +122,14 @@ async def test_a_thousand_concurrent_streams_are_coalesced_per_step() -> None:
     sink = ListSink()
     await run_flow(flow, None, sink=sink, coalesce_s=0.05)
     deltas = sink.of(EventKind.STEP_DELTA)
-    assert len(deltas) < 1000 * 20 / 2
     per_step: dict[str | None, str] = {}
     counts: dict[str | None, int] = {}
     for e in deltas:
         per_step[e.step] = per_step.get(e.step, "") + e.data["text"]
         counts[e.step] = counts.get(e.step, 0) + 1
     assert per_step == {f"s{i}": "t" * 20 for i in range(1000)}
-    # at most one event per coalescing interval (plus the final flush), however busy the loop is
+    # at most one event per coalescing interval (plus the final flush), however busy the loop is;
+    # how many tokens each event carries depends on the machine's speed, so it is not asserted
     for e in sink.of(EventKind.STEP_FINISHED):
         assert counts[e.step] <= e.data["elapsed_s"] / 0.05 + 2
 

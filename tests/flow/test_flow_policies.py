@@ -34,9 +34,13 @@ async def test_fail_policy_fails_the_run_and_cancels_siblings() -> None:
         nonlocal dependent_ran
         dependent_ran = True
 
+    async def broken_later(ctx: StepContext) -> Any:
+        await asyncio.sleep(0.05)  # the sibling is running by now
+        await broken(ctx)
+
     flow = Flow("f")
     flow.add("root", draft)
-    flow.add("bad", broken, after=("root",))
+    flow.add("bad", broken_later, after=("root",))
     flow.add("slow", slow, after=("root",))
     flow.add("after_bad", dependent, after=("bad",))
     sink = ListSink()
@@ -197,3 +201,100 @@ async def test_loop_keeps_the_last_state_when_the_round_output_is_skipped() -> N
     body.add("check", broken, on_error=OnError.SKIP)
     result = await run_flow(looped(body, 10, 3), None)
     assert result.outputs["revise"] == {"state": {"text": "d", "score": 10}, "rounds": 1}
+
+
+async def test_a_failure_in_another_branch_interrupts_the_callers_inline_step() -> None:
+    """The first ready step runs inline in the caller's task; a sibling's failure must still stop it."""
+    inline_cancelled = asyncio.Event()
+
+    async def slow(ctx: StepContext) -> Any:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            inline_cancelled.set()
+            raise
+
+    async def broken_later(ctx: StepContext) -> Any:
+        await asyncio.sleep(0.05)
+        await broken(ctx)
+
+    flow = Flow("f")
+    flow.add("root", draft)
+    flow.add("slow", slow, after=("root",))  # first successor: runs inline in the caller's task
+    flow.add("bad", broken_later, after=("root",))
+    with pytest.raises(StepFailedError) as info:
+        async with asyncio.timeout(5):
+            await run_flow(flow, None)
+    assert info.value.step == "bad"
+    assert inline_cancelled.is_set()
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0  # our interruption was undone
+    assert asyncio.all_tasks() == {task}
+
+
+async def test_a_step_that_swallows_the_interruption_still_ends_the_run() -> None:
+    after_ran = False
+
+    async def stubborn(ctx: StepContext) -> Any:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            return "ignored the cancel"
+
+    async def after(ctx: StepContext) -> Any:
+        nonlocal after_ran
+        after_ran = True
+
+    async def broken_later(ctx: StepContext) -> Any:
+        await asyncio.sleep(0.05)
+        await broken(ctx)
+
+    flow = Flow("f")
+    flow.add("root", draft)
+    flow.add("stubborn", stubborn, after=("root",))
+    flow.add("bad", broken_later, after=("root",))
+    flow.add("after", after, after=("stubborn",))
+    with pytest.raises(StepFailedError):
+        await run_flow(flow, None)
+    assert not after_ran
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+
+
+async def test_a_step_cancelled_from_inside_in_another_branch_cancels_the_run() -> None:
+    async def slow(ctx: StepContext) -> Any:
+        await asyncio.sleep(10)
+
+    async def cancels_itself(ctx: StepContext) -> Any:
+        await asyncio.sleep(0.05)
+        raise asyncio.CancelledError
+
+    flow = Flow("f")
+    flow.add("root", draft)
+    flow.add("slow", slow, after=("root",))
+    flow.add("cancels", cancels_itself, after=("root",))
+    sink = ListSink()
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(5):
+            await run_flow(flow, None, sink=sink)
+    assert sink.events[-1].kind == EventKind.RUN_CANCELLED
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_an_outside_cancel_wins_over_a_concurrent_failure() -> None:
+    async def slow(ctx: StepContext) -> Any:
+        await asyncio.sleep(10)
+
+    async def broken_later(ctx: StepContext) -> Any:
+        await asyncio.sleep(0.05)
+        await broken(ctx)
+
+    flow = Flow("f")
+    flow.add("slow", slow)
+    flow.add("bad", broken_later)
+    task = asyncio.create_task(run_flow(flow, None))
+    await asyncio.sleep(0.05)
+    task.cancel()  # lands around the time `bad` fails: either way the caller sees a cancellation
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert asyncio.all_tasks() == {asyncio.current_task()}
