@@ -79,8 +79,8 @@ async def _wait(pred: Any, timeout_s: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-async def test_kill_dash_nine_costs_only_the_steps_in_flight(tmp_path: Path, slow_sim: Any) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'crash.db'}"
+async def test_kill_dash_nine_costs_only_the_steps_in_flight(db_url: str, slow_sim: Any) -> None:
+    url = db_url  # SQLite file and PostgreSQL (the fixture is parametrized)
     db = Database.from_url(url)
     await db.migrate()
     queue = JobQueue(db)
