@@ -35,11 +35,19 @@ _ZH_TEMPLATES = (
     "“如果{phrase}，你会怎么做？”{b}问。",
     "{a}的目光越过{place}的屋檐，落在更远的黑暗里。",
     "这一刻，{a}终于明白，{phrase}并不是偶然。",
+    "{b}笑了笑，笑意却没有到达眼底：“你以为{place}还是从前的{place}吗？”",
+    "雨丝斜斜地落在{place}的石阶上，{a}数着自己的心跳。",
+    "{a}把{thing}收进怀里，转身时衣角带起一阵冷风。",
+    "“{a}，你还记得吗？”{b}的声音很轻，“那年在{place}。”",
+    "没有人知道，{a}早在{time}就已经猜到了{phrase}。",
+    "{b}的手指在桌面上轻轻敲着，一下，又一下。",
+    "{place}安静得出奇，连虫鸣都停了。",
+    "{a}{mood}地点了点头，却没有再说一个字。",
 )
 _EN_NAMES = ("Mara", "Elias", "Juno", "Tobin", "Selene")
 _EN_PLACES = ("the harbor", "Ashford", "the old library", "the ridge road", "the lighthouse")
 _EN_THINGS = ("a folded letter", "a brass key", "a faded map", "a cracked lantern", "a silver coin")
-_EN_MOODS = ("quietly", "hesitantly", "with sudden resolve", "warily", "at last", "without a word")
+_EN_MOODS = ("quietly", "hesitantly", "with sudden resolve", "warily", "at last", "softly")
 _EN_TIMES = ("At dusk", "Long after midnight", "Before the bells rang", "When the rain stopped", "By morning")
 _EN_TEMPLATES = (
     "{time}, {a} walked alone into {place}, {thing} heavy in one pocket.",
@@ -54,6 +62,14 @@ _EN_TEMPLATES = (
     '"And if {phrase}, what would you do?" {b} asked.',
     "Beyond the roofs of {place}, {a} watched the dark gather and thicken.",
     "In that moment {a} understood that {phrase} had never been an accident.",
+    '{b} smiled, but the smile never reached the eyes. "You think {place} is still what it was?"',
+    "Rain slanted across the steps of {place}, and {a} counted every heartbeat.",
+    "{a} tucked {thing} away and turned, letting the cold follow like a shadow.",
+    '"{a}, do you remember?" {b} said softly. "That year, in {place}."',
+    "Nobody knew that {a} had guessed it long before: {phrase}.",
+    "{b} tapped a finger on the table, once, then again.",
+    "{place} was strangely quiet; even the insects had stopped.",
+    "{a} nodded {mood} and said nothing more.",
 )
 _ZH_PHRASES = ("真相就藏在旧案里", "约定终究要兑现", "每个人都有不能说的秘密")
 _EN_PHRASES = ("the truth was buried in the old case", "every promise comes due", "everyone kept a secret")
@@ -62,15 +78,22 @@ _CJK = re.compile(r"[\u3400-\u9fff]")
 
 def sentence(facts: PromptFacts, rng: random.Random) -> str:
     """One story sentence in the prompt's language, built from its names, places and phrases."""
+    return _sentence(facts, rng, "")[0]
+
+
+def _sentence(facts: PromptFacts, rng: random.Random, last: str) -> tuple[str, str]:
+    """(sentence, template used); avoids repeating the template `last`."""
     zh = facts.language == "zh"
     names = facts.names or list(_ZH_NAMES if zh else _EN_NAMES)
     a = rng.choice(names)
     others = [n for n in names if n != a] or list(_ZH_NAMES if zh else _EN_NAMES)
     template = rng.choice(_ZH_TEMPLATES if zh else _EN_TEMPLATES)
+    if template == last:  # never the same shape twice in a row
+        template = rng.choice(_ZH_TEMPLATES if zh else _EN_TEMPLATES)
     phrase = rng.choice(facts.phrases or list(_ZH_PHRASES if zh else _EN_PHRASES))
     if not zh and phrase[:1].isupper() and phrase.split()[0] not in names:
         phrase = phrase[0].lower() + phrase[1:]
-    return template.format(
+    text = template.format(
         a=a,
         b=rng.choice(others),
         place=rng.choice(facts.places or list(_ZH_PLACES if zh else _EN_PLACES)),
@@ -79,6 +102,7 @@ def sentence(facts: PromptFacts, rng: random.Random) -> str:
         time=rng.choice(_ZH_TIMES if zh else _EN_TIMES),
         phrase=phrase,
     )
+    return text, template
 
 
 def count_units(text: str, unit: Unit) -> int:
@@ -101,10 +125,11 @@ def story_text(
     joiner = "" if zh else " "
     paragraphs: list[str] = []
     total = 0
+    last = ""
     while total < amount:
         sentences: list[str] = []
         for _ in range(rng.randint(3, 6)):
-            s = sentence(facts, rng)
+            s, last = _sentence(facts, rng, last)
             sentences.append(s)
             total += count_units(s, unit) + (0 if zh or unit != "tokens" else 1)
             if total >= amount:
