@@ -126,6 +126,12 @@ async def test_heartbeat_renews_all_leases_in_one_statement(queue: JobQueue) -> 
         hb = await queue.heartbeat("w", lease_s=0.3)
         assert hb.owned == {j.id for j in claimed}
     assert await queue.claim("thief", limit=5, lease_s=10) == []
+    keep = claimed[0].id
+    for _ in range(3):  # renewing only the runs it has: the orphaned leases run out
+        await asyncio.sleep(0.15)
+        assert (await queue.heartbeat("w", lease_s=0.3, job_ids=[keep])).owned == {keep}
+    stolen = await queue.claim("thief", limit=5, lease_s=10)
+    assert {j.id for j in stolen} == {j.id for j in claimed} - {keep}
 
 
 async def test_release_returns_jobs_without_spending_an_attempt(queue: JobQueue) -> None:

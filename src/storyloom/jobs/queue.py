@@ -252,11 +252,20 @@ class JobQueue:
         claimed.sort(key=lambda j: (-j.priority, j.run_at, j.created_at))
         return claimed
 
-    async def heartbeat(self, worker_id: str, *, lease_s: float) -> Heartbeat:
-        """Renew every lease of the worker in one UPDATE; report lost jobs and cancel requests."""
+    async def heartbeat(
+        self, worker_id: str, *, lease_s: float, job_ids: Iterable[str] | None = None
+    ) -> Heartbeat:
+        """Renew the worker's leases in one UPDATE; report lost jobs and cancel requests.
+
+        `job_ids`: renew only these (the runs the worker really has), so a lease whose run vanished
+        without bookkeeping expires instead of being renewed forever.
+        """
+        cond = [jobs.c.lease_owner == worker_id, jobs.c.status == JobStatus.RUNNING.value]
+        if job_ids is not None:
+            cond.append(jobs.c.id.in_(list(job_ids)))
         stmt = (
             sa.update(jobs)
-            .where(jobs.c.lease_owner == worker_id, jobs.c.status == JobStatus.RUNNING.value)
+            .where(*cond)
             .values(lease_expires_at=time.time() + lease_s)
             .returning(jobs.c.id, jobs.c.cancel_requested)
         )

@@ -146,7 +146,9 @@ class Worker:
             if not self._runs:
                 continue
             try:
-                hb = await self.queue.heartbeat(self.id, lease_s=self.config.lease_s)
+                hb = await self.queue.heartbeat(
+                    self.id, lease_s=self.config.lease_s, job_ids=list(self._runs)
+                )
             except Exception as exc:  # leases outlive a few missed beats; the fences guard the rest
                 _log.warning("heartbeat_failed", worker=self.id, error=str(exc))
                 continue
@@ -244,8 +246,10 @@ class Worker:
             if not finalizing:
                 with contextlib.suppress(Exception):
                     await self._after_cancel(job, log)
-        except Exception as exc:  # a database failure while finalizing: the lease expiry recovers it
+        except Exception as exc:  # the database failed around the run: retry it later if we can
             log.error("job_bookkeeping_failed", error=str(exc))
+            with contextlib.suppress(Exception):
+                await self.queue.fail(job.id, self.id, f"worker bookkeeping failed: {exc}")
         finally:
             self._runs.pop(job.id, None)
             self._stop_reason.pop(job.id, None)
