@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from storyloom.errors import ConfigError
+from storyloom.errors import ConfigError, StoreError
 
 
 def register(app: typer.Typer) -> None:
@@ -57,7 +57,10 @@ def register(app: typer.Typer) -> None:
             worker_id=worker_id,
             schedule_every_s=5.0 if schedule else None,
         )
-        if processes > 1:
-            asyncio.run(run_supervised(settings, config, processes=processes))
-        else:
-            asyncio.run(run_worker_process(settings, config, sim_url=sim_url))
+        try:
+            if processes > 1:
+                asyncio.run(run_supervised(settings, config, processes=processes))
+            else:
+                asyncio.run(run_worker_process(settings, config, sim_url=sim_url))
+        except StoreError as exc:  # mostly: the database is unreachable or refuses us at start
+            raise ConfigError(f"the worker cannot use its database ({exc}).") from exc

@@ -86,7 +86,7 @@ class Database:
         try:
             async with self._write.begin() as conn:
                 yield conn
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OSError) as exc:
             raise StoreError(f"database write failed: {type(exc).__name__}: {exc}") from exc
 
     @asynccontextmanager
@@ -95,7 +95,7 @@ class Database:
         try:
             async with self._read.connect() as conn:
                 yield conn
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OSError) as exc:
             raise StoreError(f"database read failed: {type(exc).__name__}: {exc}") from exc
 
     def insert(self, table: sa.Table) -> Any:
@@ -106,10 +106,13 @@ class Database:
         """Bring the schema to the newest alembic revision; safe when several processes race."""
         from storyloom.store.migrate import upgrade_to_head
 
-        async with self._write.begin() as conn:
-            if not self.is_sqlite:  # SQLite is already serialized by BEGIN IMMEDIATE
-                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_ID})
-            await conn.run_sync(upgrade_to_head)
+        try:
+            async with self._write.begin() as conn:
+                if not self.is_sqlite:  # SQLite is already serialized by BEGIN IMMEDIATE
+                    await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_ID})
+                await conn.run_sync(upgrade_to_head)
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreError(f"cannot migrate the database: {type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:
         if self._closed:

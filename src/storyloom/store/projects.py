@@ -19,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storyloom.errors import InputError, StoreError
 from storyloom.store.database import Database
-from storyloom.store.schema import chapter_versions, chapters, projects
+from storyloom.store.schema import chapter_versions, chapters, jobs, projects
 
-__all__ = ["Chapter", "ChapterVersion", "NewVersion", "Project", "ProjectStore"]
+__all__ = ["Chapter", "ChapterVersion", "NewVersion", "Project", "ProjectStore", "versions_from_result"]
 
 _PROJECT_FIELDS = ("title", "premise", "outline", "characters", "style", "genre", "language")
 
@@ -73,6 +73,32 @@ class NewVersion:
     index: int
     text: str
     scores: dict[str, Any]
+
+
+def versions_from_result(result: Mapping[str, Any]) -> tuple[list[NewVersion], str | None]:
+    """A chapter job's result (novel's ChapterResult as JSON) as versions to store, plus its summary."""
+    chosen = result.get("chosen")
+    out: list[NewVersion] = []
+    for position, version in enumerate(result.get("versions") or [], start=1):
+        if not isinstance(version, Mapping) or not version.get("ok", True):
+            continue
+        scores = {
+            "quality_score": version.get("quality_score"),
+            "length": version.get("length"),
+            "length_score": version.get("length_score"),
+            "issues": version.get("issues") or [],
+            "style_hint": version.get("style_hint"),
+            "judge_pick": position == chosen,
+        }
+        out.append(
+            NewVersion(
+                index=int(version.get("index") or position),
+                text=str(version.get("text") or ""),
+                scores=scores,
+            )
+        )
+    summary = result.get("summary")
+    return out, (str(summary) if summary else None)
 
 
 def _new_id() -> str:
@@ -327,3 +353,14 @@ class ProjectStore:
                 await conn.execute(sa.select(chapter_versions).where(chapter_versions.c.id == version_id))
             ).one()
             return _version(chosen)
+
+    async def chapter_job_ids(self, chapter_id: str, *, limit: int = 20) -> list[str]:
+        """Ids of the chapter jobs submitted for this chapter (payload.chapter_id), newest first."""
+        query = (
+            sa.select(jobs.c.id)
+            .where(jobs.c.kind == "chapter", jobs.c.payload["chapter_id"].as_string() == chapter_id)
+            .order_by(jobs.c.created_at.desc())
+            .limit(limit)
+        )
+        async with self._db.read() as conn:
+            return [row[0] for row in await conn.execute(query)]
