@@ -144,3 +144,30 @@ async def test_null_sink_and_no_sink_run_silently() -> None:
     flow.add("s", step)
     assert (await run_flow(flow, None, sink=NullSink())).outputs == {"s": 5}
     assert (await run_flow(flow, None)).outputs == {"s": 5}
+
+
+async def test_every_event_is_json_and_nothing_follows_the_run_event() -> None:
+    import json
+
+    async def stream(ctx: StepContext) -> Any:
+        ctx.delta("some text")
+        await asyncio.sleep(0.01)
+        ctx.delta("more")
+        return {"ok": True}
+
+    async def broken(ctx: StepContext) -> Any:
+        ctx.delta("oops")
+        raise ValueError("bad JSON from the model")
+
+    flow = Flow("f")
+    flow.add("a", stream)
+    flow.add("b", broken, after=("a",), on_error=OnError.FALLBACK, fallback=lambda ctx: ctx.inputs["a"])
+    flow.add("c", broken, after=("a",), on_error=OnError.SKIP)
+    sink = ListSink()
+    result = await run_flow(flow, None, sink=sink, coalesce_s=0.05)
+    await asyncio.sleep(0.1)  # a stray coalescing timer would fire now
+    for event in sink.events:
+        json.dumps({"kind": event.kind, "step": event.step, "ts": event.ts, "data": event.data})
+    assert sink.events[-1].kind == EventKind.RUN_FINISHED
+    assert json.loads(json.dumps(result.outputs)) == result.outputs
+    assert len(result.run_id) == 32  # generated when not given

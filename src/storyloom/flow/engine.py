@@ -2,10 +2,11 @@
 
 Why hand-written on asyncio rather than a graph library: the engine's cost per step is on the hot
 path of every chapter (thousands of concurrent runs per process), so it keeps to what the semantics
-need: one task per branch (a step whose finish makes exactly one successor ready runs it inline in
-the same task), index arithmetic instead of `asyncio.wait` over sets, one coalescing timer per run,
-no logging. Step results must be JSON-compatible (they are checkpointed); this is documented, not
-validated, to keep the hot path short.
+need: one task per extra branch (the first root runs in the caller's task, and a finishing step
+runs its first newly ready successor inline in the same task), index arithmetic instead of
+`asyncio.wait` over sets, one coalescing timer per run, no logging. Step results must be
+JSON-compatible (they are checkpointed); this is documented, not validated, to keep the hot path
+short.
 """
 
 from __future__ import annotations
@@ -373,6 +374,11 @@ async def run_flow(
     dependents start, so a re-run with the same `run_id` restores finished steps and runs the rest.
     Raises StepFailedError when a FAIL step fails (running steps are cancelled first). Cancelling
     the awaiting task cancels every step, emits `run.cancelled` and re-raises CancelledError.
+
+    Step results and `run_input` must be JSON-compatible: they are checkpointed (not validated
+    here). `deps` is passed through untouched. Deltas are coalesced per step into one event every
+    `coalesce_s` seconds; `coalesce_s <= 0` emits every delta as it comes. A sink's `emit` must
+    not block and should not raise: an exception from it fails the run.
     """
     rid = run_id if run_id is not None else uuid.uuid4().hex
     if isinstance(sink, NullSink):
