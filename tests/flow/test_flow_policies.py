@@ -298,3 +298,36 @@ async def test_an_outside_cancel_wins_over_a_concurrent_failure() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_the_failure_keeps_the_steps_exception_as_its_cause() -> None:
+    async def slow(ctx: StepContext) -> Any:
+        await asyncio.sleep(10)
+
+    async def broken_later(ctx: StepContext) -> Any:
+        await asyncio.sleep(0.02)
+        await broken(ctx)
+
+    flow = Flow("f")
+    flow.add("slow", slow)  # inline in the caller's task, so the failure arrives by interruption
+    flow.add("bad", broken_later)
+    with pytest.raises(StepFailedError) as info:
+        await run_flow(flow, None)
+    assert isinstance(info.value.__cause__, ValueError)
+    assert info.value.cause is info.value.__cause__
+
+
+async def test_a_failing_fan_out_branch_inside_a_failing_run_nests_paths() -> None:
+    inner = Flow("inner")
+    inner.add("write", broken)
+
+    async def one(ctx: StepContext) -> Any:
+        return await ctx.subflow(inner, None, "v1")
+
+    flow = Flow("f")
+    flow.add("versions", one)
+    with pytest.raises(StepFailedError) as info:
+        await run_flow(flow, None)
+    assert info.value.step == "versions"
+    assert isinstance(info.value.cause, StepFailedError)
+    assert info.value.cause.step == "versions/v1/write"

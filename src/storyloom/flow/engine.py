@@ -206,7 +206,7 @@ class _Run:
         except asyncio.CancelledError:
             if self.aborting and host is not None and host.uncancel() == 0:
                 await self._cancel_tasks()
-                raise self._early_end() from None
+                raise self._early_end()  # noqa: B904 - keeps its own __cause__, the step's error
             await self._cancel_tasks()
             raise
         except BaseException:

@@ -16,7 +16,9 @@ class RunResult:
 
     `errors` holds the failures that a FALLBACK or SKIP policy absorbed; a FAIL failure raises
     `StepFailedError` instead of returning. `status` is "degraded" when `errors` is not empty.
-    `step_times` holds seconds for the steps that ran (restored steps did not run).
+    `step_times` holds seconds for the steps that ran (restored steps did not run). A restored
+    step brings back only its value: a step that fell back or was skipped in an earlier attempt
+    is not in `errors` or `skipped` of the re-run.
     """
 
     run_id: str
