@@ -46,7 +46,7 @@ async def test_independent_steps_overlap_and_a_slow_step_holds_back_only_its_dep
     char, scene, notes = spans["character"], spans["scene"], spans["character_notes"]
     synth = spans["synthesis"]
     assert char[0] < scene[1] and scene[0] < char[1], "character and scene must overlap"
-    assert abs(char[0] - scene[0]) < 0.1, "both start when plot is done"
+    assert abs(char[0] - scene[0]) < 0.2, "both start when plot is done"
     # character_notes needs only character: it finishes long before the slow scene does
     assert notes[1] < scene[1] - 0.3
     # synthesis needs scene: it starts only after scene ended
