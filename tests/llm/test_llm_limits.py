@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 
 from storyloom.llm.limits.base import LimitBackend
-from storyloom.llm.limits.state import Ask, BreakerPolicy, Denied, Grant, Outcome, breaker_state, in_flight
+from storyloom.llm.limits.state import (
+    Ask,
+    BreakerPolicy,
+    Claim,
+    Denied,
+    Grant,
+    Outcome,
+    breaker_state,
+    in_flight,
+)
 
 POLICY = BreakerPolicy(min_failures=3, failure_rate=0.5, window_s=60, open_s=0.4, max_open_s=2)
 
@@ -134,3 +143,20 @@ async def test_failed_probe_reopens_for_longer(backend: LimitBackend) -> None:
     snap = (await backend.snapshot([ask.name]))[ask.name]
     assert snap["br"]["state"] == "open" and snap["br"]["open_until"] - first >= 1.5
     assert in_flight(snap, 0) == 0
+
+
+async def test_claims_order_queue_heads_of_all_processes(backend: LimitBackend) -> None:
+    # capacity 3000 tokens, slow refill: a big urgent head that was denied must not be overtaken by
+    # a small, less urgent head of another process, nor by a later head of its own priority.
+    ask = Ask(name(), None, 6000, None, headroom=0.5)
+    assert isinstance(await backend.acquire([ask], 2000, 30), Grant)
+    urgent = Claim("proc-a", 9)
+    assert isinstance(await backend.acquire([ask], 2500, 30, urgent), Denied)
+    small = await backend.acquire([ask], 500, 30, Claim("proc-b", 5))
+    assert isinstance(small, Denied) and small.reason == "rate"  # 1000 left, but 2500 are claimed ahead
+    assert isinstance(await backend.acquire([ask], 500, 30, Claim("proc-c", 9)), Denied)  # same prio, later
+    unclaimed = await backend.acquire([ask], 2500, 30)  # no claim: it waits like everyone else would
+    assert isinstance(unclaimed, Denied)
+    await asyncio.sleep(0.1)
+    snap = (await backend.snapshot([ask.name]))[ask.name]
+    assert set(snap["claims"]) == {"proc-a", "proc-b", "proc-c"}

@@ -20,7 +20,7 @@ from storyloom.llm.limits.state import Denied, Grant
 
 __all__ = ["AdmissionQueue", "Admitted"]
 
-AcquireFn = Callable[[float], Awaitable[Grant | Denied]]
+AcquireFn = Callable[[float, int], Awaitable[Grant | Denied]]  # (cost, priority of the head)
 ReleaseFn = Callable[[Grant, float], Awaitable[None]]
 
 
@@ -75,7 +75,7 @@ class AdmissionQueue:
         (phase 'queue') when the deadline (time.monotonic()) passes first."""
         start = time.monotonic()
         if self._size == 0:
-            decision = await self._acquire(cost)
+            decision = await self._acquire(cost, priority)
             if isinstance(decision, Grant):
                 self._charge(tenant, cost)
                 return Admitted(decision, time.monotonic() - start)
@@ -153,7 +153,7 @@ class AdmissionQueue:
             if head is None:
                 return
             self._wake.clear()
-            decision = await self._acquire(head.cost)
+            decision = await self._acquire(head.cost, head.priority)
             if isinstance(decision, Grant):
                 self._pop(head)
                 if head.future.done():  # its caller left while we acquired: give the slot back

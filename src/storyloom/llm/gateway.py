@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+import uuid
 from typing import Any
 
 from storyloom.config import Settings
@@ -35,7 +36,7 @@ from storyloom.llm.client import HttpModelClient
 from storyloom.llm.deployments import Deployment, GatewayConfig, load_gateway_config
 from storyloom.llm.ledger import CallRecord, Ledger, PriceTable
 from storyloom.llm.limits.base import LimitBackend
-from storyloom.llm.limits.state import Ask, Grant, Outcome, breaker_state
+from storyloom.llm.limits.state import Ask, Claim, Grant, Outcome, breaker_state
 from storyloom.llm.metrics import gateway_metrics
 from storyloom.llm.retry import backoff_s, is_retryable, outcome_kind, refunds_all
 from storyloom.llm.tokens import estimate_message_tokens
@@ -257,9 +258,12 @@ class Gateway:
         if q is None:
             deps = self._deployments_of(model)
             ttl = self.config.lease_ttl_s
+            claim_id = uuid.uuid4().hex  # this process's queue head, as other processes see it
 
-            async def acquire(cost: float) -> Any:
-                return await self.backend.acquire([self._ask(d) for d in deps], cost, ttl)
+            async def acquire(cost: float, priority: int) -> Any:
+                return await self.backend.acquire(
+                    [self._ask(d) for d in deps], cost, ttl, Claim(claim_id, priority)
+                )
 
             async def abandon(grant: Grant, cost: float) -> None:  # never sent: refund it all
                 dep = next(d for d in deps if d.name == grant.deployment)

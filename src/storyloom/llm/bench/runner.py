@@ -29,7 +29,14 @@ from storyloom.llm.bench.workload import WorkerSpec, spec_json
 from storyloom.llm.limits.base import LimitBackend
 from storyloom.llm.limits.state import in_flight
 
-__all__ = ["BenchOptions", "run_gateway_bench"]
+__all__ = [
+    "BenchOptions",
+    "SimProcess",
+    "breaker_phase",
+    "measure_acquire_cost",
+    "run_gateway_bench",
+    "saturation_phase",
+]
 
 TENANTS = {"alpha": 1.0, "beta": 2.0, "gamma": 1.0}
 
@@ -49,7 +56,7 @@ class BenchOptions:
     flows_per_tenant: int = 8
 
 
-class _Sim:
+class SimProcess:
     """A simulator in its own process (`storyloom sim`), driven over HTTP."""
 
     def __init__(self, config: dict[str, Any], workdir: Path, name: str) -> None:
@@ -87,6 +94,9 @@ class _Sim:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def _start_workers(specs: list[WorkerSpec]) -> list[subprocess.Popen[bytes]]:
@@ -123,12 +133,18 @@ def run_gateway_bench(opts: BenchOptions) -> dict[str, Any]:
         "chunk_interval_s": 0.05,
         "chunk_tokens": 16,
     }
-    sim = _Sim(sim_cfg, work, "sim-a")
+    sim = SimProcess(sim_cfg, work, "sim-a")
     try:
-        saturation = _saturation(opts, work, run, sim, window_s, limits_url, rpm_w, tpm_w)
-        breaker = _breaker(opts, work, run, sim, window_s, limits_url, rpm_w, tpm_w)
+        saturation = saturation_phase(opts, work, run, sim, window_s, limits_url, rpm_w, tpm_w)
+        breaker = breaker_phase(opts, work, run, sim, window_s, limits_url, rpm_w, tpm_w)
     finally:
         sim.close()
+    acquire_cost = {
+        "memory": measure_acquire_cost("memory://"),
+        "sqlite": measure_acquire_cost(f"sqlite:///{work / 'cost.db'}"),
+    }
+    if opts.redis_url:
+        acquire_cost["redis"] = measure_acquire_cost(opts.redis_url)
     checks = {
         "goodput_ge_0.95": saturation["goodput_tokens_ratio"] >= 0.95,
         "rate_429_le_0.01": saturation["rate_429"] <= 0.01,
@@ -150,6 +166,7 @@ def run_gateway_bench(opts: BenchOptions) -> dict[str, Any]:
         "quota": {"rpm": rpm_w, "tpm": tpm_w, "concurrency": opts.concurrency, "per_window_s": window_s},
         "saturation": saturation,
         "breaker": breaker,
+        "acquire_release_us": acquire_cost,
         "checks": checks,
         "pass": all(checks.values()),
     }
@@ -172,11 +189,11 @@ def _deployment(
     }
 
 
-def _saturation(
+def saturation_phase(
     opts: BenchOptions,
     work: Path,
     run: str,
-    sim: _Sim,
+    sim: SimProcess,
     window_s: float,
     limits_url: str,
     rpm_w: int,
@@ -270,11 +287,11 @@ def _saturation(
     }
 
 
-def _breaker(
+def breaker_phase(
     opts: BenchOptions,
     work: Path,
     run: str,
-    sim: _Sim,
+    sim: SimProcess,
     window_s: float,
     limits_url: str,
     rpm_w: int,
@@ -282,8 +299,8 @@ def _breaker(
 ) -> dict[str, Any]:
     """Deployment B answers only 5xx for outage_s; watch it empty, probe one at a time, and refill."""
     outage = opts.outage_s
-    warm, recover = 3.0, max(6.0, outage / 2)
-    bad = _Sim(
+    warm, recover = 8.0, max(6.0, outage / 2)  # warm: worker start-up (imports) + traffic on both
+    bad = SimProcess(
         {"seed": 8, "default": {"ttft_s": 0.1, "tokens_per_s": 600.0}, "chunk_tokens": 16}, work, "sim-b"
     )
     try:
@@ -345,3 +362,23 @@ def _breaker(
         "failed_logical_calls": sum(1 for r in records if not r.get("ok")),
         "logical_calls": len(records),
     }
+
+
+def measure_acquire_cost(limits_url: str, n: int = 2000) -> float:
+    """Microseconds for one acquire + release pair (one call's whole limits overhead), one process."""
+    from storyloom.llm.limits.state import Ask, Grant, Outcome
+
+    async def loop() -> float:
+        backend = LimitBackend.from_url(limits_url)
+        ask = Ask(f"cost-{uuid.uuid4().hex[:6]}", 10**9, 10**12, 10**6)
+        try:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                g = await backend.acquire([ask], 500, 30)
+                assert isinstance(g, Grant)
+                await backend.release(ask, g.lease_id, Outcome("ok", 500, 500))
+            return (time.perf_counter() - t0) / n * 1e6
+        finally:
+            await backend.aclose()
+
+    return round(asyncio.run(loop()), 1)

@@ -13,7 +13,7 @@ import uuid
 from abc import ABC, abstractmethod
 
 from storyloom.errors import ConfigError
-from storyloom.llm.limits.state import Ask, BreakerPolicy, Denied, Grant, Outcome, State
+from storyloom.llm.limits.state import Ask, BreakerPolicy, Claim, Denied, Grant, Outcome, State
 
 __all__ = ["LimitBackend"]
 
@@ -45,9 +45,13 @@ class LimitBackend(ABC):
             return RedisBackend(url, policy)
         raise ConfigError(f"unknown limits backend URL {url!r}: use memory://, sqlite:///path or redis://...")
 
-    async def acquire(self, asks: list[Ask], cost: float, lease_ttl_s: float) -> Grant | Denied:
-        """One lease + one request + `cost` tokens on the least-loaded eligible deployment, or why not."""
-        return await self._acquire(asks, cost, uuid.uuid4().hex, lease_ttl_s, time.time())
+    async def acquire(
+        self, asks: list[Ask], cost: float, lease_ttl_s: float, claim: Claim | None = None
+    ) -> Grant | Denied:
+        """One lease + one request + `cost` tokens on the least-loaded eligible deployment, or why not.
+
+        `claim` names the waiting queue head this is for, so heads of all processes take turns."""
+        return await self._acquire(asks, cost, uuid.uuid4().hex, lease_ttl_s, time.time(), claim)
 
     async def release(self, ask: Ask, lease_id: str, outcome: Outcome) -> None:
         await self._release(ask, lease_id, outcome, random.random(), time.time())
@@ -66,7 +70,7 @@ class LimitBackend(ABC):
 
     @abstractmethod
     async def _acquire(
-        self, asks: list[Ask], cost: float, lease_id: str, lease_ttl_s: float, now: float
+        self, asks: list[Ask], cost: float, lease_id: str, lease_ttl_s: float, now: float, claim: Claim | None
     ) -> Grant | Denied: ...
 
     @abstractmethod

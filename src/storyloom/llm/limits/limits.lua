@@ -11,7 +11,7 @@ local NULL = cjson.null
 local function load(key)
   local raw = redis.call('GET', key)
   if not raw then
-    return {rpm = {NULL, 0}, tpm = {NULL, 0}, leases = {}, blocked_until = 0,
+    return {rpm = {NULL, 0}, tpm = {NULL, 0}, leases = {}, blocked_until = 0, claims = {},
             br = {state = 'closed', slots = {}, open_until = 0, probe = NULL, trips = 0}}
   end
   return cjson.decode(raw)
@@ -46,7 +46,7 @@ end
 local function debit(bucket, quota, ask, cost)
   if is_null(quota) then return end
   bucket[1] = level(bucket, quota, ask) - cost
-  bucket[2] = now
+  bucket[2] = math.max(bucket[2], now)
 end
 
 local function count(tbl)
@@ -56,6 +56,10 @@ local function count(tbl)
 end
 
 local function prune(st)
+  if st.claims == nil then st.claims = {} end
+  for cid, c in pairs(st.claims) do
+    if c[4] <= now then st.claims[cid] = nil end
+  end
   for lid, exp in pairs(st.leases) do
     if exp <= now then st.leases[lid] = nil end
   end
@@ -66,6 +70,36 @@ end
 local function sooner(cur, w)
   if cur == -1 or w == -1 then return -1 end
   return math.min(cur, w)
+end
+
+-- (number, tokens) of the claims ahead of `claim` on this deployment (see Claim in state.py)
+local function ahead(st, claim)
+  if is_null(claim) then return 0, 0 end
+  local mine = st.claims[claim.id]
+  local since = now
+  if mine ~= nil then since = mine[3] end
+  local n, tokens = 0, 0
+  for cid, c in pairs(st.claims) do
+    if cid ~= claim.id and (c[1] > claim.priority or (c[1] == claim.priority and c[3] < since)) then
+      n = n + 1; tokens = tokens + c[2]
+    end
+  end
+  return n, tokens
+end
+
+local function settle_claims(states, granted)
+  if is_null(a.claim) then return end
+  for i, st in ipairs(states) do
+    if granted then
+      st.claims[a.claim.id] = nil
+    else
+      local old = st.claims[a.claim.id]
+      local since = now
+      if old ~= nil then since = old[3] end
+      st.claims[a.claim.id] = {a.claim.priority, a.cost, since, now + a.claim_ttl_s}
+    end
+    save(KEYS[i], st, a.key_ttl_s)
+  end
 end
 
 if cmd == 'acquire' then
@@ -97,12 +131,13 @@ if cmd == 'acquire' then
       soonest = sooner(soonest, st.blocked_until - now); reason = 'retry_after'; skip = true
     end
     local busy = count(st.leases)
-    if not skip and not is_null(ask.concurrency) and busy >= ask.concurrency then
+    local n_ahead, tokens_ahead = ahead(st, a.claim)
+    if not skip and not is_null(ask.concurrency) and busy + n_ahead >= ask.concurrency then
       soonest = sooner(soonest, -1); reason = 'concurrency'; skip = true
     end
     if not skip then
-      local w = math.max(bucket_wait(st.rpm, ask.rpm, ask, 1.0),
-                         bucket_wait(st.tpm, ask.tpm, ask, a.cost))
+      local w = math.max(bucket_wait(st.rpm, ask.rpm, ask, 1.0 + n_ahead),
+                         bucket_wait(st.tpm, ask.tpm, ask, a.cost + tokens_ahead))
       if w > 0 then
         soonest = sooner(soonest, w); reason = 'rate'; skip = true
       end
@@ -116,7 +151,8 @@ if cmd == 'acquire' then
   end
   if best == nil then
     if by_breaker == #asks then reason = 'open' end
-    -- half-open transitions seen above are not saved: the next acquire re-derives them.
+    -- half-open transitions are saved only with a claim; the next acquire re-derives them anyway.
+    settle_claims(states, false)
     if soonest == math.huge then soonest = -1 end
     return cjson.encode({granted = false, wait_s = soonest, reason = reason})
   end
@@ -126,6 +162,7 @@ if cmd == 'acquire' then
   st.leases[a.lease_id] = now + a.lease_ttl_s
   if best_probe then st.br.probe = a.lease_id end
   save(KEYS[best], st, a.key_ttl_s)
+  settle_claims(states, true)
   return cjson.encode({granted = true, deployment = ask.name, probe = best_probe})
 end
 

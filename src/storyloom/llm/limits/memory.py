@@ -6,7 +6,7 @@ import copy
 
 from storyloom.llm.limits import state as rules
 from storyloom.llm.limits.base import LimitBackend
-from storyloom.llm.limits.state import Ask, BreakerPolicy, Denied, Grant, Outcome, State
+from storyloom.llm.limits.state import Ask, BreakerPolicy, Claim, Denied, Grant, Outcome, State
 
 __all__ = ["MemoryBackend"]
 
@@ -27,10 +27,10 @@ class MemoryBackend(LimitBackend):
         return st
 
     async def _acquire(
-        self, asks: list[Ask], cost: float, lease_id: str, lease_ttl_s: float, now: float
+        self, asks: list[Ask], cost: float, lease_id: str, lease_ttl_s: float, now: float, claim: Claim | None
     ) -> Grant | Denied:
         states = {a.name: self._state(a.name) for a in asks}
-        return rules.acquire(states, asks, cost, lease_id, lease_ttl_s, now)
+        return rules.acquire(states, asks, cost, lease_id, lease_ttl_s, now, claim)
 
     async def _release(self, ask: Ask, lease_id: str, outcome: Outcome, jitter: float, now: float) -> None:
         rules.release(self._state(ask.name), ask, lease_id, outcome, self.policy, jitter, now)

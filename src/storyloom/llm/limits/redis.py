@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 
 from storyloom.errors import ProviderConnectionError
 from storyloom.llm.limits.base import LimitBackend
-from storyloom.llm.limits.state import Ask, BreakerPolicy, Denied, Grant, Outcome, State
+from storyloom.llm.limits.state import CLAIM_TTL_S, Ask, BreakerPolicy, Claim, Denied, Grant, Outcome, State
 
 __all__ = ["RedisBackend"]
 
@@ -45,7 +45,7 @@ class RedisBackend(LimitBackend):
             raise ProviderConnectionError(f"the limits store (Redis) failed: {exc}") from exc
 
     async def _acquire(
-        self, asks: list[Ask], cost: float, lease_id: str, lease_ttl_s: float, now: float
+        self, asks: list[Ask], cost: float, lease_id: str, lease_ttl_s: float, now: float, claim: Claim | None
     ) -> Grant | Denied:
         raw = await self._call(
             [self._key(a.name) for a in asks],
@@ -55,6 +55,8 @@ class RedisBackend(LimitBackend):
                 "cost": cost,
                 "lease_id": lease_id,
                 "lease_ttl_s": lease_ttl_s,
+                "claim": dataclasses.asdict(claim) if claim is not None else None,
+                "claim_ttl_s": CLAIM_TTL_S,
             },
         )
         doc = json.loads(raw)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 from storyloom.errors import ConfigError
 from storyloom.llm.limits import state as rules
 from storyloom.llm.limits.base import LimitBackend
-from storyloom.llm.limits.state import Ask, BreakerPolicy, Denied, Grant, Outcome, State
+from storyloom.llm.limits.state import Ask, BreakerPolicy, Claim, Denied, Grant, Outcome, State
 
 __all__ = ["SqliteBackend"]
 
@@ -54,9 +55,13 @@ class SqliteBackend(LimitBackend):
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def _txn(self, names: list[str], apply: Any) -> Any:
-        """BEGIN IMMEDIATE; load `names`; `apply(states)`; write back; COMMIT."""
+        """BEGIN IMMEDIATE; load `names`; `apply(states, now)`; write back; COMMIT.
+
+        `now` is read after the write lock is held, so the processes' clocks are applied in commit
+        order (a `now` taken before waiting for the lock could move a bucket back in time)."""
         conn = self._connect()
         conn.execute("BEGIN IMMEDIATE")
+        now = time.time()
         try:
             marks = ",".join("?" * len(names))
             rows = conn.execute(
@@ -65,7 +70,7 @@ class SqliteBackend(LimitBackend):
             states: dict[str, State] = {n: json.loads(s) for n, s in rows}
             for n in names:
                 states.setdefault(n, rules.new_state())
-            result = apply(states)
+            result = apply(states, now)
             conn.executemany(
                 "INSERT INTO llm_limits(name, state) VALUES (?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET state = excluded.state",
@@ -78,29 +83,29 @@ class SqliteBackend(LimitBackend):
             raise
 
     async def _acquire(
-        self, asks: list[Ask], cost: float, lease_id: str, lease_ttl_s: float, now: float
+        self, asks: list[Ask], cost: float, lease_id: str, lease_ttl_s: float, now: float, claim: Claim | None
     ) -> Grant | Denied:
-        def apply(states: dict[str, State]) -> Grant | Denied:
-            return rules.acquire(states, asks, cost, lease_id, lease_ttl_s, now)
+        def apply(states: dict[str, State], now: float) -> Grant | Denied:
+            return rules.acquire(states, asks, cost, lease_id, lease_ttl_s, now, claim)
 
         result: Grant | Denied = await self._run(self._txn, [a.name for a in asks], apply)
         return result
 
     async def _release(self, ask: Ask, lease_id: str, outcome: Outcome, jitter: float, now: float) -> None:
-        def apply(states: dict[str, State]) -> None:
+        def apply(states: dict[str, State], now: float) -> None:
             rules.release(states[ask.name], ask, lease_id, outcome, self.policy, jitter, now)
 
         await self._run(self._txn, [ask.name], apply)
 
     async def _renew(self, leases: dict[str, list[str]], lease_ttl_s: float, now: float) -> None:
-        def apply(states: dict[str, State]) -> None:
+        def apply(states: dict[str, State], now: float) -> None:
             for name, ids in leases.items():
                 rules.renew(states[name], ids, lease_ttl_s, now)
 
         await self._run(self._txn, list(leases), apply)
 
     async def _snapshot(self, names: list[str]) -> dict[str, State]:
-        result: dict[str, State] = await self._run(self._txn, names, lambda states: dict(states))
+        result: dict[str, State] = await self._run(self._txn, names, lambda states, now: dict(states))
         return result
 
     async def aclose(self) -> None:

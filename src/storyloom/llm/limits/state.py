@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 __all__ = [
+    "CLAIM_TTL_S",
     "Ask",
     "BreakerPolicy",
+    "Claim",
     "Denied",
     "Grant",
     "Outcome",
@@ -60,6 +62,22 @@ class BreakerPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    """A waiting queue head (one per process and model): `priority` 0..9.
+
+    A denied claim is remembered by each deployment it asked (for CLAIM_TTL_S, refreshed by every
+    retry); later acquires of lower priority, or of the same priority but claimed later, must leave
+    room for it. This orders queue heads of all processes by priority, then first-come, so one
+    process's small requests cannot starve another's large or urgent ones."""
+
+    id: str
+    priority: int
+
+
+CLAIM_TTL_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
 class Grant:
     deployment: str
     lease_id: str
@@ -94,6 +112,7 @@ def new_state() -> State:
         "tpm": [None, 0.0],
         "leases": {},  # lease_id -> expires_at
         "blocked_until": 0.0,
+        "claims": {},  # claim id -> [priority, cost, since, expires_at]
         "br": {"state": "closed", "slots": [], "open_until": 0.0, "probe": None, "trips": 0},
     }
 
@@ -130,10 +149,13 @@ def _debit(bucket: list[Any], quota: int | None, ask: Ask, cost: float, now: flo
     if quota is None:
         return
     bucket[0] = _level(bucket, quota, ask.headroom, ask.window_s, now) - cost
-    bucket[1] = now
+    bucket[1] = max(bucket[1], now)  # never back in time: that would count a refill twice
 
 
 def _prune(state: State, now: float) -> None:
+    claims = state.setdefault("claims", {})
+    for cid in [cid for cid, c in claims.items() if c[3] <= now]:
+        del claims[cid]
     leases = state["leases"]
     for lid in [lid for lid, exp in leases.items() if exp <= now]:
         del leases[lid]
@@ -154,10 +176,53 @@ def breaker_state(state: State, now: float) -> str:
     return str(br["state"])
 
 
+def _ahead(state: State, claim: Claim | None, now: float) -> tuple[int, float]:
+    """(number, token cost) of the claims that go before `claim` on this deployment."""
+    if claim is None:
+        return 0, 0.0
+    claims = state["claims"]
+    mine = claims.get(claim.id)
+    since = mine[2] if mine is not None else now
+    n, tokens = 0, 0.0
+    for cid, (prio, cost, their_since, _) in claims.items():
+        if cid != claim.id and (prio > claim.priority or (prio == claim.priority and their_since < since)):
+            n += 1
+            tokens += cost
+    return n, tokens
+
+
 def acquire(
-    states: dict[str, State], asks: list[Ask], cost: float, lease_id: str, lease_ttl_s: float, now: float
+    states: dict[str, State],
+    asks: list[Ask],
+    cost: float,
+    lease_id: str,
+    lease_ttl_s: float,
+    now: float,
+    claim: Claim | None = None,
 ) -> Grant | Denied:
     """Take a concurrency lease plus one request and `cost` tokens on the least-loaded eligible deployment."""
+    result = _acquire(states, asks, cost, lease_id, lease_ttl_s, now, claim)
+    if claim is not None:
+        for ask in asks:
+            claims = states[ask.name]["claims"]
+            if isinstance(result, Grant):
+                claims.pop(claim.id, None)
+            else:
+                old = claims.get(claim.id)
+                since = old[2] if old is not None else now
+                claims[claim.id] = [claim.priority, cost, since, now + CLAIM_TTL_S]
+    return result
+
+
+def _acquire(
+    states: dict[str, State],
+    asks: list[Ask],
+    cost: float,
+    lease_id: str,
+    lease_ttl_s: float,
+    now: float,
+    claim: Claim | None,
+) -> Grant | Denied:
     best: tuple[float, Ask, bool] | None = None
     soonest: float | None = math.inf
     reason = "none"
@@ -181,12 +246,13 @@ def acquire(
             soonest, reason = _sooner(soonest, st["blocked_until"] - now), "retry_after"
             continue
         busy = len(st["leases"])
-        if ask.concurrency is not None and busy >= ask.concurrency:
+        n_ahead, tokens_ahead = _ahead(st, claim, now)
+        if ask.concurrency is not None and busy + n_ahead >= ask.concurrency:
             soonest, reason = _sooner(soonest, None), "concurrency"
             continue
         wait = max(
-            _bucket_wait(st["rpm"], ask.rpm, ask, 1.0, now),
-            _bucket_wait(st["tpm"], ask.tpm, ask, cost, now),
+            _bucket_wait(st["rpm"], ask.rpm, ask, 1.0 + n_ahead, now),
+            _bucket_wait(st["tpm"], ask.tpm, ask, cost + tokens_ahead, now),
         )
         if wait > 0:
             soonest, reason = _sooner(soonest, wait), "rate"
