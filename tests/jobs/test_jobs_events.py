@@ -15,6 +15,7 @@ from storyloom.jobs import (
     JobQueue,
     StoredEvent,
 )
+from storyloom.jobs.queue import append_event
 from storyloom.store import Database
 from storyloom.store.schema import checkpoints
 
@@ -177,3 +178,33 @@ async def test_group_commit_beats_a_commit_per_step(tmp_path: Path) -> None:
     await store.writer.stop()
     await db.close()
     assert t_single / t_grouped > 2.0, (t_single, t_grouped)
+
+
+async def test_hub_delivers_rows_committed_out_of_id_order(db: Database, queue: JobQueue) -> None:
+    """Postgres can commit id N after N+1; the hub must still deliver N (SQLite cannot, it just passes)."""
+    hub = EventHub(db, poll_interval_s=0.02)
+    a = await queue.submit("k", {})
+    b = await queue.submit("k", {})
+    await hub.start()
+    async with hub.subscribe(a.id, 1) as sub_a, hub.subscribe(b.id, 1) as sub_b:
+        following_a = asyncio.create_task(_collect(sub_a))
+        await asyncio.sleep(0.1)  # its replay is done: only the hub can bring the event now
+        if db.is_sqlite:
+            async with db.write() as conn:
+                await append_event(conn, a.id, "job.completed", {})
+            async with db.write() as conn:
+                await append_event(conn, b.id, "job.completed", {})
+        else:
+            slow_tx = await db._write.connect()  # holds an earlier id uncommitted
+            trans = await slow_tx.begin()
+            await append_event(slow_tx, a.id, "job.completed", {})
+            async with db.write() as conn:
+                await append_event(conn, b.id, "job.completed", {})
+            got_b = await _collect(sub_b)
+            assert [e.kind for e in got_b] == ["job.completed"]
+            await asyncio.sleep(0.1)  # the hub has moved past the uncommitted id by now
+            await trans.commit()
+            await slow_tx.close()
+        got_a = await following_a
+        assert [(e.seq, e.kind) for e in got_a] == [(2, "job.completed")]
+    await hub.stop()
