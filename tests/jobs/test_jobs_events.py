@@ -109,6 +109,7 @@ async def test_many_subscribers_share_one_poller(db: Database, queue: JobQueue) 
     elapsed = time.monotonic() - t0
     for got in results[:-1]:
         assert got is not None and [e.seq for e in got] == list(range(1, 23))
+    assert 0.0 <= hub.lag_quantile(0.5) <= hub.lag_quantile(0.99) < 5.0 and len(hub.recent_lag_s) > 0
     # one query per tick for everyone (plus the subscribers' single replay each), not one per subscriber
     assert hub.polls - polls_before < elapsed / 0.03 * 3 + 50
     await writer.stop()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 
 import sqlalchemy as sa
 
@@ -56,6 +56,8 @@ class EventHub:
         self._started = asyncio.Event()
         self.polls = 0  # number of poll queries, for tests and metrics
         self.delivered = 0
+        # Event lag: creation (`ts`) to hand-over to subscribers, recent samples for the metrics.
+        self.recent_lag_s: deque[float] = deque(maxlen=2048)
 
     @property
     def subscriber_count(self) -> int:
@@ -76,6 +78,13 @@ class EventHub:
             for sub in subs:
                 sub._closed_by_hub()
         self._subs.clear()
+
+    def lag_quantile(self, q: float) -> float:
+        """A quantile (0..1) of the recent creation-to-delivery lags, 0.0 before any delivery."""
+        if not self.recent_lag_s:
+            return 0.0
+        ordered = sorted(self.recent_lag_s)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
     def wake(self) -> None:
         """A writer in this process committed events: poll now instead of at the next tick."""
@@ -159,9 +168,12 @@ class EventHub:
                     for missing in range(self._last_id + 1, min(ev.id, self._last_id + 1 + _MAX_HOLES)):
                         self._holes[missing] = now
                 self._last_id = ev.id
-            for sub in list(self._subs.get(ev.job_id, ())):
-                sub._push(ev)
-                self.delivered += 1
+            subs = self._subs.get(ev.job_id)
+            if subs:
+                self.recent_lag_s.append(max(0.0, time.time() - ev.ts))
+                for sub in list(subs):
+                    sub._push(ev)
+                    self.delivered += 1
         return len(rows)
 
 
