@@ -135,18 +135,19 @@ async def test_rpm_is_smooth_and_never_over_quota_in_any_window(sim: SimHandle) 
     await g.aclose()
     w = sim.stats()["window"]
     assert w["over_quota_admitted"] == 0 and w["max_window_requests"] <= 30
-    # 60 calls at ~14.3/s after a burst of 1: about 4 s, not the 2 s of an unlimited or fixed-window client
-    assert 3.2 < elapsed < 8
+    # 60 calls at (30 - 1) / (2 s + 1 s jitter allowance) = 9.7/s after a burst of 1: about 6 s,
+    # where an unlimited or fixed-window client would take 2 s
+    assert 4.5 < elapsed < 12
 
 
 async def test_tpm_reserves_prompt_plus_max_tokens_before_the_call(sim: SimHandle) -> None:
     sim.configure(quota={"tpm": 2000, "mode": "count"}, window_s=2.0)
     g = gw(dep(sim.url, tpm=2000, window_s=2.0), headroom=0.1)
-    await asyncio.gather(*[g.chat(req(max_tokens=150)) for _ in range(30)])
+    await asyncio.gather(*[g.chat(req(max_tokens=150)) for _ in range(22)])
     await g.aclose()
     w = sim.stats()["window"]
     assert w["over_quota_admitted"] == 0 and w["max_window_tokens"] <= 2000
-    assert w["max_window_tokens"] > 1500  # and the quota is actually used
+    assert w["max_window_tokens"] > 1200  # and the quota is actually used
 
 
 async def test_cancelled_callers_return_their_leases_at_once(slow_sim: SimHandle) -> None:
@@ -327,7 +328,7 @@ async def test_tenant_budget_is_reserved_before_concurrent_calls(sim: SimHandle)
 async def test_adaptive_limit_backs_off_on_429s(sim: SimHandle) -> None:
     sim.configure(faults={"error_429": 0.5})
     g = gw(dep(sim.url, max_concurrency=16), max_attempts=10)
-    await asyncio.gather(*[g.chat(req()) for _ in range(30)])
+    await asyncio.gather(*[g.chat(req()) for _ in range(12)])
     limit = g._limit(g.config.deployments[0]).limit
     await g.aclose()
     assert limit is not None and limit < 16

@@ -15,6 +15,7 @@ def _run(tmp_path: Path, limits_url: str, *, kill: bool) -> dict:
     window_s = 3.0
     opts = BenchOptions(
         duration_s=8.0,
+        headroom=0.1,
         workers=3,
         tokens_per_s=4000,
         requests_per_s=12,

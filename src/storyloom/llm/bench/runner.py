@@ -52,6 +52,9 @@ class BenchOptions:
     concurrency: int = 40
     window_s: float | None = None  # default: 60, or duration/3 for short runs
     lease_ttl_s: float = 5.0
+    # burst capacity = headroom x quota; it must hold the largest call (prompt + max_tokens ~ 750),
+    # or that call overshoots by the excess: small test quotas need a larger share
+    headroom: float = 0.02
     kill: bool = True
     flows_per_tenant: int = 8
 
@@ -211,6 +214,7 @@ def saturation_phase(
             tenant_weights=TENANTS,
             flows_per_tenant=opts.flows_per_tenant,
             lease_ttl_s=opts.lease_ttl_s,
+            headroom=opts.headroom,
         )
         for i in range(opts.workers)
     ]

@@ -25,7 +25,7 @@ local function is_null(v) return v == nil or v == NULL end
 
 local function rate(quota, ask)
   local cap = math.max(1.0, ask.headroom * quota)
-  return (quota - cap) / (ask.window_s + 0.25), cap  -- 0.25: _JITTER_S in state.py
+  return (quota - cap) / (ask.window_s + 1.0), cap  -- 1.0: _JITTER_S in state.py
 end
 
 local function level(bucket, quota, ask)
