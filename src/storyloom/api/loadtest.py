@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,8 @@ class BenchConfig:
     workers: str = "2..2"
     concurrency: int = 400  # jobs at once per worker process
     # Simulator latencies scaled down so the run takes minutes on 2 cores.
-    ttft_s: float = 0.02
-    tokens_per_s: float = 3000.0
+    ttft_s: float = 0.2
+    tokens_per_s: float = 1000.0
     answer_tokens: int = 120
     timeout_s: float = 900.0
 
@@ -51,6 +52,8 @@ class _Client:
     seqs: list[int] = field(default_factory=list)
     lags_s: list[float] = field(default_factory=list)
     reconnects: int = 0
+    error: str | None = None
+    job_id: str = ""
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -78,29 +81,40 @@ async def _one_client(http: httpx.AsyncClient, i: int, versions: int, state: _Cl
     state.submitted_at = time.time()
     job_id = ""
     for attempt in range(50):
-        r = await http.post("/api/novel/generate", json=body)
+        try:
+            r = await http.post("/api/novel/generate", json=body)
+        except httpx.TransportError as exc:  # the same idempotency key makes a retry safe
+            state.error = f"submit failed: {type(exc).__name__} (attempt {attempt + 1})"
+            await asyncio.sleep(1.0)
+            continue
         if r.status_code == 200:
             job_id = r.json()["task_id"]
             break
+        state.error = f"submit answered {r.status_code}: {r.text[:200]} (attempt {attempt + 1})"
         if r.status_code in (429, 503):
             await asyncio.sleep(float(r.headers.get("retry-after", "1")))
             continue
-        raise RuntimeError(f"submit answered {r.status_code}: {r.text[:200]} (attempt {attempt})")
+        return
     if not job_id:
         return
+    state.job_id = job_id
     last = 0
     while state.status is None:
         headers = {"Last-Event-ID": str(last)} if last else {}
         try:
             async with http.stream("GET", f"/api/jobs/{job_id}/events", headers=headers) as r:
-                data = ""
-                async for line in r.aiter_lines():
-                    if line.startswith("data: "):
-                        data = line[6:]
-                    elif not line and data:
-                        now = time.time()
-                        doc = json.loads(data)
-                        data = ""
+                # Raw bytes split on blank lines: aiter_lines' per-line decoding would make this one
+                # client process, not the server, the bottleneck of 500 streams.
+                buffer = b""
+                async for chunk in r.aiter_raw():
+                    buffer += chunk
+                    *frames, buffer = buffer.split(b"\n\n")
+                    now = time.time()
+                    for frame in frames:
+                        start = frame.find(b"data: ")
+                        if start < 0 or not frame.startswith(b"id: "):
+                            continue  # a heartbeat comment
+                        doc = json.loads(frame[start + 6 :])
                         state.seqs.append(doc["seq"])
                         state.lags_s.append(now - doc["ts"])
                         last = doc["seq"]
@@ -231,13 +245,35 @@ async def _drive(cfg: BenchConfig, url: str, root: psutil.Process) -> dict[str, 
         "events_received": len(live_lags),
         "events_exactly_once_in_order": exact_once,
         "reconnects": sum(s.reconnects for s in states),
+        "statuses": dict(Counter(s.status or "unfinished" for s in states)),
+        "submit_errors": sum(1 for s in states if s.error),
+        "first_submit_error": next((s.error for s in states if s.error), None),
         "peak_inflight_jobs": int(peak["inflight"]),
         "server_rss_mb_at_peak": round(peak["server_mb"], 1),
         "rss_mb_per_inflight_job": round(peak["server_mb"] / inflight, 3),
         "max_server_rss_mb": round(peak["max_server_mb"], 1),
         "simulator_rss_mb": round(peak["sim_mb"], 1),
         "wall_s": round(wall, 2),
+        "_not_completed": [s.job_id for s in states if s.job_id and s.status != "completed"],
     }
+
+
+def _server_lag_p99_ms(metrics_text: str) -> float | None:
+    """p99 (bucket upper bound) of the API's own event lag: creation -> written to the socket."""
+    buckets: list[tuple[float, float]] = []
+    for line in metrics_text.splitlines():
+        if line.startswith("storyloom_event_lag_seconds_bucket{") and 'replay="false"' in line:
+            labels, value = line.rsplit(" ", 1)
+            le = labels.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(value)))
+    if not buckets:
+        return None
+    buckets.sort()
+    total = buckets[-1][1]
+    for bound, count in buckets:
+        if total and count >= 0.99 * total:
+            return bound * 1000
+    return None
 
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
@@ -247,6 +283,11 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         proc, url = _start_service(cfg, workdir)
         try:
             result = asyncio.run(_drive(cfg, url, psutil.Process(proc.pid)))
+            result["server_event_lag_p99_ms_bucket"] = _server_lag_p99_ms(httpx.get(f"{url}/metrics").text)
+            failed = result.pop("_not_completed")[:3]
+            result["not_completed_errors"] = [
+                httpx.get(f"{url}/api/jobs/{job}").json().get("error") for job in failed
+            ]
         finally:
             proc.send_signal(signal.SIGTERM)
             try:

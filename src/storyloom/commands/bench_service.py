@@ -16,6 +16,8 @@ def register(app: typer.Typer) -> None:
         versions: int = typer.Option(2, min=1, max=10, help="Candidate versions per chapter job."),
         workers: str = typer.Option("2..2", help="Worker processes of the service, MIN..MAX."),
         concurrency: int = typer.Option(400, min=1, help="Jobs at once per worker process."),
+        ttft_s: float = typer.Option(0.2, min=0.0, help="Simulated time to first token, seconds."),
+        tokens_per_s: float = typer.Option(1000.0, min=1.0, help="Simulated tokens per second."),
         timeout_s: float = typer.Option(900.0, min=10.0, help="Give up on unfinished clients after this."),
         as_json: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
     ) -> None:
@@ -31,6 +33,8 @@ def register(app: typer.Typer) -> None:
                 workers=workers,
                 concurrency=concurrency,
                 timeout_s=timeout_s,
+                ttft_s=ttft_s,
+                tokens_per_s=tokens_per_s,
             )
         )
         if as_json:

@@ -1,0 +1,39 @@
+"""A small `storyloom bench service --json` run prints valid JSON with every job completed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_small_bench_prints_valid_json() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "storyloom.cli", "bench", "service", "--clients", "6", "--versions", "1",
+         "--workers", "1..1", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["submitted"] == 6 and result["completed"] == 6 and result["completed_ratio"] == 1.0
+    assert result["events_exactly_once_in_order"] is True
+    assert result["events_received"] >= 6 * 5
+    assert 0 < result["e2e_p50_s"] <= result["e2e_p99_s"]
+    assert result["event_lag_p99_ms"] > 0 and result["step_commits_per_s"] > 0
+    assert result["rss_mb_per_inflight_job"] > 0
+
+
+def test_bench_rejects_a_bad_worker_range() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "storyloom.cli", "bench", "service", "--workers", "3..1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and done.stderr.startswith("error: --workers")
