@@ -258,11 +258,11 @@ async def _drive(cfg: BenchConfig, url: str, root: psutil.Process) -> dict[str, 
     }
 
 
-def _server_lag_p99_ms(metrics_text: str) -> float | None:
-    """p99 (bucket upper bound) of the API's own event lag: creation -> written to the socket."""
+def _server_lag_p99_ms(metrics_text: str, name: str, label: str = "") -> float | None:
+    """p99 (bucket upper bound) of one of the API's lag histograms."""
     buckets: list[tuple[float, float]] = []
     for line in metrics_text.splitlines():
-        if line.startswith("storyloom_event_lag_seconds_bucket{") and 'replay="false"' in line:
+        if line.startswith(f"{name}_bucket{{") and label in line:
             labels, value = line.rsplit(" ", 1)
             le = labels.split('le="', 1)[1].split('"', 1)[0]
             buckets.append((float("inf") if le == "+Inf" else float(le), float(value)))
@@ -283,7 +283,11 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         proc, url = _start_service(cfg, workdir)
         try:
             result = asyncio.run(_drive(cfg, url, psutil.Process(proc.pid)))
-            result["server_event_lag_p99_ms_bucket"] = _server_lag_p99_ms(httpx.get(f"{url}/metrics").text)
+            text = httpx.get(f"{url}/metrics").text
+            # creation -> the API's hub has it (worker, commit, poll); creation -> written to the socket
+            result["hub_lag_p99_ms_bucket"] = _server_lag_p99_ms(text, "storyloom_event_hub_lag_seconds")
+            lag_name = "storyloom_event_lag_seconds"
+            result["server_event_lag_p99_ms_bucket"] = _server_lag_p99_ms(text, lag_name, 'replay="false"')
             failed = result.pop("_not_completed")[:3]
             result["not_completed_errors"] = [
                 httpx.get(f"{url}/api/jobs/{job}").json().get("error") for job in failed

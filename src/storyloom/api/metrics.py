@@ -23,6 +23,7 @@ __all__ = [
     "CONTENT_TYPE_LATEST",
     "DURATION_BUCKETS_S",
     "EVENT_LAG",
+    "HUB_LAG",
     "SSE_OPEN",
     "STEP_DURATION",
     "SUBMISSIONS",
@@ -42,6 +43,12 @@ EVENT_LAG = Histogram(
     "connection.",
     ["replay"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 600),
+)
+HUB_LAG = Histogram(
+    "storyloom_event_hub_lag_seconds",
+    "Delay from an event's creation to its delivery by this process's event hub (before the SSE write): "
+    "worker, commit and poll time, without the send.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
 )
 STEP_DURATION = Histogram(
     "storyloom_step_duration_seconds",

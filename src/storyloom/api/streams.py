@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi.responses import StreamingResponse
 
-from storyloom.api.metrics import EVENT_LAG, SSE_OPEN, STEP_DURATION
+from storyloom.api.metrics import EVENT_LAG, HUB_LAG, SSE_OPEN, STEP_DURATION
 from storyloom.api.services import Services
 from storyloom.api.sse import SSE_HEADERS, EventLike, event_stream
 from storyloom.jobs.models import TERMINAL_EVENT_KINDS, Job
@@ -32,6 +32,7 @@ async def _finished_job_events(services: Services, job_id: str, after: int) -> A
 async def _live_job_events(services: Services, job_id: str, after: int) -> AsyncIterator[EventLike]:
     async with services.hub.subscribe(job_id, after) as subscription:
         async for event in subscription:
+            HUB_LAG.observe(max(0.0, time.time() - event.ts))
             yield event
 
 
