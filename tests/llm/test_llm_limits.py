@@ -160,3 +160,22 @@ async def test_claims_order_queue_heads_of_all_processes(backend: LimitBackend) 
     await asyncio.sleep(0.1)
     snap = (await backend.snapshot([ask.name]))[ask.name]
     assert set(snap["claims"]) == {"proc-a", "proc-b", "proc-c"}
+
+
+async def test_a_streak_of_failures_trips_even_after_many_successes(backend: LimitBackend) -> None:
+    ask = Ask(name(), None, None, None)
+    for kind in ["ok"] * 20 + ["fail"] * 3:
+        g = await backend.acquire([ask], 0, 30)
+        assert isinstance(g, Grant)
+        await backend.release(ask, g.lease_id, Outcome(kind))  # type: ignore[arg-type]
+    d = await backend.acquire([ask], 0, 30)
+    assert isinstance(d, Denied) and d.reason == "open"  # 3 of 23 is under the rate, but 3 in a row
+
+
+async def test_sporadic_failures_of_a_busy_deployment_do_not_trip(backend: LimitBackend) -> None:
+    ask = Ask(name(), None, None, None)
+    for kind in (["ok"] * 6 + ["fail"]) * 4:
+        g = await backend.acquire([ask], 0, 30)
+        assert isinstance(g, Grant)
+        await backend.release(ask, g.lease_id, Outcome(kind))  # type: ignore[arg-type]
+    assert isinstance(await backend.acquire([ask], 0, 30), Grant)

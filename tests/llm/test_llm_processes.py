@@ -50,7 +50,8 @@ def test_three_processes_on_sqlite_stay_within_quota_and_a_killed_one_leaks_no_l
     assert over["max_window_requests"] <= over["rpm_quota"] and over["max_window_tokens"] <= over["tpm_quota"]
     assert over["max_concurrency"] <= over["concurrency_quota"]
     assert over["max_window_tokens"] > 0.7 * over["tpm_quota"]  # and the quota is used
-    assert result["kill"]["killed"] and result["kill"]["live_leases_after_ttl"] == 0
+    kill = result["kill"]
+    assert kill["killed"] and kill["victim_live_leases_after_ttl"] == 0 and kill["live_leases_after_run"] == 0
 
 
 @pytest.mark.redis

@@ -27,7 +27,7 @@ from storyloom.errors import ConfigError
 from storyloom.llm.bench.analysis import jain, percentile, read_records
 from storyloom.llm.bench.workload import WorkerSpec, spec_json
 from storyloom.llm.limits.base import LimitBackend
-from storyloom.llm.limits.state import in_flight
+from storyloom.llm.limits.state import breaker_state, in_flight
 
 __all__ = [
     "BenchOptions",
@@ -155,9 +155,10 @@ def run_gateway_bench(opts: BenchOptions) -> dict[str, Any]:
         "overshoot_0": saturation["overshoot"]["over_quota_admitted"] == 0,
         "jain_ge_0.95": saturation["jain_goodput_per_weight"] >= 0.95,
         "no_priority_inversion": saturation["wait_p99_high_s"] < saturation["wait_p50_low_s"],
-        "no_leaked_lease": saturation["kill"]["live_leases_after_ttl"] == 0,
+        "no_leaked_lease": saturation["kill"].get("victim_live_leases_after_ttl", 0) == 0
+        and saturation["kill"].get("live_leases_after_run", 0) == 0,
         "breaker_moves_traffic": breaker["calls_to_failing_after_trip"] <= breaker["probes_allowed"],
-        "breaker_one_probe_at_a_time": breaker["max_concurrency_on_failing_after_trip"] <= 1,
+        "breaker_one_probe_at_a_time": breaker["max_concurrent_probes_after_trip"] <= 1,
         "breaker_traffic_returns": breaker["completed_on_recovered"] > 0,
     }
     return {
@@ -229,12 +230,21 @@ def saturation_phase(
             os.kill(victim.pid, signal.SIGKILL)
             t_kill = time.time()
             victim.wait()
-            at_kill = _leases(limits_url, [name])[name]
+            prefix = f"{victim.pid:x}."
+            at_kill = _leases(limits_url, [name])[name]["leases"]
             kill = {
                 "killed": True,
                 "at_s": round(t_kill - t_start, 2),
-                "leases_at_kill": len(at_kill["leases"]),
+                "victim_leases_at_kill": sum(1 for lid in at_kill if lid.startswith(prefix)),
+                "lease_ttl_s": opts.lease_ttl_s,
             }
+            # while the other workers keep running: are the dead worker's leases still counted?
+            time.sleep(max(0.0, t_kill + opts.lease_ttl_s + 0.5 - time.time()))
+            state = _leases(limits_url, [name])[name]
+            now = time.time()
+            kill["victim_live_leases_after_ttl"] = sum(
+                1 for lid, exp in state["leases"].items() if lid.startswith(prefix) and exp > now
+            )
         for p in procs:
             p.wait(timeout=opts.duration_s + 120)
     finally:
@@ -243,11 +253,8 @@ def saturation_phase(
                 p.kill()
     t_end = time.time()
     if opts.kill:
-        time.sleep(max(0.0, t_kill + opts.lease_ttl_s + 0.5 - time.time()))
         state = _leases(limits_url, [name])[name]
-        kill["lease_ttl_s"] = opts.lease_ttl_s
-        kill["leases_left_by_dead_worker_expired"] = len(state["leases"])
-        kill["live_leases_after_ttl"] = in_flight(state, time.time())
+        kill["live_leases_after_run"] = in_flight(state, time.time())
     stats = sim.stats()
     records, counts = read_records(work / f"sat-{i}.jsonl" for i in range(opts.workers))
     ok = [r for r in records if r.get("ok")]
@@ -260,8 +267,10 @@ def saturation_phase(
     calls = sum(c.get("calls", 0) for c in counts)
     upstream = stats["requests"]
     rejected = stats["rejected_429_total"] + stats["window"]["over_quota_admitted"]
-    high = [r["wait"] for r in in_window if r["prio"] == 9]
-    low = [r["wait"] for r in in_window if r["prio"] == 1]
+    # waits of calls *submitted* while saturated (low-priority ones are admitted only much later)
+    submitted = [r for r in ok if lo <= r["t0"] <= hi]
+    high = [r["wait"] for r in submitted if r["prio"] == 9]
+    low = [r["wait"] for r in submitted if r["prio"] == 1]
     return {
         "duration_s": round(t_end - t_start, 2),
         "logical_calls": calls,
@@ -335,10 +344,17 @@ def breaker_phase(
             before = bad.stats()["completed"]
             bad.configure({"faults": {"error_5xx": 1.0}})
             t_fail = time.time()
-            time.sleep(min(3.0, outage / 3))  # time to trip (5 failures)
+            time.sleep(min(3.0, outage / 3))  # time to trip (5 failures in a row)
             tripped_after = bad.stats()["requests"]
             bad.reset()
-            time.sleep(max(0.0, t_fail + outage - time.time()))
+            # Probes in flight at once, seen in the shared state: leases held on B while not closed.
+            max_probes, states_seen = 0, set()
+            while time.time() < t_fail + outage:
+                st = _leases(limits_url, [deps[1]["name"]])[deps[1]["name"]]
+                now = time.time()
+                states_seen.add(breaker_state(st, now))
+                max_probes = max(max_probes, sum(1 for exp in st["leases"].values() if exp > now))
+                time.sleep(0.05)
             during = bad.stats()
             bad.configure({"faults": {"error_5xx": 0.0}})
             bad.reset()
@@ -353,7 +369,7 @@ def breaker_phase(
         bad.close()
     records, _ = read_records(work / f"brk-{i}.jsonl" for i in range(opts.workers))
     probe_window = outage - min(3.0, outage / 3)
-    # one probe per open period at most: open_s 2 s (jittered to 3 s), doubling per failed probe
+    # one probe per open period at most; open periods are >= open_s (2 s), so this is generous
     probes_allowed = max(1, int(probe_window / 2.0) + 1)
     return {
         "outage_s": outage,
@@ -361,7 +377,8 @@ def breaker_phase(
         "requests_to_b_until_tripped": tripped_after,
         "calls_to_failing_after_trip": during["requests"],
         "probes_allowed": probes_allowed,
-        "max_concurrency_on_failing_after_trip": during["max_concurrency"],
+        "max_concurrent_probes_after_trip": max_probes,
+        "breaker_states_seen": sorted(states_seen),
         "completed_on_recovered": after["completed"],
         "failed_logical_calls": sum(1 for r in records if not r.get("ok")),
         "logical_calls": len(records),

@@ -194,14 +194,17 @@ if cmd == 'release' then
     end
     br.slots = slots
     if out.kind == 'ok' then
+      br.streak = 0
       if br.state == 'half_open' and was_probe then
         br.state = 'closed'; br.slots = {}; br.trips = 0
       end
     else
+      br.streak = (br.streak or 0) + 1
       local fails, total = 0, 0
       for _, s in ipairs(slots) do fails = fails + s[3]; total = total + s[2] + s[3] end
       local trip = (br.state == 'half_open' and was_probe) or
-        (br.state == 'closed' and fails >= pol.min_failures and fails >= pol.failure_rate * total)
+        (br.state == 'closed' and fails >= pol.min_failures and
+         (fails >= pol.failure_rate * total or br.streak >= pol.min_failures))
       if trip then
         local period = math.min(pol.max_open_s, pol.open_s * (2 ^ math.min(br.trips, 4))) * (1.0 + 0.5 * a.jitter)
         local ra = 0

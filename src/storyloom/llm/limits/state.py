@@ -314,13 +314,19 @@ def release(
     slots[-1][1 if outcome.kind == "ok" else 2] += 1
     br["slots"] = slots
     if outcome.kind == "ok":
+        br["streak"] = 0
         if br["state"] == "half_open" and was_probe:
             br.update(state="closed", slots=[], trips=0)
         return
+    # A streak of failures trips at once even after a minute of successes (a deployment that just
+    # died); the rate keeps sporadic failures of a busy deployment from tripping it.
+    br["streak"] = streak = br.get("streak", 0) + 1
     fails = sum(s[2] for s in slots)
     total = fails + sum(s[1] for s in slots)
     trip = (br["state"] == "half_open" and was_probe) or (
-        br["state"] == "closed" and fails >= policy.min_failures and fails >= policy.failure_rate * total
+        br["state"] == "closed"
+        and fails >= policy.min_failures
+        and (fails >= policy.failure_rate * total or streak >= policy.min_failures)
     )
     if trip:
         period = min(policy.max_open_s, policy.open_s * (2 ** min(br["trips"], 4))) * (1.0 + 0.5 * jitter)
