@@ -125,6 +125,8 @@ async def test_full_queue_is_429_with_retry_after_and_nothing_accepted_is_lost(t
 async def test_openapi_docs_are_served(api: Served) -> None:
     assert (await api.client.get("/docs")).status_code == 200
     paths = (await api.client.get("/openapi.json")).json()["paths"]
+    generate_params = {p["name"] for p in paths["/api/novel/generate"]["post"]["parameters"]}
+    assert generate_params == {"Idempotency-Key", "x-tenant"}
     for path in (
         "/api/novel/generate",
         "/api/novel/generate/stream",

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import structlog
 from fastapi import Depends, Header, HTTPException, Query, Request
 
 from storyloom.api.services import Services
 from storyloom.api.sse import parse_after
 
-__all__ = ["NOT_FOUND", "QUEUE_FULL", "SSE_OK", "After", "Responses", "ServicesDep", "Tenant", "get_services"]
+__all__ = [
+    "NOT_FOUND",
+    "QUEUE_FULL",
+    "SSE_OK",
+    "After",
+    "Responses",
+    "ServicesDep",
+    "Tenant",
+    "bind_job_id",
+    "get_services",
+]
 
 
 def get_services(request: Request) -> Services:
@@ -20,6 +31,13 @@ def get_services(request: Request) -> Services:
 def get_tenant(x_tenant: Annotated[str | None, Header(max_length=64)] = None) -> str:
     """The tenant a request acts for (no auth yet: a header, default 'default')."""
     return x_tenant or "default"
+
+
+async def bind_job_id(request: Request) -> None:
+    """Put the job id of a /jobs/{job_id} or /novel/.../{task_id} request into the log context."""
+    job_id = request.path_params.get("job_id") or request.path_params.get("task_id")
+    if job_id:
+        structlog.contextvars.bind_contextvars(job_id=job_id)
 
 
 def get_after(

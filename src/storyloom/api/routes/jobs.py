@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 
 from storyloom.api.chapters import materialize_if_done
-from storyloom.api.deps import NOT_FOUND, SSE_OK, After, ServicesDep
+from storyloom.api.deps import NOT_FOUND, SSE_OK, After, ServicesDep, bind_job_id
 from storyloom.api.presenters import job_out
 from storyloom.api.schemas import JobOut
 from storyloom.api.streams import job_events_response
 
-router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+router = APIRouter(prefix="/api/jobs", tags=["jobs"], dependencies=[Depends(bind_job_id)])
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=NOT_FOUND)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Depends, Header
 from fastapi.responses import StreamingResponse
 
-from storyloom.api.deps import NOT_FOUND, QUEUE_FULL, SSE_OK, ServicesDep, Tenant
+from storyloom.api.deps import NOT_FOUND, QUEUE_FULL, SSE_OK, ServicesDep, Tenant, bind_job_id
 from storyloom.api.presenters import chapter_content, execution_time
 from storyloom.api.schemas import GenerateRequest, GenerateResponse, TaskResult, TaskStatus
 from storyloom.api.services import Services
@@ -16,7 +16,7 @@ from storyloom.api.streams import job_events_response
 from storyloom.jobs.models import Job, JobStatus
 from storyloom.novel.models import ChapterRequest
 
-router = APIRouter(prefix="/api/novel", tags=["novel (seed contract)"])
+router = APIRouter(prefix="/api/novel", tags=["novel (seed contract)"], dependencies=[Depends(bind_job_id)])
 
 IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)]
 
