@@ -10,6 +10,8 @@ from storyloom.api.metrics import CONTENT_TYPE_LATEST, render_metrics
 from storyloom.api.schemas import HealthOut, MetricsOut
 from storyloom.errors import StoreError
 
+__all__ = ["router"]
+
 router = APIRouter(tags=["operations"])
 
 

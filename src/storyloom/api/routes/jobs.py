@@ -11,6 +11,8 @@ from storyloom.api.presenters import job_out
 from storyloom.api.schemas import JobOut
 from storyloom.api.streams import job_events_response
 
+__all__ = ["router"]
+
 router = APIRouter(prefix="/api/jobs", tags=["jobs"], dependencies=[Depends(bind_job_id)])
 
 

@@ -16,6 +16,8 @@ from storyloom.api.streams import job_events_response
 from storyloom.jobs.models import Job, JobStatus
 from storyloom.novel.models import ChapterRequest
 
+__all__ = ["router"]
+
 router = APIRouter(prefix="/api/novel", tags=["novel (seed contract)"], dependencies=[Depends(bind_job_id)])
 
 IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)]

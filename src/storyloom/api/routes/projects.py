@@ -22,6 +22,8 @@ from storyloom.api.schemas import (
 from storyloom.api.services import Services
 from storyloom.store.projects import Chapter, Project
 
+__all__ = ["router"]
+
 router = APIRouter(prefix="/api/projects", tags=["projects"])
 
 IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=150)]
