@@ -37,6 +37,10 @@ class BenchConfig:
     versions: int = 2
     workers: str = "2..2"
     concurrency: int = 400  # jobs at once per worker process
+    # Lease (dead-worker detection time). On an oversubscribed 2-core box the workers' heartbeats
+    # can wait behind SQLite's single writer for longer than the 15 s default, and an expired lease
+    # costs the job an attempt; the bench runs with a longer one (it measures streaming, not kills).
+    lease_s: float = 60.0
     # Simulator latencies scaled down so the run takes minutes on 2 cores.
     ttft_s: float = 0.2
     tokens_per_s: float = 1000.0
@@ -183,7 +187,8 @@ def _start_service(cfg: BenchConfig, workdir: Path) -> tuple[subprocess.Popen[st
     cmd = [
         sys.executable, "-m", "storyloom.cli", "serve", "--port", "0", "--workers", cfg.workers,
         "--data-dir", str(workdir / "data"), "--sim-config", str(sim_config),
-        "--concurrency", str(cfg.concurrency), "--max-pending", str(max(10_000, cfg.clients * 2)),
+        "--concurrency", str(cfg.concurrency), "--lease-s", str(cfg.lease_s),
+        "--max-pending", str(max(10_000, cfg.clients * 2)),
     ]  # fmt: skip
     log = (workdir / "serve.log").open("w")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
@@ -254,6 +259,7 @@ async def _drive(cfg: BenchConfig, url: str, root: psutil.Process) -> dict[str, 
         "max_server_rss_mb": round(peak["max_server_mb"], 1),
         "simulator_rss_mb": round(peak["sim_mb"], 1),
         "wall_s": round(wall, 2),
+        "lease_s": cfg.lease_s,
         "_not_completed": [s.job_id for s in states if s.job_id and s.status != "completed"],
     }
 
