@@ -37,9 +37,10 @@ class BenchConfig:
     versions: int = 2
     workers: str = "2..2"
     concurrency: int = 400  # jobs at once per worker process
-    # Lease (dead-worker detection time). On an oversubscribed 2-core box the workers' heartbeats
-    # can wait behind SQLite's single writer for longer than the 15 s default, and an expired lease
-    # costs the job an attempt; the bench runs with a longer one (it measures streaming, not kills).
+    # Lease (dead-worker detection time). Under this load the worker's heartbeat currently treats
+    # jobs claimed while a heartbeat is in flight as lost (jobs/worker.py compares the reply with
+    # the runs it has *after* the await); each such job waits for its lease to expire and, with the
+    # 15 s default, spends an attempt, so a few reach "failed". A 60 s lease keeps them completing.
     lease_s: float = 60.0
     # Simulator latencies scaled down so the run takes minutes on 2 cores.
     ttft_s: float = 0.2
