@@ -163,3 +163,33 @@ async def test_memory_guard_stops_claiming(db: Database, queue: JobQueue) -> Non
     assert (await queue.get(job.id)).status is JobStatus.PENDING
     worker.stop()
     await task
+
+
+class _SlowHeartbeatQueue(JobQueue):
+    """A heartbeat that takes long, so claims land while its UPDATE is in flight (a loaded box)."""
+
+    async def heartbeat(self, worker_id: str, *, lease_s: float, job_ids: Any = None) -> Any:
+        await asyncio.sleep(0.3)
+        return await super().heartbeat(worker_id, lease_s=lease_s, job_ids=job_ids)
+
+
+async def test_job_claimed_during_a_heartbeat_is_not_taken_for_lost(db: Database) -> None:
+    queue = _SlowHeartbeatQueue(db)
+    done: list[int] = []
+
+    async def short(ctx: JobContext) -> dict[str, Any]:
+        await asyncio.sleep(0.5)
+        done.append(ctx.payload["n"])
+        return {}
+
+    first = await queue.submit("short", {"n": 0})
+    worker = Worker(db, {"short": short}, config=WorkerConfig(concurrency=50, **FAST), queue=queue)
+    task = asyncio.create_task(worker.run())
+    await asyncio.sleep(0.25)  # the first beat is under way: submit more, claimed mid-beat
+    later = [(await queue.submit("short", {"n": i})).id for i in range(1, 30)]
+    await _wait_terminal(queue, [first.id, *later])
+    worker.stop()
+    await task
+    jobs = [await queue.get(j) for j in [first.id, *later]]
+    assert all(j.status is JobStatus.COMPLETED for j in jobs)
+    assert all(j.attempts == 1 for j in jobs), [j.attempts for j in jobs]

@@ -145,15 +145,17 @@ class Worker:
             await asyncio.sleep(self.config.heartbeat_s)
             if not self._runs:
                 continue
+            # Judge only the jobs this beat asked about: a job claimed while the UPDATE was in flight
+            # is absent from the reply but its fresh lease is fine (treating it as lost cost attempts).
+            sent = list(self._runs)
             try:
-                hb = await self.queue.heartbeat(
-                    self.id, lease_s=self.config.lease_s, job_ids=list(self._runs)
-                )
+                hb = await self.queue.heartbeat(self.id, lease_s=self.config.lease_s, job_ids=sent)
             except Exception as exc:  # leases outlive a few missed beats; the fences guard the rest
                 _log.warning("heartbeat_failed", worker=self.id, error=str(exc))
                 continue
-            for job_id, task in list(self._runs.items()):
-                if job_id in self._stop_reason:
+            for job_id in sent:
+                task = self._runs.get(job_id)
+                if task is None or job_id in self._stop_reason:
                     continue
                 if job_id in hb.cancel_requested:
                     self._stop_reason[job_id] = "cancel"
