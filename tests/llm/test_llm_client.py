@@ -24,6 +24,7 @@ from storyloom.llm import client as client_mod
 from storyloom.llm.client import HttpModelClient, parse_retry_after
 from storyloom.llm.tokens import estimate_message_tokens, estimate_tokens
 from storyloom.llm.types import ChatRequest
+from storyloom.sim import SimHandle
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _fake_provider import chunk, free_port, serve, sse
@@ -207,3 +208,13 @@ async def test_instances_share_one_pool_per_base_url_until_the_last_closes() -> 
         await b.chat(req())
         await b.aclose()
         assert shared.is_closed and url not in pools
+
+
+async def test_connection_dropped_mid_stream_is_a_cut_with_partial_text(sim: SimHandle) -> None:
+    sim.configure(faults={"stream_cut": 1.0})
+    c = HttpModelClient(sim.url, None)
+    got: list[str] = []
+    with pytest.raises(StreamCutError) as info:
+        await c.chat(req(), got.append)
+    await c.aclose()
+    assert got and info.value.partial_text == "".join(got)

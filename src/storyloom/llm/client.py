@@ -269,43 +269,56 @@ class HttpModelClient:
         model = request.model
         ttft_s: float | None = None
         done = False
-        async for line in response.aiter_lines():
-            # SSE: only `data:` lines matter here; comments (": keep-alive"), ids and blanks are skipped.
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
-            if data == "[DONE]":
-                done = True
-                break
-            try:
-                chunk = json.loads(data)
-            except json.JSONDecodeError as exc:
-                raise BadResponseError(
-                    f"{self.name}: stream chunk is not JSON: {data[:200]!r}", deployment=self.name
-                ) from exc
-            if not isinstance(chunk, dict):
-                raise BadResponseError(f"{self.name}: stream chunk is not an object", deployment=self.name)
-            if "error" in chunk:
-                raise self._stream_error(chunk["error"])
-            model = chunk.get("model") or model
-            if chunk.get("usage"):
-                usage = _parse_usage(chunk["usage"], self.name)
-            for choice in chunk.get("choices") or ():
-                delta = choice.get("delta") or {}
-                text = delta.get("content")
-                if text:
-                    if not deadlines.first_token_seen:
-                        deadlines.first_token_seen = True
-                        ttft_s = time.monotonic() - start
-                        scope.reschedule(_loop_time(deadlines.total_at))
-                    parts.append(text)
-                    if on_delta is not None:
-                        on_delta(text)
-                if choice.get("finish_reason"):
-                    finish_reason = choice["finish_reason"]
-                    if not deadlines.first_token_seen:  # an empty answer: still a complete one
-                        deadlines.first_token_seen = True
-                        scope.reschedule(_loop_time(deadlines.total_at))
+        try:
+            async for line in response.aiter_lines():
+                # SSE: only `data:` lines matter here; comments (": keep-alive"), ids and blanks are skipped.
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    done = True
+                    break
+                try:
+                    chunk = json.loads(data)
+                except json.JSONDecodeError as exc:
+                    raise BadResponseError(
+                        f"{self.name}: stream chunk is not JSON: {data[:200]!r}", deployment=self.name
+                    ) from exc
+                if not isinstance(chunk, dict):
+                    raise BadResponseError(
+                        f"{self.name}: stream chunk is not an object", deployment=self.name
+                    )
+                if "error" in chunk:
+                    raise self._stream_error(chunk["error"])
+                model = chunk.get("model") or model
+                if chunk.get("usage"):
+                    usage = _parse_usage(chunk["usage"], self.name)
+                for choice in chunk.get("choices") or ():
+                    delta = choice.get("delta") or {}
+                    text = delta.get("content")
+                    if text:
+                        if not deadlines.first_token_seen:
+                            deadlines.first_token_seen = True
+                            ttft_s = time.monotonic() - start
+                            scope.reschedule(_loop_time(deadlines.total_at))
+                        parts.append(text)
+                        if on_delta is not None:
+                            on_delta(text)
+                    if choice.get("finish_reason"):
+                        finish_reason = choice["finish_reason"]
+                        if not deadlines.first_token_seen:  # an empty answer: still a complete one
+                            deadlines.first_token_seen = True
+                            scope.reschedule(_loop_time(deadlines.total_at))
+        except httpx.TimeoutException:
+            raise
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            # The connection dropped mid-answer: a cut stream, keeping the text already streamed
+            # (and already shown to the caller) rather than a bare connection error.
+            raise StreamCutError(
+                f"{self.name}: stream cut: connection lost ({type(exc).__name__})",
+                partial_text="".join(parts),
+                deployment=self.name,
+            ) from exc
         text = "".join(parts)
         if finish_reason is None:
             raise StreamCutError(
