@@ -36,7 +36,9 @@ from storyloom.llm.types import ChatRequest, ChatResult, DeltaCallback, Usage
 __all__ = ["HttpModelClient", "build_payload", "parse_retry_after"]
 
 # Hundreds of concurrent streams per base URL must not queue inside httpx's own pool.
-_POOL_LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=256, keepalive_expiry=30.0)
+# Keep-alive as large as the pool: a worker runs hundreds of streams at once, and a smaller
+# keep-alive set closes and reopens connections under load (seen as connect/close in profiles).
+_POOL_LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=1024, keepalive_expiry=30.0)
 _ERROR_BODY_LIMIT = 2000
 _BAD_REQUEST_STATUSES = frozenset({400, 401, 403, 404, 422})
 
