@@ -37,11 +37,7 @@ class BenchConfig:
     versions: int = 2
     workers: str = "2..2"
     concurrency: int = 400  # jobs at once per worker process
-    # Lease (dead-worker detection time). Under this load the worker's heartbeat currently treats
-    # jobs claimed while a heartbeat is in flight as lost (jobs/worker.py compares the reply with
-    # the runs it has *after* the await); each such job waits for its lease to expire and, with the
-    # 15 s default, spends an attempt, so a few reach "failed". A 60 s lease keeps them completing.
-    lease_s: float = 60.0
+    lease_s: float = 15.0  # the service's own default: dead-worker detection time
     # Simulator latencies scaled down so the run takes minutes on 2 cores.
     ttft_s: float = 0.2
     tokens_per_s: float = 1000.0

@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
         concurrency: int = typer.Option(400, min=1, help="Jobs at once per worker process."),
         ttft_s: float = typer.Option(0.2, min=0.0, help="Simulated time to first token, seconds."),
         tokens_per_s: float = typer.Option(1000.0, min=1.0, help="Simulated tokens per second."),
-        lease_s: float = typer.Option(60.0, min=1.0, help="Worker lease of the service under test."),
+        lease_s: float = typer.Option(15.0, min=1.0, help="Worker lease of the service under test."),
         timeout_s: float = typer.Option(900.0, min=10.0, help="Give up on unfinished clients after this."),
         as_json: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
     ) -> None:
