@@ -2,7 +2,7 @@
 
     chat(request)
       cache hit? ─────────────────────────────────────────────► answer
-      tenant budget: reserve worst-case cost
+      tenant budget: hold worst-case cost           (LimitBackend: shared by every process)
       for model in [model, *fallbacks]:            (switch only before the first streamed token)
         retry loop (attempts, total time, full-jitter backoff, Retry-After):
           AdmissionQueue(model).admit   priority, tenant fair share, deadline, measured wait
@@ -10,7 +10,7 @@
                                         lease + 1 request + (prompt + output estimate) tokens
           HttpModelClient.chat          (no retries inside)
           LimitBackend.release          settle tokens, breaker outcome, 429 pause; AIMD update
-      ledger + metrics
+      ledger + metrics; settle the budget hold to the real cost
 
 Leases are renewed in the background while calls run and expire when a process dies, so no
 concurrency slot ever leaks; a cancelled caller returns its lease at once.
@@ -28,7 +28,7 @@ import uuid
 from typing import Any
 
 from storyloom.config import Settings
-from storyloom.errors import CircuitOpenError, ProviderError, StreamCutError
+from storyloom.errors import BudgetExceededError, CircuitOpenError, ProviderError, StreamCutError
 from storyloom.llm.adaptive import AdaptiveLimit
 from storyloom.llm.admission import AdmissionQueue
 from storyloom.llm.cache import ResponseCache, cache_key
@@ -36,7 +36,7 @@ from storyloom.llm.client import HttpModelClient
 from storyloom.llm.deployments import Deployment, GatewayConfig, load_gateway_config
 from storyloom.llm.ledger import CallRecord, Ledger, PriceTable
 from storyloom.llm.limits.base import LimitBackend
-from storyloom.llm.limits.state import Ask, Claim, Grant, Outcome, breaker_state
+from storyloom.llm.limits.state import Ask, Claim, Grant, Outcome, breaker_state, budget_key
 from storyloom.llm.metrics import gateway_metrics
 from storyloom.llm.retry import backoff_s, is_retryable, outcome_kind, refunds_all
 from storyloom.llm.tokens import estimate_message_tokens
@@ -87,7 +87,7 @@ class Gateway:
         self._clients: dict[str, HttpModelClient] = {}
         self._adaptive: dict[str, AdaptiveLimit] = {}
         self._queues: dict[str, AdmissionQueue] = {}
-        self._held: dict[str, str] = {}  # lease id -> deployment, renewed in the background
+        self._held: dict[str, str] = {}  # lease/hold id -> deployment/budget, renewed in the background
         self._out_estimate: dict[str, float] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._renewer: asyncio.Task[None] | None = None
@@ -115,16 +115,62 @@ class Gateway:
                 return dataclasses.replace(hit, cached=True, attempts=0, cost_usd=0.0, latency_s=0.0)
         meta = request.meta
         prompt = estimate_message_tokens(request.messages)
-        worst = Usage(prompt, request.max_tokens or int(self._output_estimate(request.model)))
-        hold = self.ledger.reserve(meta.tenant, self.ledger.prices.cost(worst, request.model))
+        hold = await self._reserve_budget(request, prompt)
         try:
             result = await self._with_fallbacks(request, on_delta, prompt)
-        finally:
-            self.ledger.unreserve(meta.tenant, hold)
-        self._account(request, result)
+        except ProviderError:
+            if hold is not None:  # failed without usage: give the whole hold back
+                await self._settle_budget(meta.tenant, hold, 0.0)
+            raise
+        except BaseException:
+            if hold is not None:  # cancelled: the settle runs in a task the cancellation cannot reach
+                self._spawn(self._settle_budget(meta.tenant, hold, 0.0))
+            raise
+        cost = self._account(request, result)
+        if hold is not None:
+            await self._settle_budget(meta.tenant, hold, cost)
         if key is not None and self.cache is not None:
             self.cache.put(key, result)
         return result
+
+    async def _reserve_budget(self, request: ChatRequest, prompt: int) -> str | None:
+        """Hold the call's worst case (prompt + max output at the dearest deployment it may reach)
+        against the tenant's budget in the shared backend, so the processes sharing it together
+        never overspend (LiteLLM #40095); the hold is renewed like a lease while the call runs."""
+        tenant = request.meta.tenant
+        budget = self.config.tenant_budgets_usd.get(tenant)
+        if budget is None:
+            return None
+        worst = Usage(prompt, request.max_tokens or int(self._output_estimate(request.model)))
+        prices = self.ledger.prices
+        amount = max(
+            (
+                prices.cost(worst, d.provider_model, model)
+                for model in (request.model, *self.config.fallbacks.get(request.model, ()))
+                for d in self._deployments_of(model)
+            ),
+            default=prices.cost(worst, request.model),
+        )
+        hold, spent, held = await self.backend.reserve_budget(tenant, budget, amount, self.config.lease_ttl_s)
+        if hold is None:
+            raise BudgetExceededError(
+                f"tenant {tenant!r} budget ${budget:.4f} would be exceeded "
+                f"(spent ${spent:.4f}, in flight ${held:.4f}, this call up to ${amount:.4f})"
+            )
+        self._held[hold] = budget_key(tenant)
+        return hold
+
+    async def _settle_budget(self, tenant: str, hold: str, cost_usd: float) -> None:
+        """Settle the hold to the real cost; a cancelled caller does not stop it (shielded task)."""
+        self._held.pop(hold, None)
+
+        async def settle() -> None:
+            try:
+                await self.backend.settle_budget(tenant, hold, cost_usd)
+            except ProviderError as exc:  # the limits store is down: the hold expires, the cost is lost
+                log.warning("llm budget settle for tenant %r failed: %s", tenant, exc)
+
+        await asyncio.shield(self._spawn(settle()))
 
     async def _with_fallbacks(
         self, request: ChatRequest, on_delta: DeltaCallback | None, prompt: int
@@ -315,7 +361,7 @@ class Gateway:
         n = float(result.usage.completion_tokens)
         self._out_estimate[model] = n if old is None else 0.9 * old + 0.1 * n
 
-    def _account(self, request: ChatRequest, result: ChatResult) -> None:
+    def _account(self, request: ChatRequest, result: ChatResult) -> float:
         meta = request.meta
         dep_model = next(
             (d.provider_model for d in self._deployments_of(request.model) if d.name == result.deployment),
@@ -339,6 +385,7 @@ class Gateway:
         m.tokens.labels(request.model, meta.tenant, "prompt").inc(result.usage.prompt_tokens)
         m.tokens.labels(request.model, meta.tenant, "completion").inc(result.usage.completion_tokens)
         m.cost.labels(request.model, meta.tenant).inc(cost)
+        return cost
 
     async def _sleep_or_raise(self, delay: float, give_up_at: float) -> None:
         if time.monotonic() + delay > give_up_at:
@@ -347,10 +394,11 @@ class Gateway:
             )
         await asyncio.sleep(delay)
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def _renew_forever(self) -> None:
         """Keep held leases alive (so long calls keep their slot) and refresh the breaker gauges."""

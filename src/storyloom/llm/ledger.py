@@ -1,9 +1,9 @@
-"""Tokens and cost of every call, summed per step, job, tenant, model and deployment; tenant budgets.
+"""Tokens and cost of every call, summed per step, job, tenant, model and deployment; prices.
 
-Prices come from `prices.json` (data, not code). A budget is reserved before the call with the
-call's worst-case cost (prompt + max output) and settled to the real cost after it, so concurrent
-first calls of a tenant cannot all pass a check that each of them alone would pass (LiteLLM #40095).
-Budgets and totals are per gateway (process); the API reads them through the metrics.
+Prices come from `prices.json` (data, not code). Totals are per gateway (process); the API reads
+them through the metrics. Tenant budgets (`budgets_usd`) are enforced by the gateway through the
+shared LimitBackend (a hold of the worst case before the call, settled to the real cost after), so
+they hold across every process sharing it, not here.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from storyloom.errors import BudgetExceededError
 from storyloom.llm.types import Usage
 
 __all__ = ["CallRecord", "Ledger", "PriceTable", "Totals"]
@@ -69,26 +68,6 @@ class Ledger:
         self.budgets_usd = budgets_usd
         self.totals: dict[tuple[str, str], Totals] = {}
         self.calls: deque[CallRecord] = deque(maxlen=keep_calls)
-        self._reserved: dict[str, float] = {}
-
-    def reserve(self, tenant: str, amount_usd: float) -> float:
-        """Hold `amount_usd` of the tenant's budget or raise BudgetExceededError; returns the hold."""
-        budget = self.budgets_usd.get(tenant)
-        if budget is None:
-            return 0.0
-        spent = self.total("tenant", tenant).cost_usd
-        held = self._reserved.get(tenant, 0.0)
-        if spent + held + amount_usd > budget:
-            raise BudgetExceededError(
-                f"tenant {tenant!r} budget ${budget:.4f} would be exceeded "
-                f"(spent ${spent:.4f}, in flight ${held:.4f}, this call up to ${amount_usd:.4f})"
-            )
-        self._reserved[tenant] = held + amount_usd
-        return amount_usd
-
-    def unreserve(self, tenant: str, hold_usd: float) -> None:
-        if hold_usd:
-            self._reserved[tenant] = max(0.0, self._reserved.get(tenant, 0.0) - hold_usd)
 
     def total(self, dimension: str, key: str) -> Totals:
         return self.totals.get((dimension, key)) or Totals()

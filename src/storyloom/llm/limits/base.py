@@ -14,13 +14,23 @@ import uuid
 from abc import ABC, abstractmethod
 
 from storyloom.errors import ConfigError
-from storyloom.llm.limits.state import Ask, BreakerPolicy, Claim, Denied, Grant, Outcome, State
+from storyloom.llm.limits.state import (
+    Ask,
+    BreakerPolicy,
+    Claim,
+    Denied,
+    Grant,
+    Outcome,
+    State,
+    budget_key,
+)
 
 __all__ = ["LimitBackend"]
 
 
 class LimitBackend(ABC):
-    """Concurrency leases, RPM/TPM buckets and breaker state per deployment, shared per its scope."""
+    """Concurrency leases, RPM/TPM buckets and breaker state per deployment, and tenant budget holds,
+    shared per its scope."""
 
     #: A poll interval for waiters when a slot may be freed by another process.
     poll_s: float = 0.02
@@ -68,8 +78,40 @@ class LimitBackend(ABC):
         """A copy of the state of each deployment (for metrics and tests)."""
         return await self._snapshot(names)
 
+    async def reserve_budget(
+        self, tenant: str, budget_usd: float, amount_usd: float, hold_ttl_s: float
+    ) -> tuple[str | None, float, float]:
+        """Hold `amount_usd` of the tenant's budget, atomically against everything settled and held
+        by every process sharing this backend: (hold id or None if it would not fit, spent, held).
+
+        The hold is a lease: renew it with `renew({budget_key(tenant): [hold_id]}, ttl)`."""
+        hold_id = f"{os.getpid():x}.{uuid.uuid4().hex[:16]}"
+        ok, spent, held = await self._reserve_budget(
+            budget_key(tenant), budget_usd, amount_usd, hold_id, hold_ttl_s, time.time()
+        )
+        return (hold_id if ok else None), spent, held
+
+    async def settle_budget(self, tenant: str, hold_id: str, actual_usd: float) -> None:
+        """Replace the hold by the real cost (0.0 releases it: the call failed without usage)."""
+        await self._settle_budget(budget_key(tenant), hold_id, actual_usd, time.time())
+
+    async def budget_usage(self, tenant: str) -> tuple[float, float]:
+        """(settled USD, USD held by calls in flight) of the tenant, across all processes."""
+        return await self._budget_usage(budget_key(tenant), time.time())
+
     async def aclose(self) -> None:
         return None
+
+    @abstractmethod
+    async def _reserve_budget(
+        self, key: str, budget_usd: float, amount_usd: float, hold_id: str, ttl_s: float, now: float
+    ) -> tuple[bool, float, float]: ...
+
+    @abstractmethod
+    async def _settle_budget(self, key: str, hold_id: str, actual_usd: float, now: float) -> None: ...
+
+    @abstractmethod
+    async def _budget_usage(self, key: str, now: float) -> tuple[float, float]: ...
 
     @abstractmethod
     async def _acquire(

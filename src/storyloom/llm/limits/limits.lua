@@ -18,7 +18,11 @@ local function load(key)
 end
 
 local function save(key, st, ttl)
-  redis.call('SET', key, cjson.encode(st), 'EX', ttl)
+  if st.spent ~= nil then  -- a tenant budget: what was spent must not expire with idleness
+    redis.call('SET', key, cjson.encode(st))
+  else
+    redis.call('SET', key, cjson.encode(st), 'EX', ttl)
+  end
 end
 
 local function is_null(v) return v == nil or v == NULL end
@@ -234,6 +238,51 @@ if cmd == 'snapshot' then
   local out = {}
   for i = 1, #KEYS do out[i] = load(KEYS[i]) end
   return cjson.encode(out)
+end
+
+-- Tenant budgets (budget_* in state.py): {spent, leases = {hold -> expires_at}, holds = {hold -> usd}}
+local function load_budget(key)
+  local raw = redis.call('GET', key)
+  local st
+  if raw then st = cjson.decode(raw) else st = {} end
+  if st.spent == nil then st.spent = 0 end
+  if st.leases == nil then st.leases = {} end
+  if st.holds == nil then st.holds = {} end
+  for hid, exp in pairs(st.leases) do
+    if exp <= now then st.leases[hid] = nil end
+  end
+  local held = 0
+  for hid, usd in pairs(st.holds) do
+    if st.leases[hid] == nil then st.holds[hid] = nil else held = held + usd end
+  end
+  return st, held
+end
+
+if cmd == 'budget_reserve' then
+  local st, held = load_budget(KEYS[1])
+  local spent = st.spent
+  if spent + held + a.amount > a.budget then
+    save(KEYS[1], st, a.key_ttl_s)
+    return cjson.encode({granted = false, spent = spent, held = held})
+  end
+  st.leases[a.hold_id] = now + a.lease_ttl_s
+  st.holds[a.hold_id] = a.amount
+  save(KEYS[1], st, a.key_ttl_s)
+  return cjson.encode({granted = true, spent = spent, held = held})
+end
+
+if cmd == 'budget_settle' then
+  local st = load_budget(KEYS[1])
+  st.leases[a.hold_id] = nil
+  st.holds[a.hold_id] = nil
+  st.spent = st.spent + a.actual
+  save(KEYS[1], st, a.key_ttl_s)
+  return 'ok'
+end
+
+if cmd == 'budget_usage' then
+  local st, held = load_budget(KEYS[1])
+  return cjson.encode({spent = st.spent, held = held})
 end
 
 return redis.error_reply('unknown command ' .. tostring(cmd))

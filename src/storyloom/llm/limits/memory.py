@@ -39,5 +39,22 @@ class MemoryBackend(LimitBackend):
         for name, ids in leases.items():
             rules.renew(self._state(name), ids, lease_ttl_s, now)
 
+    def _budget(self, key: str) -> State:
+        st = self._states.get(key)
+        if st is None:
+            st = self._states[key] = rules.new_budget_state()
+        return st
+
+    async def _reserve_budget(
+        self, key: str, budget_usd: float, amount_usd: float, hold_id: str, ttl_s: float, now: float
+    ) -> tuple[bool, float, float]:
+        return rules.budget_reserve(self._budget(key), budget_usd, amount_usd, hold_id, ttl_s, now)
+
+    async def _settle_budget(self, key: str, hold_id: str, actual_usd: float, now: float) -> None:
+        rules.budget_settle(self._budget(key), hold_id, actual_usd, now)
+
+    async def _budget_usage(self, key: str, now: float) -> tuple[float, float]:
+        return rules.budget_totals(self._budget(key), now)
+
     async def _snapshot(self, names: list[str]) -> dict[str, State]:
         return {n: copy.deepcopy(self._state(n)) for n in names}

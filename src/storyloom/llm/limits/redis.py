@@ -86,6 +86,24 @@ class RedisBackend(LimitBackend):
             {"leases": [leases[n] for n in names], "lease_ttl_s": lease_ttl_s},
         )
 
+    async def _reserve_budget(
+        self, key: str, budget_usd: float, amount_usd: float, hold_id: str, ttl_s: float, now: float
+    ) -> tuple[bool, float, float]:
+        raw = await self._call(
+            [self._key(key)],
+            "budget_reserve",
+            {"budget": budget_usd, "amount": amount_usd, "hold_id": hold_id, "lease_ttl_s": ttl_s},
+        )
+        doc = json.loads(raw)
+        return bool(doc["granted"]), float(doc["spent"]), float(doc["held"])
+
+    async def _settle_budget(self, key: str, hold_id: str, actual_usd: float, now: float) -> None:
+        await self._call([self._key(key)], "budget_settle", {"hold_id": hold_id, "actual": actual_usd})
+
+    async def _budget_usage(self, key: str, now: float) -> tuple[float, float]:
+        doc = json.loads(await self._call([self._key(key)], "budget_usage", {}))
+        return float(doc["spent"]), float(doc["held"])
+
     async def _snapshot(self, names: list[str]) -> dict[str, State]:
         raw = await self._call([self._key(n) for n in names], "snapshot", {})
         docs = json.loads(raw)

@@ -54,7 +54,7 @@ class SqliteBackend(LimitBackend):
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    def _txn(self, names: list[str], apply: Any) -> Any:
+    def _txn(self, names: list[str], apply: Any, new: Any = rules.new_state) -> Any:
         """BEGIN IMMEDIATE; load `names`; `apply(states, now)`; write back; COMMIT.
 
         `now` is read after the write lock is held, so the processes' clocks are applied in commit
@@ -69,7 +69,7 @@ class SqliteBackend(LimitBackend):
             ).fetchall()
             states: dict[str, State] = {n: json.loads(s) for n, s in rows}
             for n in names:
-                states.setdefault(n, rules.new_state())
+                states.setdefault(n, new())
             result = apply(states, now)
             conn.executemany(
                 "INSERT INTO llm_limits(name, state) VALUES (?, ?) "
@@ -103,6 +103,28 @@ class SqliteBackend(LimitBackend):
                 rules.renew(states[name], ids, lease_ttl_s, now)
 
         await self._run(self._txn, list(leases), apply)
+
+    async def _reserve_budget(
+        self, key: str, budget_usd: float, amount_usd: float, hold_id: str, ttl_s: float, now: float
+    ) -> tuple[bool, float, float]:
+        def apply(states: dict[str, State], now: float) -> tuple[bool, float, float]:
+            return rules.budget_reserve(states[key], budget_usd, amount_usd, hold_id, ttl_s, now)
+
+        result: tuple[bool, float, float] = await self._run(self._txn, [key], apply, rules.new_budget_state)
+        return result
+
+    async def _settle_budget(self, key: str, hold_id: str, actual_usd: float, now: float) -> None:
+        def apply(states: dict[str, State], now: float) -> None:
+            rules.budget_settle(states[key], hold_id, actual_usd, now)
+
+        await self._run(self._txn, [key], apply, rules.new_budget_state)
+
+    async def _budget_usage(self, key: str, now: float) -> tuple[float, float]:
+        def apply(states: dict[str, State], now: float) -> tuple[float, float]:
+            return rules.budget_totals(states[key], now)
+
+        result: tuple[float, float] = await self._run(self._txn, [key], apply, rules.new_budget_state)
+        return result
 
     async def _snapshot(self, names: list[str]) -> dict[str, State]:
         result: dict[str, State] = await self._run(self._txn, names, lambda states, now: dict(states))

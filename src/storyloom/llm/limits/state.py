@@ -26,7 +26,12 @@ __all__ = [
     "Outcome",
     "acquire",
     "breaker_state",
+    "budget_key",
+    "budget_reserve",
+    "budget_settle",
+    "budget_totals",
     "in_flight",
+    "new_budget_state",
     "new_state",
     "release",
     "renew",
@@ -332,3 +337,56 @@ def release(
         period = min(policy.max_open_s, policy.open_s * (2 ** min(br["trips"], 4))) * (1.0 + 0.5 * jitter)
         period = max(period, outcome.retry_after_s or 0.0)
         br.update(state="open", open_until=now + period, trips=br["trips"] + 1, probe=None, slots=[])
+
+
+# -- tenant budgets ------------------------------------------------------------------------------
+# A tenant's budget is one more document next to the deployments' (same store, same critical
+# section): a counter of settled USD plus holds, each a lease (`leases`, so `renew` and expiry work
+# as for a deployment's concurrency) with its amount (`holds`). A hold is the call's worst case;
+# settling drops it and adds the real cost, so N processes together never reserve past the budget,
+# and a process that dies mid-call gives its holds back when their leases expire.
+
+
+def budget_key(tenant: str) -> str:
+    """The state name of a tenant's budget (beside the deployments' names)."""
+    return f"budget:{tenant}"
+
+
+def new_budget_state() -> State:
+    return {"spent": 0.0, "leases": {}, "holds": {}}
+
+
+def _prune_holds(state: State, now: float) -> None:
+    state.setdefault("spent", 0.0)
+    leases = state.setdefault("leases", {})
+    holds = state.setdefault("holds", {})
+    for hid in [hid for hid, exp in leases.items() if exp <= now]:
+        del leases[hid]
+    for hid in [hid for hid in holds if hid not in leases]:
+        del holds[hid]
+
+
+def budget_totals(state: State, now: float) -> tuple[float, float]:
+    """(settled USD, USD held by calls in flight)."""
+    _prune_holds(state, now)
+    return float(state["spent"]), float(sum(state["holds"].values()))
+
+
+def budget_reserve(
+    state: State, budget_usd: float, amount_usd: float, hold_id: str, ttl_s: float, now: float
+) -> tuple[bool, float, float]:
+    """Hold `amount_usd` if settled + held + it stays within the budget: (granted, spent, held before)."""
+    spent, held = budget_totals(state, now)
+    if spent + held + amount_usd > budget_usd:
+        return False, spent, held
+    state["leases"][hold_id] = now + ttl_s
+    state["holds"][hold_id] = amount_usd
+    return True, spent, held
+
+
+def budget_settle(state: State, hold_id: str, actual_usd: float, now: float) -> None:
+    """Drop the hold (the refund of the worst case) and count the real cost (0: the call failed)."""
+    _prune_holds(state, now)
+    state["leases"].pop(hold_id, None)
+    state["holds"].pop(hold_id, None)
+    state["spent"] = float(state["spent"]) + actual_usd
