@@ -6,8 +6,10 @@ cores, so text is assembled from fixed templates with a seeded RNG, never by a m
 
 from __future__ import annotations
 
+import functools
 import random
 import re
+import zlib
 from typing import Literal
 
 from storyloom.llm.tokens import estimate_tokens
@@ -74,6 +76,7 @@ _EN_TEMPLATES = (
 _ZH_PHRASES = ("真相就藏在旧案里", "约定终究要兑现", "每个人都有不能说的秘密")
 _EN_PHRASES = ("the truth was buried in the old case", "every promise comes due", "everyone kept a secret")
 _CJK = re.compile(r"[\u3400-\u9fff]")
+_TOKEN_CJK = re.compile("[\u3000-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")  # as in llm/tokens.py
 
 
 def sentence(facts: PromptFacts, rng: random.Random) -> str:
@@ -84,14 +87,15 @@ def sentence(facts: PromptFacts, rng: random.Random) -> str:
 def _sentence(facts: PromptFacts, rng: random.Random, last: str) -> tuple[str, str]:
     """(sentence, template used); avoids repeating the template `last`."""
     zh = facts.language == "zh"
-    names = facts.names or list(_ZH_NAMES if zh else _EN_NAMES)
-    a = rng.choice(names)
-    others = [n for n in names if n != a] or list(_ZH_NAMES if zh else _EN_NAMES)
+    names = _cast(facts.names, zh)
+    # The prompt's first name is the protagonist: in half the sentences, and always in the cast.
+    a = names[0] if facts.names and rng.random() < 0.5 else rng.choice(names)
+    others = [n for n in names if n != a]
     template = rng.choice(_ZH_TEMPLATES if zh else _EN_TEMPLATES)
     if template == last:  # never the same shape twice in a row
         template = rng.choice(_ZH_TEMPLATES if zh else _EN_TEMPLATES)
     phrase = rng.choice(facts.phrases or list(_ZH_PHRASES if zh else _EN_PHRASES))
-    if not zh and phrase[:1].isupper() and phrase.split()[0] not in names:
+    if not zh and phrase[:1].isupper() and phrase.split()[0].strip(",;:") not in names:
         phrase = phrase[0].lower() + phrase[1:]
     text = template.format(
         a=a,
@@ -103,6 +107,22 @@ def _sentence(facts: PromptFacts, rng: random.Random, last: str) -> tuple[str, s
         phrase=phrase,
     )
     return text, template
+
+
+@functools.lru_cache(maxsize=256)
+def _cast(names: tuple[str, ...], zh: bool) -> tuple[str, ...]:
+    """The prompt's names, with pool names filling secondary roles up to three (stable per protagonist)."""
+    pool = _ZH_NAMES if zh else _EN_NAMES
+    if not names:
+        return pool
+    start = zlib.crc32(names[0].encode()) % len(pool)
+    cast = list(names)
+    for n in pool[start:] + pool[:start]:
+        if len(cast) >= 3:
+            break
+        if not any(n in m or m in n for m in cast):
+            cast.append(n)
+    return tuple(cast)
 
 
 def count_units(text: str, unit: Unit) -> int:
@@ -124,14 +144,20 @@ def story_text(
     zh = facts.language == "zh"
     joiner = "" if zh else " "
     paragraphs: list[str] = []
-    total = 0
+    total = cjk_n = other_n = 0
     last = ""
     while total < amount:
         sentences: list[str] = []
         for _ in range(rng.randint(3, 6)):
             s, last = _sentence(facts, rng, last)
             sentences.append(s)
-            total += count_units(s, unit) + (0 if zh or unit != "tokens" else 1)
+            if unit == "tokens":  # count like estimate_tokens on the whole text (no per-sentence rounding)
+                other = len(_TOKEN_CJK.sub("", s)) + (0 if zh else 1)
+                cjk_n += len(s) - other + (0 if zh else 1)
+                other_n += other
+                total = cjk_n + other_n // 4
+            else:
+                total += count_units(s, unit)
             if total >= amount:
                 break
         paragraphs.append(("　　" if zh else "") + joiner.join(sentences))
