@@ -32,22 +32,12 @@ def register(app: typer.Typer) -> None:
         sim_config: Path | None = typer.Option(None, help="SimConfig file (JSON/YAML) for the simulator."),
     ) -> None:
         """Serve the HTTP API with MIN..MAX worker processes; prints the URL once it is ready."""
-        from pydantic import ValidationError
-
-        from storyloom.config import Settings
+        from storyloom.commands._settings import load_settings
 
         min_workers, max_workers = parse_worker_range(workers)
         if sim_config is not None and not sim_config.is_file():
             raise ConfigError(f"--sim-config {sim_config} is not a file.")
-        overrides: dict[str, object] = {}
-        if data_dir is not None:
-            overrides["data_dir"] = data_dir
-        if database_url is not None:
-            overrides["database_url"] = database_url
-        try:
-            settings = Settings(**overrides)  # type: ignore[arg-type]
-        except ValidationError as exc:
-            raise ConfigError(f"invalid settings: {exc.errors()[0]['msg']}") from exc
+        settings = load_settings(data_dir=data_dir, database_url=database_url)
         settings.provider()  # a missing key or URL is one sentence now, not a failure later
         _prepare_metrics_dir(settings.data_dir)
 

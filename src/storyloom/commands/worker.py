@@ -32,22 +32,12 @@ def register(app: typer.Typer) -> None:
         """Claim jobs and run them until SIGTERM; then finish or hand back running jobs and exit 0."""
         import asyncio
 
-        from pydantic import ValidationError
-
-        from storyloom.config import Settings
+        from storyloom.commands._settings import load_settings
         from storyloom.jobs.process import run_supervised, run_worker_process
         from storyloom.jobs.worker import WorkerConfig
         from storyloom.logs import configure_logging
 
-        overrides: dict[str, object] = {}
-        if data_dir is not None:
-            overrides["data_dir"] = data_dir
-        if database_url is not None:
-            overrides["database_url"] = database_url
-        try:
-            settings = Settings(**overrides)  # type: ignore[arg-type]
-        except ValidationError as exc:
-            raise ConfigError(f"invalid settings: {exc.errors()[0]['msg']}") from exc
+        settings = load_settings(data_dir=data_dir, database_url=database_url)
         configure_logging(level=settings.log_level, json=settings.log_json)
         config = WorkerConfig(
             concurrency=concurrency,

@@ -1,0 +1,24 @@
+"""Settings for the process commands, with the storage flags applied and bad values as one sentence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from storyloom.config import Settings
+from storyloom.errors import ConfigError
+
+__all__ = ["load_settings"]
+
+
+def load_settings(*, data_dir: Path | None, database_url: str | None) -> Settings:
+    overrides: dict[str, object] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    if database_url is not None:
+        overrides["database_url"] = database_url
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(f"invalid settings: {exc.errors()[0]['msg']}") from exc
