@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _api_support import ActingWorker, Served, chapter_result, free_port, novel_input, serve_app
 
-from conftest import ActingWorker, Served, chapter_result, free_port, novel_input, serve_app
 from storyloom.api.services import ApiOptions
 from storyloom.store.database import Database
 

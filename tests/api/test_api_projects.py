@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import ActingWorker, Served, chapter_result
+from _api_support import ActingWorker, Served, chapter_result
 
 
 async def test_project_crud(api: Served) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import ActingWorker, Served, chapter_result, novel_input, serve_app
+from _api_support import ActingWorker, Served, chapter_result, novel_input, serve_app
+
 from storyloom.api.services import ApiOptions
 
 

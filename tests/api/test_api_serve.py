@@ -18,8 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from conftest import novel_input
+from _api_support import novel_input
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+from _api_support import ActingWorker, Served, chapter_result, novel_input, serve_app
 
-from conftest import ActingWorker, Served, chapter_result, novel_input, serve_app
 from storyloom.api.services import ApiOptions
 
 
