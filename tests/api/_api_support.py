@@ -98,6 +98,14 @@ class ActingWorker:
         await self.writer.flush()
 
     async def complete(self, job_id: str, result: dict[str, object]) -> None:
+        """Like the real chapter handler: a project chapter's versions are stored, then completed."""
+        from storyloom.store.projects import ProjectStore, versions_from_result
+
+        job = await self.served.queue.get(job_id)
+        chapter_id = job.payload.get("chapter_id")
+        if isinstance(chapter_id, str):
+            versions, summary = versions_from_result(result)
+            await ProjectStore(self.served.db).save_versions(chapter_id, job_id, versions, summary=summary)
         assert await self.served.queue.complete(job_id, self.name, result)
 
     async def close(self) -> None:

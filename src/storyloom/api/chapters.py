@@ -1,19 +1,18 @@
-"""Chapter jobs of a project: build the request from the project, submit, store the versions.
+"""Chapter jobs of a project: build the request from the project and submit it.
 
-Versions are stored from the job's result the first time the API sees the job completed (reading
-the job, the chapter, or streaming its end). The write is idempotent per (chapter, job, index), so
-several API processes doing it at once, or the job handler doing it too, is harmless.
+The job's handler (`storyloom.app`) stores the versions before the job counts as completed, so
+the API only reads them.
 """
 
 from __future__ import annotations
 
 from storyloom.api.schemas import ChapterCreate
 from storyloom.api.services import Services
-from storyloom.jobs.models import Job, JobStatus
+from storyloom.jobs.models import Job
 from storyloom.novel.models import ChapterRequest, Character, NovelInput
-from storyloom.store.projects import Chapter, Project, versions_from_result
+from storyloom.store.projects import Chapter, Project
 
-__all__ = ["materialize_if_done", "submit_chapter_job"]
+__all__ = ["submit_chapter_job"]
 
 
 def _overall_outline(project: Project) -> str:
@@ -43,16 +42,3 @@ async def submit_chapter_job(
     return await services.submit(
         "chapter", payload, priority=body.priority, idempotency_key=key, tenant=tenant
     )
-
-
-async def materialize_if_done(services: Services, job: Job) -> None:
-    """Store a completed project chapter job's versions once (no-op for other jobs)."""
-    chapter_id = job.payload.get("chapter_id")
-    if job.status is not JobStatus.COMPLETED or not isinstance(chapter_id, str) or not job.result:
-        return
-    if await services.projects.has_versions_of_job(chapter_id, job.id):
-        return
-    if await services.projects.get_chapter(chapter_id) is None:
-        return  # the chapter (or its project) was deleted meanwhile
-    versions, summary = versions_from_result(job.result)
-    await services.projects.save_versions(chapter_id, job.id, versions, summary=summary)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 
-from storyloom.api.chapters import materialize_if_done
 from storyloom.api.deps import NOT_FOUND, SSE_OK, After, ServicesDep, bind_job_id
 from storyloom.api.presenters import job_out
 from storyloom.api.schemas import JobOut
@@ -18,9 +17,7 @@ router = APIRouter(prefix="/api/jobs", tags=["jobs"], dependencies=[Depends(bind
 
 @router.get("/{job_id}", response_model=JobOut, responses=NOT_FOUND)
 async def get_job(job_id: str, services: ServicesDep) -> JobOut:
-    job = await services.queue.get(job_id)
-    await materialize_if_done(services, job)
-    return job_out(job)
+    return job_out(await services.queue.get(job_id))
 
 
 @router.delete("/{job_id}", response_model=JobOut, responses=NOT_FOUND)

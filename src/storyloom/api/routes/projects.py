@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
 
-from storyloom.api.chapters import materialize_if_done, submit_chapter_job
+from storyloom.api.chapters import submit_chapter_job
 from storyloom.api.deps import NOT_FOUND, QUEUE_FULL, ServicesDep, Tenant
 from storyloom.api.errors import NotFoundError
 from storyloom.api.presenters import chapter_out, job_out, project_out, version_out
@@ -48,10 +48,7 @@ async def _chapter_view(services: Services, chapter: Chapter) -> ChapterOut:
     jobs = [
         await services.queue.get(job_id) for job_id in await services.projects.chapter_job_ids(chapter.id)
     ]
-    for job in jobs:
-        await materialize_if_done(services, job)
-    fresh = await services.projects.get_chapter(chapter.id) or chapter
-    return chapter_out(fresh, await services.projects.list_versions(chapter.id), jobs)
+    return chapter_out(chapter, await services.projects.list_versions(chapter.id), jobs)
 
 
 @router.post("", response_model=ProjectOut, status_code=status.HTTP_201_CREATED)
