@@ -8,11 +8,15 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
+
+from storyloom.store import Database
 
 
 def free_port() -> int:
@@ -123,3 +127,35 @@ def sim() -> Iterator[Any]:
     )
     with run_sim_in_thread(config) as handle:
         yield handle
+
+
+# ---- databases: every store/jobs contract test runs on SQLite and on a real PostgreSQL ----------
+
+
+async def fresh_database_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A new empty database: a file for SQLite, a new database in the session cluster for Postgres."""
+    if kind == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}"
+    admin_url: str = request.getfixturevalue("postgres_url")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return await fresh_database_url(request.param, tmp_path, request)
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    database = Database.from_url(db_url, pool_size=4)
+    await database.migrate()
+    try:
+        yield database
+    finally:
+        await database.close()

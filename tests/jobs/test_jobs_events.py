@@ -15,7 +15,7 @@ from storyloom.jobs import (
     JobQueue,
     StoredEvent,
 )
-from storyloom.jobs.queue import append_event
+from storyloom.jobs.queue import append_event, read_events
 from storyloom.store import Database
 from storyloom.store.schema import checkpoints
 
@@ -209,3 +209,22 @@ async def test_hub_delivers_rows_committed_out_of_id_order(db: Database, queue: 
         got_a = await following_a
         assert [(e.seq, e.kind) for e in got_a] == [(2, "job.completed")]
     await hub.stop()
+
+
+async def test_events_are_committed_while_the_workers_loop_is_busy(db: Database, queue: JobQueue) -> None:
+    """The event lag: a worker loop busy with streams must not delay the commit of its events."""
+    job = await queue.submit("k", {})
+    writer = GroupCommitWriter(db)
+    await writer.start()
+    sink = await JobEventSink.open(db, writer, job.id)
+    for i in range(20):
+        sink.append("step.delta", {"i": i})
+    time.sleep(1.0)  # noqa: ASYNC251 - the loop does not turn, as under load
+    other = Database.from_url(db.url)
+    try:
+        async with other.read() as conn:
+            committed = await read_events(conn, job.id, 0, 100)
+    finally:
+        await other.close()
+    assert [e.data.get("i") for e in committed[1:]] == list(range(20))
+    await writer.stop()

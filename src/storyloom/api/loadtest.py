@@ -51,7 +51,8 @@ class _Client:
     finished_at: float | None = None
     status: str | None = None
     seqs: list[int] = field(default_factory=list)
-    lags_s: list[float] = field(default_factory=list)
+    lags_s: list[float] = field(default_factory=list)  # events created after the stream opened
+    replay_lags_s: list[float] = field(default_factory=list)  # older ones: from opening to arrival
     reconnects: int = 0
     error: str | None = None
     job_id: str = ""
@@ -102,6 +103,7 @@ async def _one_client(http: httpx.AsyncClient, i: int, versions: int, state: _Cl
     last = 0
     while state.status is None:
         headers = {"Last-Event-ID": str(last)} if last else {}
+        opened = time.time()
         try:
             async with http.stream("GET", f"/api/jobs/{job_id}/events", headers=headers) as r:
                 # Raw bytes split on blank lines: aiter_lines' per-line decoding would make this one
@@ -117,7 +119,10 @@ async def _one_client(http: httpx.AsyncClient, i: int, versions: int, state: _Cl
                             continue  # a heartbeat comment
                         doc = json.loads(frame[start + 6 :])
                         state.seqs.append(doc["seq"])
-                        state.lags_s.append(now - doc["ts"])
+                        if doc["ts"] >= opened:
+                            state.lags_s.append(now - doc["ts"])
+                        else:  # it existed before we asked: its wait is the server's replay time
+                            state.replay_lags_s.append(now - opened)
                         last = doc["seq"]
                         if doc["kind"] in _TERMINAL:
                             state.status = doc["kind"].removeprefix("job.")
@@ -231,6 +236,7 @@ async def _drive(cfg: BenchConfig, url: str, root: psutil.Process) -> dict[str, 
     completed = sum(1 for s in states if s.status == "completed")
     e2e = [s.finished_at - s.submitted_at for s in states if s.finished_at is not None]
     live_lags = [lag for s in states for lag in s.lags_s]
+    replay_lags = [lag for s in states for lag in s.replay_lags_s]
     exact_once = all(s.seqs == list(range(1, len(s.seqs) + 1)) for s in states if s.status)
     inflight = max(1, int(peak["inflight"]))
     return {
@@ -244,7 +250,9 @@ async def _drive(cfg: BenchConfig, url: str, root: psutil.Process) -> dict[str, 
         "e2e_p99_s": round(_percentile(e2e, 0.99), 3),
         "event_lag_p50_ms": round(_percentile(live_lags, 0.5) * 1000, 1),
         "event_lag_p99_ms": round(_percentile(live_lags, 0.99) * 1000, 1),
-        "events_received": len(live_lags),
+        "events_received": len(live_lags) + len(replay_lags),
+        "events_live": len(live_lags),
+        "replay_wait_p99_ms": round(_percentile(replay_lags, 0.99) * 1000, 1),
         "events_exactly_once_in_order": exact_once,
         "reconnects": sum(s.reconnects for s in states),
         "statuses": dict(Counter(s.status or "unfinished" for s in states)),
@@ -261,22 +269,36 @@ async def _drive(cfg: BenchConfig, url: str, root: psutil.Process) -> dict[str, 
     }
 
 
-def _server_lag_p99_ms(metrics_text: str, name: str, label: str = "") -> float | None:
-    """p99 (bucket upper bound) of one of the API's lag histograms."""
-    buckets: list[tuple[float, float]] = []
+def _bucket_quantile_ms(metrics_text: str, name: str, q: float, label: str = "") -> float | None:
+    """A quantile of one of the service's lag histograms, as its bucket's upper bound in ms."""
+    buckets: dict[float, float] = {}
     for line in metrics_text.splitlines():
         if line.startswith(f"{name}_bucket{{") and label in line:
             labels, value = line.rsplit(" ", 1)
             le = labels.split('le="', 1)[1].split('"', 1)[0]
-            buckets.append((float("inf") if le == "+Inf" else float(le), float(value)))
+            bound = float("inf") if le == "+Inf" else float(le)
+            buckets[bound] = buckets.get(bound, 0.0) + float(value)  # summed over processes
     if not buckets:
         return None
-    buckets.sort()
-    total = buckets[-1][1]
-    for bound, count in buckets:
-        if total and count >= 0.99 * total:
+    ordered = sorted(buckets.items())
+    total = ordered[-1][1]
+    for bound, count in ordered:
+        if total and count >= q * total:
             return bound * 1000
     return None
+
+
+def _server_lags(text: str) -> dict[str, float | None]:
+    """Where the lag builds up: worker commit, the API's hub, the API's socket write (live events)."""
+    out: dict[str, float | None] = {}
+    for key, name, label in (
+        ("commit", "storyloom_event_commit_lag_seconds", ""),
+        ("hub", "storyloom_event_hub_lag_seconds", ""),
+        ("sent", "storyloom_event_lag_seconds", 'replay="false"'),
+    ):
+        for q in (0.5, 0.99):
+            out[f"server_{key}_lag_p{round(q * 100)}_ms_bucket"] = _bucket_quantile_ms(text, name, q, label)
+    return out
 
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
@@ -288,9 +310,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             result = asyncio.run(_drive(cfg, url, psutil.Process(proc.pid)))
             text = httpx.get(f"{url}/metrics").text
             # creation -> the API's hub has it (worker, commit, poll); creation -> written to the socket
-            result["hub_lag_p99_ms_bucket"] = _server_lag_p99_ms(text, "storyloom_event_hub_lag_seconds")
-            lag_name = "storyloom_event_lag_seconds"
-            result["server_event_lag_p99_ms_bucket"] = _server_lag_p99_ms(text, lag_name, 'replay="false"')
+            result.update(_server_lags(text))
             failed = result.pop("_not_completed")[:3]
             result["not_completed_errors"] = [
                 httpx.get(f"{url}/api/jobs/{job}").json().get("error") for job in failed

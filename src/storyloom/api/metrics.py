@@ -19,6 +19,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from storyloom.jobs.metrics import LAG_BUCKETS_S
+
 __all__ = [
     "CONTENT_TYPE_LATEST",
     "DURATION_BUCKETS_S",
@@ -42,13 +44,13 @@ EVENT_LAG = Histogram(
     "Delay from an event's creation to its write to an SSE client; replay=true for events older than the "
     "connection.",
     ["replay"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 600),
+    buckets=(*LAG_BUCKETS_S, 600),
 )
 HUB_LAG = Histogram(
     "storyloom_event_hub_lag_seconds",
     "Delay from an event's creation to its delivery by this process's event hub (before the SSE write): "
-    "worker, commit and poll time, without the send.",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
+    "worker, commit and poll time, without the send; events created after the stream opened.",
+    buckets=LAG_BUCKETS_S,
 )
 STEP_DURATION = Histogram(
     "storyloom_step_duration_seconds",

@@ -30,9 +30,11 @@ async def _finished_job_events(services: Services, job_id: str, after: int) -> A
 
 
 async def _live_job_events(services: Services, job_id: str, after: int) -> AsyncIterator[EventLike]:
+    opened = time.time()
     async with services.hub.subscribe(job_id, after) as subscription:
         async for event in subscription:
-            HUB_LAG.observe(max(0.0, time.time() - event.ts))
+            if event.ts >= opened:  # live: older events are replays, whose age is not a lag
+                HUB_LAG.observe(max(0.0, time.time() - event.ts))
             yield event
 
 

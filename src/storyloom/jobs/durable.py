@@ -1,24 +1,33 @@
 """Durable checkpoints and events for the flow engine, written by one group-commit writer.
 
 SQLite has one writer; thousands of steps per second cannot each pay a commit. A process runs a
-single `GroupCommitWriter` task: runs hand it checkpoint rows (and `await` the commit of the batch
-that holds them, so a step's result is durable before its dependents start) and event rows (fire
-and forget: `emit` is sync). Whatever arrives while a commit is in flight goes into the next one,
-so the batch grows with the load and a commit costs one fsync for many steps.
+single `GroupCommitWriter`: runs hand it checkpoint rows (and `await` the commit of the batch that
+holds them, so a step's result is durable before its dependents start) and event rows (fire and
+forget: `emit` is sync). Whatever arrives while a commit is in flight goes into the next one, so
+the batch grows with the load and a commit costs one fsync for many steps.
+
+Batches are cut on a thread of their own and committed through `Database.transaction_blocking`
+(the database's write thread), never on the worker's event loop: there, a commit is several awaits
+and each waits a whole turn of a loop busy with hundreds of model streams, all while holding
+SQLite's write lock (see `store.database`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storyloom.flow.types import Event
+from storyloom.jobs.metrics import COMMIT_LAG
 from storyloom.logs import get_logger
 from storyloom.store.database import Database
 from storyloom.store.schema import checkpoints, events
@@ -26,6 +35,10 @@ from storyloom.store.schema import checkpoints, events
 __all__ = ["DurableCheckpoints", "GroupCommitWriter", "JobEventSink"]
 
 _log = get_logger("storyloom.jobs.durable")
+# A thread waiting for the GIL gets it after at most this long (CPython's default is 5 ms). The
+# commit thread needs it a few times per commit while the loop thread is busy, so a shorter turn
+# keeps commits prompt; 1 ms costs the busy thread little.
+_SWITCH_INTERVAL_S = 0.001
 
 
 @dataclass(slots=True)
@@ -43,110 +56,162 @@ class GroupCommitWriter:
         linger_s: float = 0.002,
         max_rows: int = 5000,
         on_commit: Callable[[], None] | None = None,
+        retry_s: float = 0.5,
     ) -> None:
         self.db = db
         self.linger_s = linger_s
         self.max_rows = max_rows
         self.on_commit = on_commit
+        self.retry_s = retry_s
         self._pending = _Batch()
-        self._has_work = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()
+        self._has_work = threading.Condition(self._lock)
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._owner: asyncio.AbstractEventLoop | None = None  # where on_commit runs
         self.commits = 0
         self.rows_committed = 0
         self.checkpoints_committed = 0
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="group-commit")
+        if self._thread is None:
+            self._owner = asyncio.get_running_loop()
+            self._stopping = False
+            if sys.getswitchinterval() > _SWITCH_INTERVAL_S:
+                sys.setswitchinterval(_SWITCH_INTERVAL_S)
+            self._thread = threading.Thread(target=self._thread_main, name="group-commit", daemon=True)
+            self._thread.start()
 
     async def stop(self) -> None:
-        """Commit everything queued, then stop."""
-        if self._task is None:
+        """Commit everything queued, then stop the thread."""
+        thread = self._thread
+        if thread is None:
             return
         with contextlib.suppress(Exception):
             await self.flush()
-        task, self._task = self._task, None
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        with self._lock:
+            self._stopping = True
+            self._has_work.notify()
+        await asyncio.to_thread(thread.join)
+        self._thread = None
 
     def add_event(self, row: dict[str, Any]) -> None:
-        self._pending.events.append(row)
-        self._has_work.set()
+        with self._lock:
+            self._pending.events.append(row)
+            self._has_work.notify()
 
     async def save_checkpoint(self, run_id: str, step: str, value: Any) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.checkpoints.append(
-            {"run_id": run_id, "step": step, "value": value, "created_at": time.time()}
-        )
-        self._pending.waiters.append(fut)
-        self._has_work.set()
         await self._ensure_running()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        row = {"run_id": run_id, "step": step, "value": value, "created_at": time.time()}
+        with self._lock:
+            self._pending.checkpoints.append(row)
+            self._pending.waiters.append(fut)
+            self._has_work.notify()
         await fut
 
     async def flush(self) -> None:
         """Return once everything added before this call is committed."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.waiters.append(fut)
-        self._has_work.set()
         await self._ensure_running()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            self._pending.waiters.append(fut)
+            self._has_work.notify()
         await fut
 
     async def _ensure_running(self) -> None:
-        if self._task is None:
+        if self._thread is None:
             await self.start()
 
-    async def _run(self) -> None:
-        while True:
-            await self._has_work.wait()
-            if self.linger_s > 0:
-                await asyncio.sleep(self.linger_s)
-            self._has_work.clear()
-            batch, self._pending = self._pending, _Batch()
-            try:
-                await self._commit(batch)
-            except asyncio.CancelledError:
-                self._fail(batch, RuntimeError("the writer stopped before committing"))
-                raise
-            except Exception as exc:
-                _log.error("group_commit_failed", error=str(exc), events=len(batch.events))
-                self._fail(batch, exc)
-                # Events have no waiter to tell: keep them, in order, for the next attempt.
-                self._pending.events[:0] = batch.events
-                self._has_work.set()
-                await asyncio.sleep(0.5)
-                continue
-            for fut in batch.waiters:
-                if not fut.done():
-                    fut.set_result(None)
+    # ---- the commit thread ---------------------------------------------------------------------
 
-    async def _commit(self, batch: _Batch) -> None:
-        if not batch.events and not batch.checkpoints:
-            return
-        async with self.db.write() as conn:
+    def _thread_main(self) -> None:
+        while self._next_batch():
+            pass
+
+    def _next_batch(self) -> bool:
+        """Wait for work, commit one batch; False once stopped with nothing left to commit."""
+        with self._lock:
+            while not self._has_pending() and not self._stopping:
+                self._has_work.wait()
+            if not self._has_pending():
+                return False
+        if self.linger_s > 0:
+            time.sleep(self.linger_s)  # let a burst of rows join this commit
+        with self._lock:
+            batch, self._pending = self._pending, _Batch()
+        try:
+            if batch.events or batch.checkpoints:  # a flush alone: everything before is committed
+                self.db.transaction_blocking(self._commit_fn(batch))
+        except Exception as exc:
+            _log.error("group_commit_failed", error=str(exc), events=len(batch.events))
+            _resolve(batch.waiters, exc)
+            with self._lock:  # events have no waiter to tell: keep them, in order, for the next try
+                if self._stopping:
+                    _log.error("group_commit_gave_up", events=len(batch.events) + len(self._pending.events))
+                    return False
+                self._pending.events[:0] = batch.events
+            time.sleep(self.retry_s)
+            return True
+        self._count(batch)
+        _resolve(batch.waiters, None)
+        if self.on_commit is not None and batch.events and self._owner is not None:
+            with contextlib.suppress(RuntimeError):  # the owner's loop is closed: nobody to tell
+                self._owner.call_soon_threadsafe(self.on_commit)
+        return True
+
+    def _has_pending(self) -> bool:
+        p = self._pending
+        return bool(p.events or p.checkpoints or p.waiters)
+
+    def _commit_fn(self, batch: _Batch) -> Callable[[AsyncConnection], Awaitable[None]]:
+        db = self.db
+
+        async def commit(conn: AsyncConnection) -> None:
             if batch.events:
                 # A zombie run (lease lost, not yet noticed) may reuse a seq: the first write wins.
-                stmt = self.db.insert(events).on_conflict_do_nothing(index_elements=["job_id", "seq"])
+                stmt = db.insert(events).on_conflict_do_nothing(index_elements=["job_id", "seq"])
                 for i in range(0, len(batch.events), self.max_rows):
                     await conn.execute(stmt, batch.events[i : i + self.max_rows])
             if batch.checkpoints:
-                ins = self.db.insert(checkpoints)
+                ins = db.insert(checkpoints)
                 upsert = ins.on_conflict_do_update(
                     index_elements=["run_id", "step"],
                     set_={"value": ins.excluded.value, "created_at": ins.excluded.created_at},
                 )
                 await conn.execute(upsert, _last_per_key(batch.checkpoints))
+
+        return commit
+
+    def _count(self, batch: _Batch) -> None:
+        if not batch.events and not batch.checkpoints:
+            return
+        now = time.time()
         self.commits += 1
         self.rows_committed += len(batch.events) + len(batch.checkpoints)
         self.checkpoints_committed += len(batch.checkpoints)
-        if self.on_commit is not None and batch.events:
-            self.on_commit()
+        for row in batch.events:
+            COMMIT_LAG.observe(max(0.0, now - row["ts"]))
 
-    @staticmethod
-    def _fail(batch: _Batch, exc: BaseException) -> None:
-        for fut in batch.waiters:
-            if not fut.done():
-                fut.set_exception(exc)
+
+def _resolve(waiters: list[asyncio.Future[None]], exc: BaseException | None) -> None:
+    """Settle futures that belong to other loops: one wake-up per loop, not one per future."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for fut in waiters:
+        by_loop.setdefault(fut.get_loop(), []).append(fut)
+    for loop, futs in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
+            loop.call_soon_threadsafe(_settle, futs, exc)
+
+
+def _settle(futs: list[asyncio.Future[None]], exc: BaseException | None) -> None:
+    for fut in futs:
+        if fut.done():
+            continue
+        if exc is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(exc)
 
 
 def _last_per_key(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storyloom.jobs.models import JobStatus
 from storyloom.store.database import Database
@@ -28,13 +29,16 @@ async def cleanup(
     old_done = sa.select(jobs.c.id).where(
         jobs.c.status.in_(_TERMINAL), jobs.c.finished_at < now - events_ttl_s
     )
-    async with db.write() as conn:
+
+    async def tx(conn: AsyncConnection) -> dict[str, int]:
         ev = await conn.execute(sa.delete(events).where(events.c.job_id.in_(old_done)))
         cp = await conn.execute(sa.delete(checkpoints).where(checkpoints.c.run_id.in_(old_done)))
         gone = await conn.execute(
             sa.delete(jobs).where(jobs.c.status.in_(_TERMINAL), jobs.c.finished_at < now - jobs_ttl_s)
         )
-    return {"events": ev.rowcount or 0, "checkpoints": cp.rowcount or 0, "jobs": gone.rowcount or 0}
+        return {"events": ev.rowcount or 0, "checkpoints": cp.rowcount or 0, "jobs": gone.rowcount or 0}
+
+    return await db.transaction(tx)
 
 
 async def record_usage(
@@ -49,19 +53,17 @@ async def record_usage(
     job_id: str | None = None,
     ts: float | None = None,
 ) -> None:
-    async with db.write() as conn:
-        await conn.execute(
-            sa.insert(usage).values(
-                ts=time.time() if ts is None else ts,
-                job_id=job_id,
-                tenant=tenant,
-                model=model,
-                calls=calls,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                cost_usd=cost_usd,
-            )
-        )
+    stmt = sa.insert(usage).values(
+        ts=time.time() if ts is None else ts,
+        job_id=job_id,
+        tenant=tenant,
+        model=model,
+        calls=calls,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cost_usd=cost_usd,
+    )
+    await db.execute(stmt)
 
 
 async def rollup_costs(db: Database, *, days: int = 2, now: float | None = None) -> list[dict[str, Any]]:
@@ -69,7 +71,8 @@ async def rollup_costs(db: Database, *, days: int = 2, now: float | None = None)
     now = time.time() if now is None else now
     today = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     out: list[dict[str, Any]] = []
-    async with db.write() as conn:
+
+    async def tx(conn: AsyncConnection) -> None:
         for back in range(days - 1, -1, -1):
             start = today - timedelta(days=back)
             t0, t1 = start.timestamp(), (start + timedelta(days=1)).timestamp()
@@ -103,4 +106,6 @@ async def rollup_costs(db: Database, *, days: int = 2, now: float | None = None)
                     )
                 )
                 out.append(values)
+
+    await db.transaction(tx)
     return out

@@ -87,11 +87,12 @@ class JobQueue:
         if not kind:
             raise InputError("a job needs a kind.")
         now = time.time()
-        async with self.db.write() as conn:
+
+        async def tx(conn: AsyncConnection) -> tuple[Job, bool]:
             if idempotency_key is not None:
                 existing = await _by_key(conn, tenant, idempotency_key)
                 if existing is not None:
-                    return existing
+                    return existing, False
             if self.max_backlog is not None:
                 backlog = await conn.scalar(sa.select(sa.func.count()).where(jobs.c.status.in_(_ACTIVE)))
                 if int(backlog or 0) >= self.max_backlog:
@@ -128,10 +129,13 @@ class JobQueue:
                 winner = await _by_key(conn, tenant, idempotency_key)
                 if winner is None:
                     raise JobNotFoundError(f"job with idempotency key {idempotency_key!r} vanished")
-                return winner
+                return winner, False
             await append_event(conn, job_id, "job.submitted", {"kind": kind, "priority": priority})
-            job = Job.from_row(row)
-        self._wake()
+            return Job.from_row(row), True
+
+        job, created = await self.db.transaction(tx)
+        if created:
+            self._wake()
         return job
 
     async def get(self, job_id: str) -> Job:
@@ -151,7 +155,8 @@ class JobQueue:
     async def cancel(self, job_id: str) -> Job:
         """Pending/retrying: cancelled now. Running: flagged; its worker stops it within a heartbeat."""
         now = time.time()
-        async with self.db.write() as conn:
+
+        async def tx(conn: AsyncConnection) -> Job:
             row = (await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).first()
             if row is None:
                 raise JobNotFoundError(f"no job {job_id!r}")
@@ -166,8 +171,11 @@ class JobQueue:
                 )
             row = (await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).first()
             assert row is not None
+            return Job.from_row(row)
+
+        job = await self.db.transaction(tx)
         self._wake()
-        return Job.from_row(row)
+        return job
 
     async def stats(self) -> QueueStats:
         now = time.time()
@@ -246,8 +254,7 @@ class JobQueue:
             )
             .returning(*jobs.c)
         )
-        async with self.db.write() as conn:
-            rows = (await conn.execute(stmt)).all()
+        rows = await self.db.execute(stmt)
         claimed = [Job.from_row(r) for r in rows]
         claimed.sort(key=lambda j: (-j.priority, j.run_at, j.created_at))
         return claimed
@@ -269,8 +276,7 @@ class JobQueue:
             .values(lease_expires_at=time.time() + lease_s)
             .returning(jobs.c.id, jobs.c.cancel_requested)
         )
-        async with self.db.write() as conn:
-            rows = (await conn.execute(stmt)).all()
+        rows = await self.db.execute(stmt)
         return Heartbeat(
             owned=frozenset(r[0] for r in rows),
             cancel_requested=frozenset(r[0] for r in rows if r[1]),
@@ -279,10 +285,15 @@ class JobQueue:
     async def complete(self, job_id: str, worker_id: str, result: dict[str, Any]) -> bool:
         """Mark completed (with the terminal event, atomically). False: the lease was lost."""
         now = time.time()
-        async with self.db.write() as conn:
+
+        async def tx(conn: AsyncConnection) -> bool:
             if not await _finish(conn, job_id, JobStatus.COMPLETED, now, result=result, owner=worker_id):
                 return False
             await append_event(conn, job_id, "job.completed", {})
+            return True
+
+        if not await self.db.transaction(tx):
+            return False
         self._wake()
         return True
 
@@ -291,7 +302,8 @@ class JobQueue:
     ) -> JobStatus | None:
         """Retry with exponential backoff while attempts remain, else dead-letter. None: lease lost."""
         now = time.time()
-        async with self.db.write() as conn:
+
+        async def tx(conn: AsyncConnection) -> JobStatus | None:
             row = (
                 await conn.execute(
                     sa.select(jobs.c.attempts, jobs.c.max_attempts).where(
@@ -327,16 +339,21 @@ class JobQueue:
             await _cascade(conn, [job_id], now)
             return JobStatus.FAILED
 
+        return await self.db.transaction(tx)
+
     async def finish_cancelled(
         self, job_id: str, worker_id: str, reason: str = "cancelled by request"
     ) -> bool:
         now = time.time()
-        async with self.db.write() as conn:
+
+        async def tx(conn: AsyncConnection) -> bool:
             if not await _finish(conn, job_id, JobStatus.CANCELLED, now, error=reason, owner=worker_id):
                 return False
             await append_event(conn, job_id, "job.cancelled", {"reason": reason})
             await _cascade(conn, [job_id], now)
             return True
+
+        return await self.db.transaction(tx)
 
     async def release(self, worker_id: str, job_ids: Iterable[str] | None = None) -> int:
         """Give running jobs back (graceful shutdown): pending again, the attempt not counted."""
@@ -344,7 +361,9 @@ class JobQueue:
         cond = [jobs.c.lease_owner == worker_id, jobs.c.status == JobStatus.RUNNING.value]
         if job_ids is not None:
             cond.append(jobs.c.id.in_(list(job_ids)))
-        async with self.db.write() as conn:
+        is_sqlite = self.db.is_sqlite
+
+        async def tx(conn: AsyncConnection) -> int:
             rows = (
                 await conn.execute(
                     sa.update(jobs)
@@ -354,7 +373,7 @@ class JobQueue:
                         lease_owner=None,
                         lease_expires_at=None,
                         attempts=sa.func.max(jobs.c.attempts - 1, 0)
-                        if self.db.is_sqlite
+                        if is_sqlite
                         else sa.func.greatest(jobs.c.attempts - 1, 0),
                         run_at=now,
                         updated_at=now,
@@ -364,7 +383,9 @@ class JobQueue:
             ).all()
             for (job_id,) in rows:
                 await append_event(conn, job_id, "job.released", {"worker": worker_id})
-        return len(rows)
+            return len(rows)
+
+        return await self.db.transaction(tx)
 
     def _wake(self) -> None:
         if self.hub is not None:

@@ -46,8 +46,7 @@ async def ensure_schedule(
             index_elements=["name"], set_={"kind": kind, "payload": payload, "interval_s": interval_s}
         )
     )
-    async with db.write() as conn:
-        await conn.execute(stmt)
+    await db.execute(stmt)
 
 
 async def tick(queue: JobQueue, *, now: float | None = None, priority: int = 3) -> list[Job]:
@@ -70,11 +69,11 @@ async def tick(queue: JobQueue, *, now: float | None = None, priority: int = 3) 
         # Skip ticks missed while nothing ran: the next slot is the first one after now.
         interval = float(m["interval_s"])
         missed = int((now - slot) // interval) + 1
-        async with queue.db.write() as conn:
-            await conn.execute(
-                sa.update(schedules)
-                .where(schedules.c.name == m["name"], schedules.c.next_run_at == slot)
-                .values(next_run_at=slot + missed * interval, last_job_id=job.id)
-            )
+        advance = (
+            sa.update(schedules)
+            .where(schedules.c.name == m["name"], schedules.c.next_run_at == slot)
+            .values(next_run_at=slot + missed * interval, last_job_id=job.id)
+        )
+        await queue.db.execute(advance)
         out.append(job)
     return out

@@ -4,17 +4,21 @@ SQLite allows one writer at a time. Instead of letting many coroutines fight ove
 (and get `database is locked`), a process keeps a single write connection whose transactions start
 with `BEGIN IMMEDIATE`: writers queue in asyncio for that connection, and across processes
 `busy_timeout` waits for the file lock. Reads use a separate small pool and never block on writers
-(WAL). On Postgres both `read()` and `write()` use one pool; row locks do the work.
+(WAL).
+
+The service writes through `transaction(fn)`: `fn` runs on the process's write thread, batched
+with other transactions into one commit (see `store.writes` for why and how).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -24,21 +28,34 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from storyloom.errors import ConfigError, StoreError
+from storyloom.store.writes import Transaction, WriteThread
 
 __all__ = ["Database"]
 
 _MIGRATION_LOCK_ID = 7_714_202_611  # pg advisory lock key for migrations (any constant)
+T = TypeVar("T")
 
 
 class Database:
     """Engines plus the dialect-specific bits the queries need. Create with `from_url`."""
 
-    def __init__(self, url: str, *, write_engine: AsyncEngine, read_engine: AsyncEngine) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        write_engine: AsyncEngine,
+        read_engine: AsyncEngine,
+        thread_engine: Callable[[], AsyncEngine] | None = None,
+    ) -> None:
         self.url = url
         self._write = write_engine
         self._read = read_engine
         self.dialect: str = write_engine.dialect.name
         self._closed = False
+        self._thread_engine = thread_engine or (lambda: write_engine)
+        self._writes: WriteThread | None = None
+        self._lock_path: str | None = None  # SQLite: the file the write threads flock
+        self._writes_lock = threading.Lock()
 
     @property
     def is_sqlite(self) -> bool:
@@ -68,21 +85,72 @@ class Database:
             )
             _sqlite_setup(write, begin="BEGIN IMMEDIATE", busy_timeout_ms=busy_timeout_ms)
             _sqlite_setup(read, begin="BEGIN", busy_timeout_ms=busy_timeout_ms)
-            return cls(url, write_engine=write, read_engine=read)
+
+            lock_path = f"{path}.writelock"
+
+            def sqlite_writer() -> AsyncEngine:
+                engine = create_async_engine(
+                    parsed, pool_size=1, max_overflow=0, pool_timeout=300, json_serializer=_to_json
+                )
+                _sqlite_setup(engine, begin="BEGIN IMMEDIATE", busy_timeout_ms=busy_timeout_ms)
+                return engine
+
+            db = cls(url, write_engine=write, read_engine=read, thread_engine=sqlite_writer)
+            db._lock_path = lock_path
+            return db
         if backend == "postgresql":
             if parsed.drivername != "postgresql+asyncpg":
                 parsed = parsed.set(drivername="postgresql+asyncpg")
             engine = create_async_engine(
                 parsed, pool_size=pool_size, max_overflow=pool_size, pool_timeout=120
             )
-            return cls(url, write_engine=engine, read_engine=engine)
+
+            def pg_writer() -> AsyncEngine:  # asyncpg connections belong to the loop that opened them
+                return create_async_engine(
+                    parsed, pool_size=max(2, pool_size // 2), max_overflow=pool_size, pool_timeout=120
+                )
+
+            return cls(url, write_engine=engine, read_engine=engine, thread_engine=pg_writer)
         raise ConfigError(
             f"unsupported database {backend!r}: use sqlite+aiosqlite:// or postgresql+asyncpg://."
         )
 
+    async def transaction(self, fn: Transaction[T]) -> T:
+        """Run `fn(conn)` in one write transaction on the write thread; its result, or its error.
+
+        `fn` runs on another thread and loop: it may only use `conn` and plain values, not the
+        caller's asyncio objects. Cancelling the caller cancels `fn` (the transaction rolls back).
+        Database errors become `StoreError`.
+        """
+        return await asyncio.wrap_future(self._write_thread().submit(fn))
+
+    async def execute(self, stmt: Any) -> list[Any]:
+        """One statement in a write transaction of its own; its rows ([] if it returns none)."""
+
+        async def tx(conn: AsyncConnection) -> list[Any]:
+            result = await conn.execute(stmt)
+            return list(result.all()) if result.returns_rows else []
+
+        return await self.transaction(tx)
+
+    def transaction_blocking(self, fn: Transaction[T]) -> T:
+        """`transaction` for plain threads (the group-commit writer): blocks until committed."""
+        return self._write_thread().submit(fn).result()
+
+    def _write_thread(self) -> WriteThread:
+        if self._closed:
+            raise StoreError("the database is closed.")
+        with self._writes_lock:
+            if self._writes is None:
+                self._writes = WriteThread(self._thread_engine, lock_path=self._lock_path)
+            return self._writes
+
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        """One short write transaction, committed on exit. Database errors become `StoreError`."""
+        """A write transaction on the calling loop, committed on exit (startup, tests).
+
+        It holds SQLite's write lock across the caller's awaits: the service uses `transaction`.
+        """
         try:
             async with self._write.begin() as conn:
                 yield conn
@@ -118,6 +186,9 @@ class Database:
         if self._closed:
             return
         self._closed = True
+        writes, self._writes = self._writes, None
+        if writes is not None:
+            await asyncio.to_thread(writes.close)
         await self._write.dispose()
         if self._read is not self._write:
             await self._read.dispose()

@@ -133,9 +133,12 @@ class ProjectStore:
         values = {name: fields[name] for name in _PROJECT_FIELDS if name in fields}
         values.setdefault("characters", [])
         row = {"id": _new_id(), "tenant": tenant, "created_at": now, "updated_at": now, **values}
-        async with self._db.write() as conn:
+
+        async def tx(conn: AsyncConnection) -> Project:
             await conn.execute(projects.insert().values(**row))
             return await self._get_project(conn, row["id"], tenant)  # type: ignore[return-value]
+
+        return await self._db.transaction(tx)
 
     async def get_project(self, project_id: str, *, tenant: str = "default") -> Project | None:
         async with self._db.read() as conn:
@@ -158,7 +161,8 @@ class ProjectStore:
         self, project_id: str, changes: Mapping[str, Any], *, tenant: str = "default"
     ) -> Project | None:
         values = {name: changes[name] for name in _PROJECT_FIELDS if name in changes}
-        async with self._db.write() as conn:
+
+        async def tx(conn: AsyncConnection) -> Project | None:
             if values:
                 await conn.execute(
                     projects.update()
@@ -167,10 +171,13 @@ class ProjectStore:
                 )
             return await self._get_project(conn, project_id, tenant)
 
+        return await self._db.transaction(tx)
+
     async def delete_project(self, project_id: str, *, tenant: str = "default") -> bool:
         """Delete the project with its chapters and versions (explicitly: SQLite may not enforce FKs)."""
         chapter_ids = sa.select(chapters.c.id).where(chapters.c.project_id == project_id)
-        async with self._db.write() as conn:
+
+        async def tx(conn: AsyncConnection) -> bool:
             if await self._get_project(conn, project_id, tenant) is None:
                 return False
             await conn.execute(
@@ -179,6 +186,8 @@ class ProjectStore:
             await conn.execute(chapters.delete().where(chapters.c.project_id == project_id))
             await conn.execute(projects.delete().where(projects.c.id == project_id))
             return True
+
+        return await self._db.transaction(tx)
 
     @staticmethod
     async def _get_project(conn: AsyncConnection, project_id: str, tenant: str) -> Project | None:
@@ -195,7 +204,8 @@ class ProjectStore:
         now = time.time()
         for _ in range(3):  # two writers may pick the same next index; the unique key decides
             try:
-                async with self._db.write() as conn:
+
+                async def tx(conn: AsyncConnection) -> Chapter:
                     chosen = index
                     if chosen is None:
                         top = await conn.scalar(
@@ -237,6 +247,8 @@ class ProjectStore:
                         )
                     )
                     return await self._get_chapter(conn, chapter_id)  # type: ignore[return-value]
+
+                return await self._db.transaction(tx)
             except StoreError as exc:
                 if not isinstance(exc.__cause__, IntegrityError):
                     raise
@@ -280,7 +292,8 @@ class ProjectStore:
     ) -> list[ChapterVersion]:
         """Store a job's candidates; idempotent per (chapter, job, index), so a re-run overwrites its own."""
         now = time.time()
-        async with self._db.write() as conn:
+
+        async def tx(conn: AsyncConnection) -> list[ChapterVersion]:
             for version in versions:
                 values = {
                     "id": _new_id(),
@@ -309,6 +322,8 @@ class ProjectStore:
             )
             return [_version(row) for row in await conn.execute(query.order_by(chapter_versions.c.index))]
 
+        return await self._db.transaction(tx)
+
     async def list_versions(self, chapter_id: str) -> list[ChapterVersion]:
         query = (
             sa.select(chapter_versions)
@@ -329,7 +344,8 @@ class ProjectStore:
 
     async def choose_version(self, chapter_id: str, version_id: str) -> ChapterVersion | None:
         """Mark one version chosen (and the others not) and make it the chapter's current text."""
-        async with self._db.write() as conn:
+
+        async def tx(conn: AsyncConnection) -> ChapterVersion | None:
             row = (
                 await conn.execute(
                     sa.select(chapter_versions).where(
@@ -353,6 +369,8 @@ class ProjectStore:
                 await conn.execute(sa.select(chapter_versions).where(chapter_versions.c.id == version_id))
             ).one()
             return _version(chosen)
+
+        return await self._db.transaction(tx)
 
     async def chapter_job_ids(self, chapter_id: str, *, limit: int = 20) -> list[str]:
         """Ids of the chapter jobs submitted for this chapter (payload.chapter_id), newest first."""
