@@ -113,7 +113,9 @@ class Settings(BaseSettings):
         prof = PROFILES[name]
         base_url = self.base_url or prof.base_url
         if name == "generic" and not base_url:
-            raise ConfigError("the generic provider needs STORYLOOM_BASE_URL (e.g. http://127.0.0.1:8000/v1).")
+            raise ConfigError(
+                "the generic provider needs STORYLOOM_BASE_URL (e.g. http://127.0.0.1:8000/v1)."
+            )
         api_key = self.api_key
         if api_key is None and prof.key_env:
             import os  # read only here, at the edge, for the provider's conventional variable

@@ -12,6 +12,7 @@ import httpx
 from _api_support import ActingWorker, Served, chapter_result, novel_input, serve_app
 
 from storyloom.api.services import ApiOptions
+from storyloom.api.sse import SseEvent, event_stream
 
 
 async def _frames(response: httpx.Response) -> AsyncIterator[dict[str, str]]:
@@ -138,3 +139,34 @@ async def test_generate_stream_names_the_task_then_streams_its_events(api: Serve
     metrics = (await api.client.get("/metrics")).text
     assert 'storyloom_step_duration_seconds_count{step="director"}' in metrics
     assert "storyloom_event_lag_seconds_bucket" in metrics
+
+
+async def test_events_ready_together_go_out_in_one_write_and_the_terminal_one_ends_it() -> None:
+    """A burst costs one write per batch, not per event; nothing after the terminal event is sent."""
+
+    def ev(seq: int, kind: str = "step.delta") -> SseEvent:
+        return SseEvent(seq=seq, kind=kind, step="s", ts=0.0, data={"text": str(seq)})
+
+    async def batches() -> AsyncIterator[list[SseEvent]]:
+        yield [ev(1), ev(2), ev(3)]
+        yield [ev(4), ev(5, "job.completed"), ev(6)]
+        yield [ev(7)]
+
+    sent: list[int] = []
+    writes = [
+        chunk
+        async for chunk in event_stream(
+            batches(),
+            heartbeat_s=5.0,
+            is_terminal=lambda e: e.kind == "job.completed",
+            on_sent=lambda e: sent.append(e.seq),
+        )
+    ]
+    assert len(writes) == 2
+    assert [f[: f.index(b"\n") + 1] for f in writes[0].split(b"\n\n")[:-1]] == [
+        b"id: 1\n",
+        b"id: 2\n",
+        b"id: 3\n",
+    ]
+    assert writes[1].count(b"id: ") == 2 and b"id: 6" not in writes[1]
+    assert sent == [1, 2, 3, 4, 5]

@@ -204,10 +204,10 @@ async def test_instances_share_one_pool_per_base_url_until_the_last_closes() -> 
         assert len(pools) == 1 and pools[url].users == 2
         shared = pools[url].client
         await a.aclose()
-        assert not shared.is_closed
+        assert not shared.closed
         await b.chat(req())
         await b.aclose()
-        assert shared.is_closed and url not in pools
+        assert shared.closed and url not in pools
 
 
 async def test_connection_dropped_mid_stream_is_a_cut_with_partial_text(sim: SimHandle) -> None:

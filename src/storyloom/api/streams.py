@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from fastapi.responses import StreamingResponse
@@ -18,24 +18,30 @@ __all__ = ["job_events_response"]
 _PAGE = 500
 
 
-async def _finished_job_events(services: Services, job_id: str, after: int) -> AsyncIterator[EventLike]:
+async def _finished_job_events(
+    services: Services, job_id: str, after: int
+) -> AsyncIterator[Sequence[EventLike]]:
     """A finished job's log, paged; ends even if retention already removed the terminal event."""
     while True:
         page = await services.queue.events(job_id, after, _PAGE)
-        for event in page:
-            yield event
+        if page:
+            yield page
         if len(page) < _PAGE:
             return
         after = page[-1].seq
 
 
-async def _live_job_events(services: Services, job_id: str, after: int) -> AsyncIterator[EventLike]:
+async def _live_job_events(services: Services, job_id: str, after: int) -> AsyncIterator[Sequence[EventLike]]:
+    """Replay then live, as batches of what is ready at once."""
     opened = time.time()
     async with services.hub.subscribe(job_id, after) as subscription:
-        async for event in subscription:
-            if event.ts >= opened:  # live: older events are replays, whose age is not a lag
-                HUB_LAG.observe(max(0.0, time.time() - event.ts))
-            yield event
+        async for first in subscription:
+            batch = [first, *subscription.drain_ready(_PAGE - 1)]
+            now = time.time()
+            for event in batch:
+                if event.ts >= opened:  # live: older events are replays, whose age is not a lag
+                    HUB_LAG.observe(max(0.0, now - event.ts))
+            yield batch
 
 
 def _is_terminal(event: EventLike) -> bool:
