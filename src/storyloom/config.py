@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./storyloom-data")
     database_url: str | None = None
     redis_url: str | None = None
+    # udp://host:port[,…] of the API processes' event hubs, woken by workers after each commit
+    # (`storyloom serve` sets it for the workers it starts; see jobs/wake.py).
+    event_wake_url: str | None = None
 
     sim_seed: int = 42
     log_level: str = "INFO"

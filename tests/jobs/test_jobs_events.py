@@ -228,3 +228,50 @@ async def test_events_are_committed_while_the_workers_loop_is_busy(db: Database,
         await other.close()
     assert [e.data.get("i") for e in committed[1:]] == list(range(20))
     await writer.stop()
+
+
+async def test_a_workers_commit_wakes_the_hub_by_datagram(db: Database, queue: JobQueue) -> None:
+    """Another process's commit reaches subscribers at once, not at the next (here: 10 s) poll."""
+    from storyloom.jobs.wake import WakeSender, listen_for_wakes, parse_wake_urls
+
+    hub = EventHub(db, poll_interval_s=10.0, idle_interval_s=10.0)
+    await hub.start()
+    transport = await listen_for_wakes(hub)
+    host, port = transport.get_extra_info("sockname")[:2]
+    worker_db = Database.from_url(db.url)  # the worker process's own handle
+    sender = WakeSender(parse_wake_urls(f"udp://{host}:{port}"))
+    worker_db.add_commit_listener(sender)
+    writer = GroupCommitWriter(worker_db)
+    await writer.start()
+    job = await queue.submit("k", {})
+    try:
+        async with hub.subscribe(job.id, after_seq=1) as sub:
+            await asyncio.sleep(0.2)  # the subscription's replay is done; only a poll finds more
+            sink = await JobEventSink.open(worker_db, writer, job.id)
+            t0 = time.monotonic()
+            sink.append("step.delta", {"text": "hello"})
+            async with asyncio.timeout(5):
+                got = await sub.__anext__()
+            assert got.data == {"text": "hello"} and time.monotonic() - t0 < 1.0
+            assert sender.sent >= 1
+    finally:
+        await writer.stop()
+        transport.close()
+        sender.close()
+        await worker_db.close()
+        await hub.stop()
+
+
+def test_wake_urls_are_checked() -> None:
+    import pytest
+
+    from storyloom.errors import ConfigError
+    from storyloom.jobs.wake import parse_wake_urls
+
+    assert parse_wake_urls("udp://127.0.0.1:7001, udp://localhost:7002") == [
+        ("127.0.0.1", 7001),
+        ("localhost", 7002),
+    ]
+    for bad in ("tcp://127.0.0.1:7001", "udp://127.0.0.1", "udp://:7001", "udp://h:notaport"):
+        with pytest.raises(ConfigError, match="udp://"):
+            parse_wake_urls(bad)

@@ -47,6 +47,9 @@ class BenchConfig:
     tokens_per_s: float = 1000.0
     answer_tokens: int = 120
     timeout_s: float = 900.0
+    # The simulator stands for a provider on other machines: niced, it gets the CPU the service
+    # leaves, instead of taking a quarter of it from the service under test. 0 = not niced.
+    sim_nice: int = 10
 
 
 @dataclass(slots=True)
@@ -161,6 +164,17 @@ def _server_rss_mb(root: psutil.Process) -> tuple[float, float]:
         else:
             server += rss
     return server, sim
+
+
+def _renice_simulator(root: psutil.Process, nice: int) -> None:
+    if nice <= 0:
+        return
+    for proc in root.children(recursive=True):
+        try:
+            if " sim " in " ".join(proc.cmdline()) + " ":
+                proc.nice(nice)
+        except psutil.Error:
+            continue
 
 
 def _step_commits_per_s(db_path: Path) -> tuple[int, float]:
@@ -318,6 +332,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         workdir = Path(tmp)
         proc, url = _start_service(cfg, workdir)
         try:
+            _renice_simulator(psutil.Process(proc.pid), cfg.sim_nice)
             result = asyncio.run(_drive(cfg, url, psutil.Process(proc.pid)))
             text = httpx.get(f"{url}/metrics").text
             # creation -> the API's hub has it (worker, commit, poll); creation -> written to the socket
@@ -342,5 +357,6 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             "ttft_s": cfg.ttft_s,
             "tokens_per_s": cfg.tokens_per_s,
             "answer_tokens": cfg.answer_tokens,
+            "nice": cfg.sim_nice,
         }
         return result

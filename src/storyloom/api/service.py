@@ -103,6 +103,7 @@ async def run_service(config: ServeConfig, *, on_ready: Callable[[str], None] | 
     from storyloom.jobs.process import simulator_env
     from storyloom.jobs.queue import JobQueue
     from storyloom.jobs.supervisor import Supervisor, SupervisorConfig
+    from storyloom.jobs.wake import listen_for_wakes
     from storyloom.sim.embedded import bind_socket
     from storyloom.store.database import Database
 
@@ -125,6 +126,9 @@ async def run_service(config: ServeConfig, *, on_ready: Callable[[str], None] | 
         hub = EventHub(db)
         await hub.start()
         stack.push_async_callback(hub.stop)
+        wakes = await listen_for_wakes(hub)
+        stack.callback(wakes.close)
+        env["STORYLOOM_EVENT_WAKE_URL"] = "udp://{}:{}".format(*wakes.get_extra_info("sockname")[:2])
         supervisor = Supervisor(
             SupervisorConfig(
                 database_url=database_url,

@@ -19,6 +19,9 @@ def register(app: typer.Typer) -> None:
         ttft_s: float = typer.Option(0.2, min=0.0, help="Simulated time to first token, seconds."),
         tokens_per_s: float = typer.Option(1000.0, min=1.0, help="Simulated tokens per second."),
         lease_s: float = typer.Option(15.0, min=1.0, help="Worker lease of the service under test."),
+        sim_nice: int = typer.Option(
+            10, min=0, max=19, help="Niceness of the simulator (a remote provider's CPU); 0: none."
+        ),
         timeout_s: float = typer.Option(900.0, min=10.0, help="Give up on unfinished clients after this."),
         as_json: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
     ) -> None:
@@ -37,6 +40,7 @@ def register(app: typer.Typer) -> None:
                 ttft_s=ttft_s,
                 tokens_per_s=tokens_per_s,
                 lease_s=lease_s,
+                sim_nice=sim_nice,
             )
         )
         if as_json:

@@ -7,6 +7,7 @@ import signal
 from contextlib import AsyncExitStack
 
 from storyloom.config import Settings
+from storyloom.jobs.wake import WakeSender, parse_wake_urls
 from storyloom.jobs.worker import Worker, WorkerConfig
 from storyloom.logs import get_logger
 from storyloom.store.database import Database
@@ -23,6 +24,10 @@ async def run_worker_process(settings: Settings, config: WorkerConfig, *, sim_ur
     async with AsyncExitStack() as stack:
         db = Database.from_url(settings.resolved_database_url())
         stack.push_async_callback(db.close)
+        if settings.event_wake_url:
+            wake = WakeSender(parse_wake_urls(settings.event_wake_url))
+            stack.callback(wake.close)
+            db.add_commit_listener(wake)
         await db.migrate()
         if sim_url is None and settings.provider().is_simulated:
             # No simulator given (the serve command passes one): run one for this process alone.

@@ -56,6 +56,7 @@ class Database:
         self._writes: WriteThread | None = None
         self._lock_path: str | None = None  # SQLite: the file the write threads flock
         self._writes_lock = threading.Lock()
+        self._commit_listeners: list[Callable[[], None]] = []
 
     @property
     def is_sqlite(self) -> bool:
@@ -137,12 +138,22 @@ class Database:
         """`transaction` for plain threads (the group-commit writer): blocks until committed."""
         return self._write_thread().submit(fn).result()
 
+    def add_commit_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` after every commit of this process's writes, on the write thread.
+
+        Workers use it to wake the API's event hubs (see `jobs.wake`) instead of waiting for a poll.
+        It must be quick and must not raise.
+        """
+        self._commit_listeners.append(listener)
+
     def _write_thread(self) -> WriteThread:
         if self._closed:
             raise StoreError("the database is closed.")
         with self._writes_lock:
             if self._writes is None:
-                self._writes = WriteThread(self._thread_engine, lock_path=self._lock_path)
+                self._writes = WriteThread(
+                    self._thread_engine, lock_path=self._lock_path, listeners=self._commit_listeners
+                )
             return self._writes
 
     @asynccontextmanager

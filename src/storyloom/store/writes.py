@@ -60,11 +60,13 @@ class WriteThread:
         *,
         lock_path: str | None = None,
         max_batch_s: float = 0.05,
+        listeners: list[Callable[[], None]] | None = None,
     ) -> None:
         self._make_engine = make_engine
         self._engine: AsyncEngine | None = None
         self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644) if lock_path and fcntl else None
         self.max_batch_s = max_batch_s
+        self._listeners = listeners if listeners is not None else []  # shared: added to later
         self._queue: deque[_Item] = deque()
         self._mutex = threading.Lock()
         self._kicked = False
@@ -134,6 +136,7 @@ class WriteThread:
             return
         self.batches += 1
         self.transactions += len(done)
+        self._committed()
         for (_, fut), result in done:
             fut.set_result(result)
 
@@ -150,7 +153,12 @@ class WriteThread:
             return
         self.batches += 1
         self.transactions += 1
+        self._committed()
         fut.set_result(result)
+
+    def _committed(self) -> None:
+        for listener in self._listeners:
+            listener()
 
     @contextlib.contextmanager
     def _file_lock(self) -> Iterator[None]:
