@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from storyloom.flow.types import Event
 from storyloom.jobs.metrics import COMMIT_LAG
 from storyloom.logs import get_logger
+from storyloom.store.bulk import insert_events, upsert_checkpoints
 from storyloom.store.database import Database
 from storyloom.store.schema import checkpoints, events
 
@@ -168,18 +169,9 @@ class GroupCommitWriter:
         db = self.db
 
         async def commit(conn: AsyncConnection) -> None:
-            if batch.events:
-                # A zombie run (lease lost, not yet noticed) may reuse a seq: the first write wins.
-                stmt = db.insert(events).on_conflict_do_nothing(index_elements=["job_id", "seq"])
-                for i in range(0, len(batch.events), self.max_rows):
-                    await conn.execute(stmt, batch.events[i : i + self.max_rows])
-            if batch.checkpoints:
-                ins = db.insert(checkpoints)
-                upsert = ins.on_conflict_do_update(
-                    index_elements=["run_id", "step"],
-                    set_={"value": ins.excluded.value, "created_at": ins.excluded.created_at},
-                )
-                await conn.execute(upsert, _last_per_key(batch.checkpoints))
+            for i in range(0, len(batch.events), self.max_rows):
+                await insert_events(db, conn, batch.events[i : i + self.max_rows])
+            await upsert_checkpoints(db, conn, _last_per_key(batch.checkpoints))
 
         return commit
 

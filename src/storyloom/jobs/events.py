@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from storyloom.jobs.models import TERMINAL_EVENT_KINDS, StoredEvent
 from storyloom.jobs.queue import read_events
 from storyloom.logs import get_logger
+from storyloom.store.bulk import select_events
 from storyloom.store.database import Database
 from storyloom.store.schema import events
 
@@ -155,12 +156,10 @@ class EventHub:
         if self._holes:
             cond = sa.or_(cond, events.c.id.in_(list(self._holes)))
         async with self.db.read() as conn:
-            rows = (
-                await conn.execute(sa.select(events).where(cond).order_by(events.c.id).limit(self.batch))
-            ).all()
+            rows = await select_events(conn, cond, self.batch)
         self.polls += 1
         for row in rows:
-            ev = StoredEvent.from_row(row)
+            ev = StoredEvent.from_tuple(row)
             if ev.id in self._holes:
                 del self._holes[ev.id]
             elif ev.id > self._last_id:

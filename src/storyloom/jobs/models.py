@@ -114,6 +114,13 @@ class StoredEvent:
             data=m["data"] or {},
         )
 
+    @classmethod
+    def from_tuple(cls, row: tuple[int, str, int, str, str | None, float, Any]) -> StoredEvent:
+        """From `store.bulk.select_events`."""
+        return cls(
+            id=row[0], job_id=row[1], seq=row[2], kind=row[3], step=row[4], ts=row[5], data=row[6] or {}
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {"seq": self.seq, "kind": self.kind, "step": self.step, "ts": self.ts, "data": self.data}
 

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storyloom.errors import InputError, JobNotFoundError, QueueFullError
 from storyloom.jobs.models import Job, JobStatus, QueueStats, StoredEvent
+from storyloom.store.bulk import select_events
 from storyloom.store.database import Database
 from storyloom.store.schema import events, jobs
 
@@ -267,20 +268,25 @@ class JobQueue:
         `job_ids`: renew only these (the runs the worker really has), so a lease whose run vanished
         without bookkeeping expires instead of being renewed forever.
         """
+        asked = list(job_ids) if job_ids is not None else None
         cond = [jobs.c.lease_owner == worker_id, jobs.c.status == JobStatus.RUNNING.value]
-        if job_ids is not None:
-            cond.append(jobs.c.id.in_(list(job_ids)))
-        stmt = (
-            sa.update(jobs)
-            .where(*cond)
-            .values(lease_expires_at=time.time() + lease_s)
-            .returning(jobs.c.id, jobs.c.cancel_requested)
-        )
-        rows = await self.db.execute(stmt)
-        return Heartbeat(
-            owned=frozenset(r[0] for r in rows),
-            cancel_requested=frozenset(r[0] for r in rows if r[1]),
-        )
+        if asked is not None:
+            cond.append(jobs.c.id.in_(asked))
+        renew = sa.update(jobs).where(*cond).values(lease_expires_at=time.time() + lease_s)
+
+        # No RETURNING of every renewed row: on SQLite each returned row re-takes the GIL, with the
+        # write lock held (see store.bulk). Usually every job is still owned: one UPDATE, one
+        # SELECT that finds no cancel request.
+        async def tx(conn: AsyncConnection) -> Heartbeat:
+            renewed = (await conn.execute(renew)).rowcount
+            if asked is not None and renewed == len(set(asked)):
+                owned = frozenset(asked)
+            else:
+                owned = frozenset((await conn.scalars(sa.select(jobs.c.id).where(*cond))).all())
+            cancels = sa.select(jobs.c.id).where(*cond, jobs.c.cancel_requested.is_(True))
+            return Heartbeat(owned=owned, cancel_requested=frozenset((await conn.scalars(cancels)).all()))
+
+        return await self.db.transaction(tx)
 
     async def complete(self, job_id: str, worker_id: str, result: dict[str, Any]) -> bool:
         """Mark completed (with the terminal event, atomically). False: the lease was lost."""
@@ -401,13 +407,10 @@ class JobQueue:
 
 
 async def read_events(conn: AsyncConnection, job_id: str, after: int, limit: int) -> list[StoredEvent]:
-    rows = await conn.execute(
-        sa.select(events)
-        .where(events.c.job_id == job_id, events.c.seq > after)
-        .order_by(events.c.seq)
-        .limit(limit)
+    rows = await select_events(
+        conn, sa.and_(events.c.job_id == job_id, events.c.seq > after), limit, by_seq=True
     )
-    return [StoredEvent.from_row(r) for r in rows]
+    return [StoredEvent.from_tuple(r) for r in rows]
 
 
 async def append_event(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -216,6 +217,21 @@ def _to_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
+def _set_wal(cur: Any) -> None:
+    """`PRAGMA journal_mode=WAL`, retried: on a new file that several processes open at once, SQLite
+    answers "database is locked" at once, without waiting out busy_timeout (seen racing migrations).
+    Only the first connections to a new file can meet this, so the short blocking wait is harmless.
+    """
+    for attempt in range(100):
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as exc:
+            if "locked" not in str(exc) or attempt == 99:
+                raise
+            time.sleep(0.02)
+
+
 def _sqlite_setup(engine: AsyncEngine, *, begin: str, busy_timeout_ms: int) -> None:
     """WAL + busy_timeout on every connection; we emit BEGIN ourselves (pysqlite's is unusable)."""
 
@@ -223,8 +239,8 @@ def _sqlite_setup(engine: AsyncEngine, *, begin: str, busy_timeout_ms: int) -> N
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        _set_wal(cur)
         # NORMAL in WAL mode survives process crashes (what workers do); only power loss can lose
         # the last commits, the usual trade for thousands of commits per second.
         cur.execute("PRAGMA synchronous=NORMAL")

@@ -1,0 +1,65 @@
+"""Bulk event and checkpoint writes keep every value exactly, on SQLite (json_each) and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storyloom.store import Database
+from storyloom.store.bulk import insert_events, upsert_checkpoints
+from storyloom.store.schema import checkpoints, events
+
+VALUES: list[Any] = [
+    {"text": "少年林风 “quoted” \\ back\nslash", "n": [1, 2.5, None, True]},
+    "a plain string",
+    None,
+    [1, "two", {"three": 3}],
+    3.25,
+    False,
+]
+
+
+async def test_events_keep_order_values_and_the_first_write_of_a_seq(db: Database) -> None:
+    ts = time.time()
+    rows = [
+        {"job_id": "j", "seq": i + 1, "kind": "step.delta", "step": None if i % 2 else f"s/{i}", "ts": ts + i,
+         "data": {"v": value}}
+        for i, value in enumerate(VALUES)
+    ]  # fmt: skip
+
+    async def write(conn: AsyncConnection) -> None:
+        await insert_events(db, conn, rows)
+        await insert_events(db, conn, [{**rows[0], "data": {"v": "a zombie's late write"}}])
+
+    await db.transaction(write)
+    async with db.read() as conn:
+        got = (await conn.execute(sa.select(events).order_by(events.c.id))).all()
+    assert [r.seq for r in got] == list(range(1, len(VALUES) + 1))  # ids in the order given
+    assert [r.data for r in got] == [{"v": v} for v in VALUES]
+    assert [(r.job_id, r.kind, r.step, r.ts) for r in got] == [
+        (row["job_id"], row["kind"], row["step"], row["ts"]) for row in rows
+    ]
+
+
+async def test_checkpoints_store_any_json_value_and_a_rerun_replaces_it(db: Database) -> None:
+    rows = [{"run_id": "r", "step": f"s{i}", "value": v, "created_at": 1.5} for i, v in enumerate(VALUES)]
+
+    async def write(conn: AsyncConnection) -> None:
+        await upsert_checkpoints(db, conn, rows)
+
+    await db.transaction(write)
+
+    async def rerun(conn: AsyncConnection) -> None:
+        await upsert_checkpoints(
+            db, conn, [{"run_id": "r", "step": "s1", "value": {"again": 1}, "created_at": 2.0}]
+        )
+
+    await db.transaction(rerun)
+    async with db.read() as conn:
+        got = {r.step: (r.value, r.created_at) for r in await conn.execute(sa.select(checkpoints))}
+    expected = {f"s{i}": (v, 1.5) for i, v in enumerate(VALUES)}
+    expected["s1"] = ({"again": 1}, 2.0)
+    assert got == expected
