@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from storyloom.errors import InputError, StoryloomError
+from storyloom.flow import DeltaPacing
 from storyloom.jobs.context import Handler, JobContext
 from storyloom.jobs.maintenance import cleanup, record_usage, rollup_costs
 from storyloom.jobs.models import JobStatus
@@ -47,6 +48,7 @@ class AppServices:
     models: AgentModels | None = None
     maintenance: MaintenancePolicy = field(default_factory=MaintenancePolicy)
     book_poll_s: float = 1.0
+    pacing: DeltaPacing = field(default_factory=DeltaPacing)  # every run's deltas, together
 
     async def aclose(self) -> None:
         if self.client is not None:
@@ -62,6 +64,9 @@ def build_services(db: Database, settings: Settings, *, sim_url: str | None = No
         settings=settings,
         client=build_client(settings, sim_url=sim_url),
         models=AgentModels.from_settings(settings),
+        pacing=DeltaPacing(
+            max_events_per_s=settings.delta_events_per_s, max_interval_s=settings.delta_max_interval_s
+        ),
     )
 
 
@@ -116,6 +121,7 @@ async def chapter_handler(ctx: JobContext) -> dict[str, Any]:
         checkpoints=ctx.checkpoints,
         tenant=ctx.job.tenant,
         priority=ctx.job.priority,
+        coalesce=services.pacing,
     )
     out: dict[str, Any] = result.model_dump(mode="json")
     if isinstance(chapter_id, str):

@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     # udp://host:port[,…] of the API processes' event hubs, woken by workers after each commit
     # (`storyloom serve` sets it for the workers it starts; see jobs/wake.py).
     event_wake_url: str | None = None
+    # Streamed text becomes step.delta events every 50 ms, stretched (up to the max interval) when
+    # so many steps of one worker process stream at once that they would emit more than this.
+    delta_events_per_s: float = Field(default=400.0, gt=0)
+    delta_max_interval_s: float = Field(default=0.5, ge=0.05, le=5.0)
 
     sim_seed: int = 42
     log_level: str = "INFO"

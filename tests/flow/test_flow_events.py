@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from storyloom.flow import EventKind, Flow, ListSink, NullSink, OnError, StepContext, run_flow
+from storyloom.flow import DeltaPacing, EventKind, Flow, ListSink, NullSink, OnError, StepContext, run_flow
 
 
 async def test_run_and_step_events_are_ordered_with_timestamps() -> None:
@@ -171,3 +171,26 @@ async def test_every_event_is_json_and_nothing_follows_the_run_event() -> None:
     assert sink.events[-1].kind == EventKind.RUN_FINISHED
     assert json.loads(json.dumps(result.outputs)) == result.outputs
     assert len(result.run_id) == 32  # generated when not given
+
+
+async def test_pacing_stretches_the_interval_when_many_steps_stream_and_recovers() -> None:
+    """400 streaming steps with a budget of 400 events/s: ~1 event per step per second, not 20."""
+    pacing = DeltaPacing(min_interval_s=0.05, max_interval_s=1.0, max_events_per_s=400.0)
+
+    async def stream(ctx: StepContext) -> Any:
+        for _ in range(60):
+            ctx.delta("t")
+            await asyncio.sleep(0.02)  # 1.2 s of streaming
+
+    many, one = Flow("many"), Flow("one")
+    for i in range(400):
+        many.add(f"s{i}", stream)
+    one.add("s0", stream)
+    busy, quiet = ListSink(), ListSink()
+    await run_flow(many, None, sink=busy, coalesce_s=pacing)
+    assert pacing.streaming == 0  # every finished step was uncounted
+    await run_flow(one, None, sink=quiet, coalesce_s=pacing)
+    busy_deltas = busy.of(EventKind.STEP_DELTA)
+    assert "".join(e.data["text"] for e in busy_deltas if e.step == "s7") == "t" * 60
+    assert len(busy_deltas) <= 400 * 3  # fixed 50 ms: about 400 * 24
+    assert len(quiet.of(EventKind.STEP_DELTA)) >= 15  # alone again: back to about every 50 ms

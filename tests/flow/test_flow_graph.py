@@ -18,6 +18,7 @@ async def noop(ctx: StepContext) -> Any:
 def test_public_surface_is_exactly_the_contract() -> None:
     assert set(flow_pkg.__all__) == {
         "CheckpointStore",
+        "DeltaPacing",
         "Event",
         "EventKind",
         "EventSink",

@@ -166,6 +166,26 @@ def _server_rss_mb(root: psutil.Process) -> tuple[float, float]:
     return server, sim
 
 
+def _cpu_seconds(root: psutil.Process) -> dict[str, float]:
+    """CPU time used so far by each part: the API (the serve process), workers, simulator, clients."""
+    out = {"api": 0.0, "workers": 0.0, "simulator": 0.0}
+    try:
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return out
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+            cmd = " ".join(proc.cmdline()) + " "
+        except psutil.Error:
+            continue
+        part = "simulator" if " sim " in cmd else "workers" if " worker " in cmd else "api"
+        out[part] += times.user + times.system
+    own = psutil.Process().cpu_times()
+    out["clients"] = own.user + own.system
+    return {k: round(v, 1) for k, v in out.items()}
+
+
 def _renice_simulator(root: psutil.Process, nice: int) -> None:
     if nice <= 0:
         return
@@ -337,6 +357,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             text = httpx.get(f"{url}/metrics").text
             # creation -> the API's hub has it (worker, commit, poll); creation -> written to the socket
             result.update(_server_lags(text))
+            result["cpu_s"] = _cpu_seconds(psutil.Process(proc.pid))
             failed = result.pop("_not_completed")[:3]
             result["not_completed_errors"] = [
                 httpx.get(f"{url}/api/jobs/{job}").json().get("error") for job in failed

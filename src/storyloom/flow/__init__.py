@@ -1,5 +1,6 @@
 """The DAG engine: steps that start when their own inputs are done, fan-out, bounded loops, events."""
 
+from storyloom.flow.coalesce import DeltaPacing
 from storyloom.flow.engine import StepContext, run_flow
 from storyloom.flow.graph import Flow, OnError
 from storyloom.flow.memory import ListSink, MemoryCheckpoints, NullSink
@@ -8,6 +9,7 @@ from storyloom.flow.types import CheckpointStore, Event, EventKind, EventSink
 
 __all__ = [
     "CheckpointStore",
+    "DeltaPacing",
     "Event",
     "EventKind",
     "EventSink",

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from storyloom.errors import FlowError, StepFailedError
-from storyloom.flow.coalesce import DeltaCoalescer
+from storyloom.flow.coalesce import DeltaCoalescer, DeltaPacing
 from storyloom.flow.graph import Flow, OnError, Plan, StepSpec
 from storyloom.flow.memory import NullSink
 from storyloom.flow.results import Outcome, RunResult
@@ -41,7 +41,7 @@ class _Shared:
         deps: Any,
         sink: EventSink | None,
         checkpoints: CheckpointStore | None,
-        coalesce_s: float,
+        coalesce_s: float | DeltaPacing,
     ) -> None:
         self.run_id = run_id
         self.deps = deps
@@ -298,7 +298,7 @@ class _Run:
                 if sink is not None:
                     if not failed:
                         if shared.coalescer is not None:
-                            shared.coalescer.flush(path)
+                            shared.coalescer.finish(path)
                         data = {"elapsed_s": elapsed}
                         sink.emit(Event(shared.run_id, EventKind.STEP_FINISHED, path, _now(), data))
                     elif spec.on_error is OnError.SKIP:
@@ -338,7 +338,7 @@ class _Run:
         sink = shared.sink
         if sink is not None:
             if shared.coalescer is not None:
-                shared.coalescer.flush(ctx.path)
+                shared.coalescer.finish(ctx.path)
             data = {"error": f"{type(exc).__name__}: {exc}", "policy": spec.on_error.value}
             sink.emit(Event(shared.run_id, EventKind.STEP_FAILED, ctx.path, _now(), data))
         if spec.on_error is OnError.FAIL:
@@ -366,7 +366,7 @@ async def run_flow(
     deps: Any = None,
     sink: EventSink | None = None,
     checkpoints: CheckpointStore | None = None,
-    coalesce_s: float = 0.05,
+    coalesce_s: float | DeltaPacing = 0.05,
 ) -> RunResult:
     """Run `flow` to the end and return every step's result.
 
@@ -377,7 +377,8 @@ async def run_flow(
 
     Step results and `run_input` must be JSON-compatible: they are checkpointed (not validated
     here). `deps` is passed through untouched. Deltas are coalesced per step into one event every
-    `coalesce_s` seconds; `coalesce_s <= 0` emits every delta as it comes. A sink's `emit` must
+    `coalesce_s` seconds (or as a process-wide `DeltaPacing` says); `coalesce_s <= 0` emits every
+    delta as it comes. A sink's `emit` must
     not block and should not raise: an exception from it fails the run.
     """
     rid = run_id if run_id is not None else uuid.uuid4().hex

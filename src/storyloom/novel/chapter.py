@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from storyloom.errors import AllVersionsFailedError, InputError, StepFailedError
-from storyloom.flow import CheckpointStore, EventSink, Flow, OnError, StepContext, run_flow
+from storyloom.flow import CheckpointStore, DeltaPacing, EventSink, Flow, OnError, StepContext, run_flow
 from storyloom.llm.types import CallMeta, ModelClient
 from storyloom.novel import agents
 from storyloom.novel.agents import AgentCall, AgentModels
@@ -316,8 +316,12 @@ async def write_chapter(
     checkpoints: CheckpointStore | None = None,
     tenant: str = "default",
     priority: int = 5,
+    coalesce: float | DeltaPacing = 0.05,
 ) -> ChapterResult:
     """Write one chapter. Safe to re-run with the same run_id: finished steps come from checkpoints.
+
+    `coalesce`: how often streamed text becomes a `step.delta` event (seconds, or a process-wide
+    `DeltaPacing`).
 
     Raises AllVersionsFailedError when no version could be written.
     """
@@ -330,6 +334,7 @@ async def write_chapter(
             deps=deps,
             sink=sink,
             checkpoints=checkpoints,
+            coalesce_s=coalesce,
         )
     except StepFailedError as exc:
         if isinstance(exc.cause, AllVersionsFailedError):
