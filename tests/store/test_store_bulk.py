@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storyloom.store import Database
-from storyloom.store.bulk import insert_events, upsert_checkpoints
+from storyloom.store.bulk import Rows, insert_events, upsert_checkpoints
 from storyloom.store.schema import checkpoints, events
 
 VALUES: list[Any] = [
@@ -31,8 +31,8 @@ async def test_events_keep_order_values_and_the_first_write_of_a_seq(db: Databas
     ]  # fmt: skip
 
     async def write(conn: AsyncConnection) -> None:
-        await insert_events(db, conn, rows)
-        await insert_events(db, conn, [{**rows[0], "data": {"v": "a zombie's late write"}}])
+        await insert_events(db, conn, Rows(db, rows))
+        await insert_events(db, conn, Rows(db, [{**rows[0], "data": {"v": "a zombie's late write"}}]))
 
     await db.transaction(write)
     async with db.read() as conn:
@@ -48,13 +48,13 @@ async def test_checkpoints_store_any_json_value_and_a_rerun_replaces_it(db: Data
     rows = [{"run_id": "r", "step": f"s{i}", "value": v, "created_at": 1.5} for i, v in enumerate(VALUES)]
 
     async def write(conn: AsyncConnection) -> None:
-        await upsert_checkpoints(db, conn, rows)
+        await upsert_checkpoints(db, conn, Rows(db, rows))
 
     await db.transaction(write)
 
     async def rerun(conn: AsyncConnection) -> None:
         await upsert_checkpoints(
-            db, conn, [{"run_id": "r", "step": "s1", "value": {"again": 1}, "created_at": 2.0}]
+            db, conn, Rows(db, [{"run_id": "r", "step": "s1", "value": {"again": 1}, "created_at": 2.0}])
         )
 
     await db.transaction(rerun)

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from storyloom.flow.types import Event
 from storyloom.jobs.metrics import COMMIT_LAG
 from storyloom.logs import get_logger
-from storyloom.store.bulk import insert_events, upsert_checkpoints
+from storyloom.store.bulk import Rows, insert_events, upsert_checkpoints
 from storyloom.store.database import Database
 from storyloom.store.schema import checkpoints, events
 
@@ -167,11 +167,16 @@ class GroupCommitWriter:
 
     def _commit_fn(self, batch: _Batch) -> Callable[[AsyncConnection], Awaitable[None]]:
         db = self.db
+        # Packed here, on this thread, before the transaction takes the write lock.
+        event_chunks = [
+            Rows(db, batch.events[i : i + self.max_rows]) for i in range(0, len(batch.events), self.max_rows)
+        ]
+        latest = Rows(db, _last_per_key(batch.checkpoints))
 
         async def commit(conn: AsyncConnection) -> None:
-            for i in range(0, len(batch.events), self.max_rows):
-                await insert_events(db, conn, batch.events[i : i + self.max_rows])
-            await upsert_checkpoints(db, conn, _last_per_key(batch.checkpoints))
+            for chunk in event_chunks:
+                await insert_events(db, conn, chunk)
+            await upsert_checkpoints(db, conn, latest)
 
         return commit
 

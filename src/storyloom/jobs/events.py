@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from storyloom.jobs.models import TERMINAL_EVENT_KINDS, StoredEvent
 from storyloom.jobs.queue import read_events
 from storyloom.logs import get_logger
-from storyloom.store.bulk import select_events
+from storyloom.store.bulk import events_after_id
 from storyloom.store.database import Database
 from storyloom.store.schema import events
 
@@ -152,11 +152,8 @@ class EventHub:
         now = time.monotonic()
         if self._holes:
             self._holes = {i: t for i, t in self._holes.items() if now - t < self.hole_ttl_s}
-        cond = events.c.id > self._last_id
-        if self._holes:
-            cond = sa.or_(cond, events.c.id.in_(list(self._holes)))
         async with self.db.read() as conn:
-            rows = await select_events(conn, cond, self.batch)
+            rows = await events_after_id(conn, self._last_id, self.batch, also_ids=list(self._holes))
         self.polls += 1
         for row in rows:
             ev = StoredEvent.from_tuple(row)

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storyloom.errors import InputError, JobNotFoundError, QueueFullError
 from storyloom.jobs.models import Job, JobStatus, QueueStats, StoredEvent
-from storyloom.store.bulk import select_events
+from storyloom.store.bulk import job_events_after
 from storyloom.store.database import Database
 from storyloom.store.schema import events, jobs
 
@@ -407,10 +407,7 @@ class JobQueue:
 
 
 async def read_events(conn: AsyncConnection, job_id: str, after: int, limit: int) -> list[StoredEvent]:
-    rows = await select_events(
-        conn, sa.and_(events.c.job_id == job_id, events.c.seq > after), limit, by_seq=True
-    )
-    return [StoredEvent.from_tuple(r) for r in rows]
+    return [StoredEvent.from_tuple(r) for r in await job_events_after(conn, job_id, after, limit)]
 
 
 async def append_event(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from storyloom.store.database import Database
 from storyloom.store.schema import checkpoints, events
 
-__all__ = ["EventRow", "insert_events", "select_events", "upsert_checkpoints"]
+__all__ = ["EventRow", "Rows", "events_after_id", "insert_events", "job_events_after", "upsert_checkpoints"]
 
 # `->` and `->>` arrived in SQLite 3.38 (2022); older libraries take the portable path.
 _SQLITE_JSON_ARROWS = sqlite3.sqlite_version_info >= (3, 38, 0)
@@ -40,62 +41,105 @@ _SQLITE_CHECKPOINTS = sa.text(
 )
 
 
-def _json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, ensure_ascii=False, separators=(",", ":"), default=str)
+class Rows:
+    """Rows to write, packed for SQLite ahead of time: serializing a batch of chapter texts takes
+    milliseconds that should not be spent holding the write lock."""
+
+    __slots__ = ("packed", "rows")
+
+    def __init__(self, db: Database, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+        self.packed = (
+            json.dumps(rows, ensure_ascii=False, separators=(",", ":"), default=str)
+            if rows and db.is_sqlite and _SQLITE_JSON_ARROWS
+            else None
+        )
 
 
-async def insert_events(db: Database, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+async def insert_events(db: Database, conn: AsyncConnection, rows: Rows) -> None:
     """Append event rows in order; a (job_id, seq) already stored is kept (the first write wins)."""
-    if not rows:
+    if not rows.rows:
         return
-    if db.is_sqlite and _SQLITE_JSON_ARROWS:
-        await conn.execute(_SQLITE_EVENTS, {"rows": _json(rows)})
+    if rows.packed is not None:
+        await conn.execute(_SQLITE_EVENTS, {"rows": rows.packed})
         return
     stmt = db.insert(events).on_conflict_do_nothing(index_elements=["job_id", "seq"])
-    await conn.execute(stmt, rows)
+    await conn.execute(stmt, rows.rows)
 
 
-async def upsert_checkpoints(db: Database, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+async def upsert_checkpoints(db: Database, conn: AsyncConnection, rows: Rows) -> None:
     """Store step results; a re-run's result replaces the earlier one. Keys must be unique in `rows`."""
-    if not rows:
+    if not rows.rows:
         return
-    if db.is_sqlite and _SQLITE_JSON_ARROWS:
-        await conn.execute(_SQLITE_CHECKPOINTS, {"rows": _json(rows)})
+    if rows.packed is not None:
+        await conn.execute(_SQLITE_CHECKPOINTS, {"rows": rows.packed})
         return
     ins = db.insert(checkpoints)
     upsert = ins.on_conflict_do_update(
         index_elements=["run_id", "step"],
         set_={"value": ins.excluded.value, "created_at": ins.excluded.created_at},
     )
-    await conn.execute(upsert, rows)
+    await conn.execute(upsert, rows.rows)
 
 
 EventRow = tuple[int, str, int, str, "str | None", float, Any]  # id job_id seq kind step ts data
-_EVENT_COLUMNS = (events.c.id, events.c.job_id, events.c.seq, events.c.kind, events.c.step, events.c.ts)
+_EVENT_COLUMNS = (
+    events.c.id,
+    events.c.job_id,
+    events.c.seq,
+    events.c.kind,
+    events.c.step,
+    events.c.ts,
+    events.c.data,
+)
+
+# On SQLite the rows come back as one JSON array (`json_group_array`), for the same reason as the
+# writes: reading N rows steps N times, each re-taking the GIL from a busy event loop, and the
+# API's event hub reads every new event. `ts` crosses as text with 6 decimals (a JSON number would
+# keep 15 significant digits). Fixed statement texts: building a subquery per poll cost more than
+# running it.
+_SQLITE_PACKED = (
+    "SELECT json_group_array(json_array(id, job_id, seq, kind, step, printf('%.6f', ts), json(data))) "
+    "FROM (SELECT id, job_id, seq, kind, step, ts, data FROM job_events WHERE {where} LIMIT :limit)"
+)
+_SQLITE_AFTER_ID = sa.text(_SQLITE_PACKED.format(where="id > :after ORDER BY id"))
+_SQLITE_JOB_AFTER_SEQ = sa.text(_SQLITE_PACKED.format(where="job_id = :job_id AND seq > :after ORDER BY seq"))
 
 
-async def select_events(
-    conn: AsyncConnection, where: Any, limit: int, *, by_seq: bool = False
+async def events_after_id(
+    conn: AsyncConnection, after_id: int, limit: int, *, also_ids: Sequence[int] = ()
 ) -> list[EventRow]:
-    """Event rows matching `where`, in id order (or seq order, for one job's), at most `limit`.
+    """Every job's events with id > `after_id` (and those in `also_ids`), in id order, at most `limit`."""
+    if conn.dialect.name == "sqlite" and not also_ids:
+        return await _sqlite_packed(conn, _SQLITE_AFTER_ID, {"after": after_id, "limit": limit}, key=0)
+    cond = events.c.id > after_id
+    if also_ids:
+        cond = sa.or_(cond, events.c.id.in_(list(also_ids)))
+    query = sa.select(*_EVENT_COLUMNS).where(cond).order_by(events.c.id).limit(limit)
+    return [_row(r) for r in await conn.execute(query)]
 
-    On SQLite the rows come back as one JSON array (`json_group_array`) for the same reason as the
-    writes: reading N rows steps N times, each re-taking the GIL from a busy event loop, and the
-    API's event hub reads every new event this way. `ts` crosses as text with 6 decimals (JSON
-    would keep only 15 significant digits).
-    """
-    order = events.c.seq if by_seq else events.c.id
-    query = sa.select(*_EVENT_COLUMNS, events.c.data).where(where).order_by(order).limit(limit)
-    if conn.dialect.name != "sqlite":
-        return [
-            (int(r[0]), r[1], int(r[2]), r[3], r[4], float(r[5]), r[6]) for r in await conn.execute(query)
-        ]
-    inner = query.subquery()
-    packed = sa.func.json_array(
-        inner.c.id, inner.c.job_id, inner.c.seq, inner.c.kind, inner.c.step,
-        sa.func.printf("%.6f", inner.c.ts), sa.func.json(inner.c.data),
-    )  # fmt: skip
-    text = await conn.scalar(sa.select(sa.func.json_group_array(packed)))
-    rows = json.loads(text or "[]")
-    rows.sort(key=lambda r: r[2] if by_seq else r[0])  # an aggregate's order is not promised
+
+async def job_events_after(conn: AsyncConnection, job_id: str, after_seq: int, limit: int) -> list[EventRow]:
+    """One job's events with seq > `after_seq`, in seq order, at most `limit`."""
+    if conn.dialect.name == "sqlite":
+        params = {"job_id": job_id, "after": after_seq, "limit": limit}
+        return await _sqlite_packed(conn, _SQLITE_JOB_AFTER_SEQ, params, key=2)
+    query = (
+        sa.select(*_EVENT_COLUMNS)
+        .where(events.c.job_id == job_id, events.c.seq > after_seq)
+        .order_by(events.c.seq)
+        .limit(limit)
+    )
+    return [_row(r) for r in await conn.execute(query)]
+
+
+async def _sqlite_packed(
+    conn: AsyncConnection, stmt: Any, params: dict[str, Any], *, key: int
+) -> list[EventRow]:
+    rows = json.loads(await conn.scalar(stmt, params) or "[]")
+    rows.sort(key=lambda r: r[key])  # an aggregate's order is not promised
     return [(r[0], r[1], r[2], r[3], r[4], float(r[5]), r[6]) for r in rows]
+
+
+def _row(r: Any) -> EventRow:
+    return (int(r[0]), r[1], int(r[2]), r[3], r[4], float(r[5]), r[6])
