@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 def test_small_bench_prints_valid_json() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "storyloom.cli", "bench", "service", "--clients", "6", "--versions", "1",
-         "--workers", "1..1", "--json"],
+         "--workers", "1..1", "--ttft-s", "0.05", "--tokens-per-s", "2000", "--json"],
         capture_output=True,
         text=True,
         timeout=240,
@@ -27,6 +27,9 @@ def test_small_bench_prints_valid_json() -> None:
     assert 0 < result["e2e_p50_s"] <= result["e2e_p99_s"]
     assert result["event_lag_p99_ms"] > 0 and result["step_commits_per_s"] > 0
     assert result["rss_mb_per_inflight_job"] > 0
+    assert result["server_commit_lag_p99_ms_bucket"] is not None  # the workers' metric reached the API
+    assert result["cpu_s"]["workers"] > 0 and result["cpu_s"]["api"] > 0
+    assert result["simulator"]["nice"] == 10
 
 
 def test_bench_rejects_a_bad_worker_range() -> None:

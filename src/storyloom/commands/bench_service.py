@@ -16,8 +16,8 @@ def register(app: typer.Typer) -> None:
         versions: int = typer.Option(2, min=1, max=10, help="Candidate versions per chapter job."),
         workers: str = typer.Option("2..2", help="Worker processes of the service, MIN..MAX."),
         concurrency: int = typer.Option(400, min=1, help="Jobs at once per worker process."),
-        ttft_s: float = typer.Option(0.2, min=0.0, help="Simulated time to first token, seconds."),
-        tokens_per_s: float = typer.Option(1000.0, min=1.0, help="Simulated tokens per second."),
+        ttft_s: float = typer.Option(2.0, min=0.0, help="Simulated time to first token, seconds."),
+        tokens_per_s: float = typer.Option(60.0, min=1.0, help="Simulated tokens per second."),
         lease_s: float = typer.Option(15.0, min=1.0, help="Worker lease of the service under test."),
         sim_nice: int = typer.Option(
             10, min=0, max=19, help="Niceness of the simulator (a remote provider's CPU); 0: none."
