@@ -13,6 +13,7 @@ claimable as a pending one, which is how a killed worker's jobs come back.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 import uuid
@@ -89,49 +90,49 @@ class JobQueue:
             raise InputError("a job needs a kind.")
         now = time.time()
 
+        job_id = new_id()
+        stmt = (
+            self.db.insert(jobs)
+            .values(
+                id=job_id,
+                kind=kind,
+                status=JobStatus.PENDING.value,
+                priority=priority,
+                tenant=tenant,
+                payload=payload,
+                idempotency_key=idempotency_key,
+                parent_id=parent_id,
+                depends_on=depends_on,
+                attempts=0,
+                max_attempts=max_attempts,
+                run_at=run_at if run_at is not None else now,
+                created_at=now,
+                updated_at=now,
+                cancel_requested=False,
+            )
+            .on_conflict_do_nothing(index_elements=["tenant", "idempotency_key"])
+            .returning(*jobs.c)
+        )
+
+        # Insert first and look the key up only on a conflict: three statements for a new job
+        # instead of five, which matters when hundreds arrive in the same second.
         async def tx(conn: AsyncConnection) -> tuple[Job, bool]:
-            if idempotency_key is not None:
+            row = (await conn.execute(stmt)).first()
+            if row is None:  # the key exists (a repeat, or a race lost on Postgres): that job
+                assert idempotency_key is not None
                 existing = await _by_key(conn, tenant, idempotency_key)
-                if existing is not None:
-                    return existing, False
+                if existing is None:
+                    raise JobNotFoundError(f"job with idempotency key {idempotency_key!r} vanished")
+                return existing, False
             if self.max_backlog is not None:
-                backlog = await conn.scalar(sa.select(sa.func.count()).where(jobs.c.status.in_(_ACTIVE)))
-                if int(backlog or 0) >= self.max_backlog:
+                count = sa.select(sa.func.count()).where(jobs.c.status.in_(_ACTIVE), jobs.c.id != job_id)
+                backlog = int(await conn.scalar(count) or 0)
+                if backlog >= self.max_backlog:  # raising rolls the insert back
                     raise QueueFullError(
                         f"the queue holds {backlog} waiting jobs (limit {self.max_backlog}); retry later.",
                         retry_after_s=2.0,
                     )
-            job_id = new_id()
-            stmt = (
-                self.db.insert(jobs)
-                .values(
-                    id=job_id,
-                    kind=kind,
-                    status=JobStatus.PENDING.value,
-                    priority=priority,
-                    tenant=tenant,
-                    payload=payload,
-                    idempotency_key=idempotency_key,
-                    parent_id=parent_id,
-                    depends_on=depends_on,
-                    attempts=0,
-                    max_attempts=max_attempts,
-                    run_at=run_at if run_at is not None else now,
-                    created_at=now,
-                    updated_at=now,
-                    cancel_requested=False,
-                )
-                .on_conflict_do_nothing(index_elements=["tenant", "idempotency_key"])
-                .returning(*jobs.c)
-            )
-            row = (await conn.execute(stmt)).first()
-            if row is None:  # lost a race on the key (Postgres): the winner's row is committed
-                assert idempotency_key is not None
-                winner = await _by_key(conn, tenant, idempotency_key)
-                if winner is None:
-                    raise JobNotFoundError(f"job with idempotency key {idempotency_key!r} vanished")
-                return winner, False
-            await append_event(conn, job_id, "job.submitted", {"kind": kind, "priority": priority})
+            await append_event(conn, job_id, "job.submitted", {"kind": kind, "priority": priority}, seq=1)
             return Job.from_row(row), True
 
         job, created = await self.db.transaction(tx)
@@ -242,7 +243,7 @@ class JobQueue:
             .limit(limit)
             .with_for_update(skip_locked=True, of=jobs)
         )
-        stmt = (
+        take = (
             sa.update(jobs)
             .where(jobs.c.id.in_(pick.scalar_subquery()))
             .values(
@@ -253,10 +254,27 @@ class JobQueue:
                 started_at=sa.func.coalesce(jobs.c.started_at, now),
                 updated_at=now,
             )
-            .returning(*jobs.c)
         )
-        rows = await self.db.execute(stmt)
-        claimed = [Job.from_row(r) for r in rows]
+        is_sqlite = self.db.is_sqlite
+
+        # Only the ids inside the write transaction, and on SQLite as one packed value: returning
+        # every claimed row (payload and all) steps once per row, each step re-taking the GIL with
+        # the write lock held (see store.bulk). The rows are read after the commit: they are ours.
+        async def tx(conn: AsyncConnection) -> list[str]:
+            if not is_sqlite:
+                return list((await conn.scalars(take.returning(jobs.c.id))).all())
+            await conn.execute(take)
+            mine = sa.select(sa.func.json_group_array(jobs.c.id)).where(
+                jobs.c.lease_owner == worker_id, jobs.c.updated_at == now
+            )  # (owner, claim time) names this claim: one worker claims one batch at a time
+            return list(json.loads(await conn.scalar(mine) or "[]"))
+
+        ids = await self.db.transaction(tx)
+        if not ids:
+            return []
+        async with self.db.read() as conn:
+            rows = (await conn.execute(sa.select(jobs).where(jobs.c.id.in_(ids)))).all()
+        claimed = [Job.from_row(r) for r in rows if r.lease_owner == worker_id]
         claimed.sort(key=lambda j: (-j.priority, j.run_at, j.created_at))
         return claimed
 
@@ -411,20 +429,26 @@ async def read_events(conn: AsyncConnection, job_id: str, after: int, limit: int
 
 
 async def append_event(
-    conn: AsyncConnection, job_id: str, kind: str, data: dict[str, Any], *, step: str | None = None
+    conn: AsyncConnection,
+    job_id: str,
+    kind: str,
+    data: dict[str, Any],
+    *,
+    step: str | None = None,
+    seq: int | None = None,
 ) -> None:
     """Append one event outside a run, seq = max + 1 in the same transaction.
 
     Safe because these writes happen only when no run of the job is writing (submit, cancel of a
     queued job, the run's own final transaction after its buffered events were flushed).
     """
-    seq = await conn.scalar(
-        sa.select(sa.func.coalesce(sa.func.max(events.c.seq), 0)).where(events.c.job_id == job_id)
-    )
-    await conn.execute(
-        sa.insert(events).values(
-            job_id=job_id, seq=int(seq or 0) + 1, kind=kind, step=step, ts=time.time(), data=data
+    if seq is None:  # `seq` given: the caller knows (a job's first event is 1)
+        last = await conn.scalar(
+            sa.select(sa.func.coalesce(sa.func.max(events.c.seq), 0)).where(events.c.job_id == job_id)
         )
+        seq = int(last or 0) + 1
+    await conn.execute(
+        sa.insert(events).values(job_id=job_id, seq=seq, kind=kind, step=step, ts=time.time(), data=data)
     )
 
 
