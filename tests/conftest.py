@@ -133,9 +133,10 @@ def sim() -> Iterator[Any]:
 
 
 async def fresh_database_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    """A new empty database: a file for SQLite, a new database in the session cluster for Postgres."""
+    """A new empty database: a file for SQLite (in a directory `from_url` must create), a new database
+    in the session cluster for Postgres."""
     if kind == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}"
+        return f"sqlite+aiosqlite:///{tmp_path / 'db' / 'jobs.db'}"
     admin_url: str = request.getfixturevalue("postgres_url")
     name = f"t_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(admin_url.replace("postgresql+asyncpg", "postgresql"))

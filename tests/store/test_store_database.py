@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from pathlib import Path
 
-import asyncpg
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -17,26 +15,8 @@ from storyloom.store import Database
 from storyloom.store.schema import metadata
 
 
-async def _url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    if kind == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'sub' / 'store.db'}"
-    admin: str = request.getfixturevalue("postgres_url")
-    name = f"s_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin.replace("postgresql+asyncpg", "postgresql"))
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return admin.rsplit("/", 1)[0] + f"/{name}"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return await _url(request.param, tmp_path, request)
-
-
-async def test_racing_migrations_leave_exactly_the_declared_schema(url: str) -> None:
-    dbs = [Database.from_url(url) for _ in range(3)]
+async def test_racing_migrations_leave_exactly_the_declared_schema(db_url: str) -> None:
+    dbs = [Database.from_url(db_url) for _ in range(3)]
     try:
         await asyncio.gather(*(d.migrate() for d in dbs))
         await dbs[0].migrate()  # idempotent
