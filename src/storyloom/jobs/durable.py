@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -36,10 +35,6 @@ from storyloom.store.schema import checkpoints, events
 __all__ = ["DurableCheckpoints", "GroupCommitWriter", "JobEventSink"]
 
 _log = get_logger("storyloom.jobs.durable")
-# A thread waiting for the GIL gets it after at most this long (CPython's default is 5 ms). The
-# commit thread needs it a few times per commit while the loop thread is busy, so a shorter turn
-# keeps commits prompt; 1 ms costs the busy thread little.
-_SWITCH_INTERVAL_S = 0.001
 
 
 @dataclass(slots=True)
@@ -78,8 +73,6 @@ class GroupCommitWriter:
         if self._thread is None:
             self._owner = asyncio.get_running_loop()
             self._stopping = False
-            if sys.getswitchinterval() > _SWITCH_INTERVAL_S:
-                sys.setswitchinterval(_SWITCH_INTERVAL_S)
             self._thread = threading.Thread(target=self._thread_main, name="group-commit", daemon=True)
             self._thread.start()
 
