@@ -84,3 +84,12 @@ async def test_prometheus_counts_finished_jobs_from_the_database(api: Served) ->
     assert "novel_queue_size 1.0" in text
     assert "novel_generation_duration_seconds_count 2.0" in text
     assert 'storyloom_api_submissions_total{outcome="accepted"}' in text
+
+
+def test_every_dependency_is_async_so_none_runs_in_the_thread_pool() -> None:
+    import inspect
+
+    from storyloom.api import deps
+
+    for name in ("get_services", "get_tenant", "get_after", "bind_job_id"):
+        assert inspect.iscoroutinefunction(getattr(deps, name)), name
