@@ -99,6 +99,7 @@ async def _simulator(config_path: Path | None, seed: int) -> AsyncIterator[str]:
 async def run_service(config: ServeConfig, *, on_ready: Callable[[str], None] | None = None) -> None:
     """Run until SIGTERM/SIGINT. `on_ready(url)` is called once the API accepts connections."""
     from storyloom.api.app import create_app
+    from storyloom.gctune import tune_gc
     from storyloom.jobs.events import EventHub
     from storyloom.jobs.process import simulator_env
     from storyloom.jobs.queue import JobQueue
@@ -179,6 +180,7 @@ async def run_service(config: ServeConfig, *, on_ready: Callable[[str], None] | 
             if serving.done():
                 serving.result()
             raise ConfigError("the API server did not start.")
+        tune_gc()
         host, port = sock.getsockname()[:2]
         url = f"http://{host}:{port}"
         _log.info("service_ready", url=url, workers=f"{config.min_workers}..{config.max_workers}")

@@ -7,6 +7,7 @@ import signal
 from contextlib import AsyncExitStack
 
 from storyloom.config import Settings
+from storyloom.gctune import tune_gc
 from storyloom.jobs.wake import WakeSender, parse_wake_urls
 from storyloom.jobs.worker import Worker, WorkerConfig
 from storyloom.logs import get_logger
@@ -19,7 +20,7 @@ _log = get_logger("storyloom.jobs.process")
 
 async def run_worker_process(settings: Settings, config: WorkerConfig, *, sim_url: str | None = None) -> None:
     """Migrate, build the shared services, run until SIGTERM/SIGINT, then drain and close."""
-    from storyloom.app import build_services, default_handlers, install_schedules
+    from storyloom.app import build_services, default_handlers, install_schedules, warm_up
 
     async with AsyncExitStack() as stack:
         db = Database.from_url(settings.resolved_database_url())
@@ -42,6 +43,8 @@ async def run_worker_process(settings: Settings, config: WorkerConfig, *, sim_ur
         if config.schedule_every_s is not None:
             await install_schedules(db, services.maintenance)
         worker = Worker(db, default_handlers(), config=config, services=services)
+        warm_up()
+        tune_gc()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)
