@@ -53,6 +53,9 @@ class BenchConfig:
     # The simulator stands for a provider on other machines: niced, it gets the CPU the service
     # leaves, instead of taking a quarter of it from the service under test. 0 = not niced.
     sim_nice: int = 10
+    # After the API answers: time for the worker processes to boot (imports, database, warm-up)
+    # before the clients start, so that the figures are those of a running service, not a cold one.
+    settle_s: float = 3.0
 
 
 @dataclass(slots=True)
@@ -189,6 +192,19 @@ def _cpu_seconds(root: psutil.Process) -> dict[str, float]:
     own = psutil.Process().cpu_times()
     out["clients"] = own.user + own.system
     return {k: round(v, 1) for k, v in out.items()}
+
+
+def _settle(url: str, cfg: BenchConfig) -> None:
+    """Wait for the supervisor's workers (health answers 200), then `settle_s` for them to boot."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/api/health", timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    time.sleep(cfg.settle_s)
 
 
 def _renice_simulator(root: psutil.Process, nice: int) -> None:
@@ -365,7 +381,9 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         proc, url = _start_service(cfg, workdir)
         try:
             _renice_simulator(psutil.Process(proc.pid), cfg.sim_nice)
+            _settle(url, cfg)
             result = asyncio.run(_drive(cfg, url, psutil.Process(proc.pid)))
+            result["settle_s"] = cfg.settle_s
             text = httpx.get(f"{url}/metrics").text
             # creation -> the API's hub has it (worker, commit, poll); creation -> written to the socket
             result.update(_server_lags(text))

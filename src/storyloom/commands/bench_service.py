@@ -19,6 +19,9 @@ def register(app: typer.Typer) -> None:
         ttft_s: float = typer.Option(2.0, min=0.0, help="Simulated time to first token, seconds."),
         tokens_per_s: float = typer.Option(60.0, min=1.0, help="Simulated tokens per second."),
         lease_s: float = typer.Option(15.0, min=1.0, help="Worker lease of the service under test."),
+        settle_s: float = typer.Option(
+            3.0, min=0.0, help="Seconds for the workers to boot before the clients start."
+        ),
         sim_nice: int = typer.Option(
             10, min=0, max=19, help="Niceness of the simulator (a remote provider's CPU); 0: none."
         ),
@@ -41,6 +44,7 @@ def register(app: typer.Typer) -> None:
                 tokens_per_s=tokens_per_s,
                 lease_s=lease_s,
                 sim_nice=sim_nice,
+                settle_s=settle_s,
             )
         )
         if as_json:
