@@ -172,3 +172,24 @@ async def test_stats_count_by_status(queue: JobQueue) -> None:
     await queue.complete(a.id, "w", {})
     s = await queue.stats()
     assert s.counts["completed"] == 1 and s.queued == 2 and s.due == 1 and s.running == 0
+
+
+async def test_run_starts_reads_a_whole_claims_offsets_and_checkpoints_at_once(
+    db: Database, queue: JobQueue
+) -> None:
+    from storyloom.jobs import DurableCheckpoints, GroupCommitWriter, JobEventSink
+
+    fresh, resumed = await queue.submit("k", {}), await queue.submit("k", {})
+    writer = GroupCommitWriter(db)
+    sink = await JobEventSink.open(db, writer, resumed.id)
+    for _ in range(3):
+        sink.append("step.delta", {})
+    await DurableCheckpoints(db, writer).save(resumed.id, "director", {"plan": 1})
+    await writer.stop()
+    starts = await queue.run_starts([fresh.id, resumed.id, "no-such-job"])
+    assert starts == {fresh.id: (1, False), resumed.id: (4, True), "no-such-job": (0, False)}
+
+    store = DurableCheckpoints(db, writer)
+    store.known_empty.add(resumed.id)  # wrongly, to show the shortcut: one load answers {} unasked
+    assert await store.load(resumed.id) == {}
+    assert await store.load(resumed.id) == {"director": {"plan": 1}}

@@ -218,8 +218,13 @@ class DurableCheckpoints:
     def __init__(self, db: Database, writer: GroupCommitWriter) -> None:
         self.db = db
         self.writer = writer
+        # Runs the worker knows to have no checkpoint yet (fresh jobs): `load` skips the query once.
+        self.known_empty: set[str] = set()
 
     async def load(self, run_id: str) -> dict[str, Any]:
+        if run_id in self.known_empty:
+            self.known_empty.discard(run_id)
+            return {}
         async with self.db.read() as conn:
             rows = await conn.execute(
                 sa.select(checkpoints.c.step, checkpoints.c.value).where(checkpoints.c.run_id == run_id)

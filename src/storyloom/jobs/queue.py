@@ -28,7 +28,7 @@ from storyloom.errors import InputError, JobNotFoundError, QueueFullError
 from storyloom.jobs.models import Job, JobStatus, QueueStats, StoredEvent
 from storyloom.store.bulk import job_events_after
 from storyloom.store.database import Database
-from storyloom.store.schema import events, jobs
+from storyloom.store.schema import checkpoints, events, jobs
 
 if TYPE_CHECKING:
     from storyloom.jobs.events import EventHub
@@ -277,6 +277,29 @@ class JobQueue:
         claimed = [Job.from_row(r) for r in rows if r.lease_owner == worker_id]
         claimed.sort(key=lambda j: (-j.priority, j.run_at, j.created_at))
         return claimed
+
+    async def run_starts(self, job_ids: list[str]) -> dict[str, tuple[int, bool]]:
+        """Per job: its last event seq and whether it has any checkpoint, in two queries in all."""
+        if not job_ids:
+            return {}
+        async with self.db.read() as conn:
+            seqs = dict(
+                (
+                    await conn.execute(
+                        sa.select(events.c.job_id, sa.func.max(events.c.seq))
+                        .where(events.c.job_id.in_(job_ids))
+                        .group_by(events.c.job_id)
+                    )
+                ).all()
+            )
+            stored = set(
+                (
+                    await conn.scalars(
+                        sa.select(checkpoints.c.run_id).where(checkpoints.c.run_id.in_(job_ids)).distinct()
+                    )
+                ).all()
+            )
+        return {job_id: (int(seqs.get(job_id) or 0), job_id in stored) for job_id in job_ids}
 
     async def heartbeat(
         self, worker_id: str, *, lease_s: float, job_ids: Iterable[str] | None = None

@@ -128,11 +128,18 @@ class Worker:
                     )
                 except Exception as exc:
                     _log.warning("claim_failed", worker=self.id, error=str(exc))
+            starts: dict[str, tuple[int, bool]] = {}
+            if claimed and not self._stopping.is_set():
+                try:
+                    starts = await self.queue.run_starts([job.id for job in claimed])
+                except Exception as exc:  # each run then looks for itself
+                    _log.warning("run_starts_failed", worker=self.id, error=str(exc))
             for job in claimed:
                 if self._stopping.is_set():  # claimed during shutdown: hand it straight back
                     await self.queue.release(self.id, [job.id])
                     continue
-                self._runs[job.id] = asyncio.create_task(self._run_job(job), name=f"job-{job.id}")
+                run = self._run_job(job, starts.get(job.id))
+                self._runs[job.id] = asyncio.create_task(run, name=f"job-{job.id}")
             if claimed and len(claimed) == min(free, self.config.claim_batch):
                 continue  # more may be waiting
             self._slot_freed.clear()
@@ -188,7 +195,9 @@ class Worker:
 
     # ---- one run -------------------------------------------------------------------------------
 
-    async def _run_job(self, job: Job) -> None:
+    async def _run_job(self, job: Job, start: tuple[int, bool] | None = None) -> None:
+        """Run one claimed job. `start`: its last event seq and whether it has checkpoints, read for
+        a whole claim at once (a burst of hundreds of jobs otherwise costs two queries each)."""
         log = _log.bind(worker=self.id, job=job.id, kind=job.kind, attempt=job.attempts)
         finalizing = False
         try:
@@ -206,7 +215,12 @@ class Worker:
                     job.id, self.id, f"no handler for job kind {job.kind!r}", retryable=False
                 )
                 return
-            sink = await JobEventSink.open(self.db, self.writer, job.id)
+            if start is None:
+                sink = await JobEventSink.open(self.db, self.writer, job.id)
+            else:
+                sink = JobEventSink(self.writer, job.id, last_seq=start[0])
+                if not start[1]:
+                    self.checkpoints.known_empty.add(job.id)
             sink.append("job.started", {"worker": self.id, "attempt": job.attempts})
             ctx = JobContext(
                 job=job,
@@ -255,6 +269,7 @@ class Worker:
         finally:
             self._runs.pop(job.id, None)
             self._stop_reason.pop(job.id, None)
+            self.checkpoints.known_empty.discard(job.id)
             self._slot_freed.set()
 
     async def _after_cancel(self, job: Job, log: Any) -> None:
