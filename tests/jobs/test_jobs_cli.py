@@ -26,3 +26,14 @@ def test_bad_database_is_one_sentence_and_exit_2(url: str, message: str) -> None
     )
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_service_processes_run_on_uvloop() -> None:
+    import asyncio
+
+    from storyloom import eventloop
+
+    async def loop_type() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    assert eventloop.run(loop_type()).startswith("uvloop")

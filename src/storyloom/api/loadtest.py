@@ -30,6 +30,8 @@ import aiohttp
 import httpx
 import psutil
 
+from storyloom import eventloop
+
 __all__ = ["BenchConfig", "run_bench"]
 
 _TERMINAL = ("job.completed", "job.failed", "job.cancelled")
@@ -382,7 +384,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         try:
             _renice_simulator(psutil.Process(proc.pid), cfg.sim_nice)
             _settle(url, cfg)
-            result = asyncio.run(_drive(cfg, url, psutil.Process(proc.pid)))
+            result = eventloop.run(_drive(cfg, url, psutil.Process(proc.pid)))
             result["settle_s"] = cfg.settle_s
             text = httpx.get(f"{url}/metrics").text
             # creation -> the API's hub has it (worker, commit, poll); creation -> written to the socket

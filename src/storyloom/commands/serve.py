@@ -41,8 +41,7 @@ def register(app: typer.Typer) -> None:
         settings.provider()  # a missing key or URL is one sentence now, not a failure later
         _prepare_metrics_dir(settings.data_dir)
 
-        import asyncio
-
+        from storyloom import eventloop
         from storyloom.api.service import ServeConfig, run_service
         from storyloom.api.services import ApiOptions
         from storyloom.logs import configure_logging
@@ -65,7 +64,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(url)
             sys.stdout.flush()
 
-        asyncio.run(run_service(config, on_ready=ready))
+        eventloop.run(run_service(config, on_ready=ready))
 
 
 def parse_worker_range(text: str) -> tuple[int, int]:

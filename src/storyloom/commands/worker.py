@@ -30,8 +30,7 @@ def register(app: typer.Typer) -> None:
         schedule: bool = typer.Option(True, help="Tick the periodic jobs (retention, cost roll-up)."),
     ) -> None:
         """Claim jobs and run them until SIGTERM; then finish or hand back running jobs and exit 0."""
-        import asyncio
-
+        from storyloom import eventloop
         from storyloom.commands._settings import load_settings
         from storyloom.jobs.process import run_supervised, run_worker_process
         from storyloom.jobs.worker import WorkerConfig
@@ -49,8 +48,8 @@ def register(app: typer.Typer) -> None:
         )
         try:
             if processes > 1:
-                asyncio.run(run_supervised(settings, config, processes=processes))
+                eventloop.run(run_supervised(settings, config, processes=processes))
             else:
-                asyncio.run(run_worker_process(settings, config, sim_url=sim_url))
+                eventloop.run(run_worker_process(settings, config, sim_url=sim_url))
         except StoreError as exc:  # mostly: the database is unreachable or refuses us at start
             raise ConfigError(f"the worker cannot use its database ({exc}).") from exc
