@@ -54,15 +54,17 @@ async def test_a_failing_transaction_does_not_take_its_batch_down(db: Database) 
 
 async def test_transactions_commit_while_the_callers_loop_is_blocked(db: Database) -> None:
     """The reason for the thread: a busy caller loop must not hold the write lock or stall commits."""
-    task = asyncio.ensure_future(db.execute(_insert("while-blocked")))
-    await asyncio.sleep(0)  # submitted; from here on the caller's loop does not turn
-    time.sleep(1.0)  # noqa: ASYNC251 - a loop busy with other work, on purpose
+
+    async def insert(conn: AsyncConnection) -> None:
+        await conn.execute(_insert("while-blocked"))
+
+    # Waiting on the thread's future blocks this loop: the commit must happen without it turning.
+    db._write_thread().submit(insert).result(timeout=30)
     other = Database.from_url(db.url)  # another process's view: committed data only
     try:
         assert await _tenants(other) == ["while-blocked"]
     finally:
         await other.close()
-    await task
 
 
 async def test_a_transaction_whose_caller_gave_up_before_it_started_is_skipped(db: Database) -> None:

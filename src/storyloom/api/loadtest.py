@@ -13,6 +13,7 @@ database), and resident memory per in-flight job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -156,20 +157,31 @@ async def _one_client(http: aiohttp.ClientSession, url: str, i: int, versions: i
             await asyncio.sleep(0.2)
 
 
-def _server_rss_mb(root: psutil.Process) -> tuple[float, float]:
-    """(API + workers, simulator) resident memory in MiB."""
-    server = sim = 0.0
+def _parts(root: psutil.Process) -> list[tuple[str, psutil.Process]]:
+    """The service's processes, each named by its part: api (the serve process), workers, simulator."""
     try:
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0.0, 0.0
+        return []
+    out: list[tuple[str, psutil.Process]] = []
     for proc in procs:
         try:
-            rss = proc.memory_info().rss / 2**20
-            is_sim = " sim " in " ".join(proc.cmdline()) + " "
+            cmd = " ".join(proc.cmdline()) + " "
         except psutil.Error:
             continue
-        if is_sim:
+        out.append(("simulator" if " sim " in cmd else "workers" if " worker " in cmd else "api", proc))
+    return out
+
+
+def _server_rss_mb(root: psutil.Process) -> tuple[float, float]:
+    """(API + workers, simulator) resident memory in MiB."""
+    server = sim = 0.0
+    for part, proc in _parts(root):
+        try:
+            rss = proc.memory_info().rss / 2**20
+        except psutil.Error:
+            continue
+        if part == "simulator":
             sim += rss
         else:
             server += rss
@@ -177,19 +189,13 @@ def _server_rss_mb(root: psutil.Process) -> tuple[float, float]:
 
 
 def _cpu_seconds(root: psutil.Process) -> dict[str, float]:
-    """CPU time used so far by each part: the API (the serve process), workers, simulator, clients."""
+    """CPU time used so far by each part, and by this process (the clients)."""
     out = {"api": 0.0, "workers": 0.0, "simulator": 0.0}
-    try:
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return out
-    for proc in procs:
+    for part, proc in _parts(root):
         try:
             times = proc.cpu_times()
-            cmd = " ".join(proc.cmdline()) + " "
         except psutil.Error:
             continue
-        part = "simulator" if " sim " in cmd else "workers" if " worker " in cmd else "api"
         out[part] += times.user + times.system
     own = psutil.Process().cpu_times()
     out["clients"] = own.user + own.system
@@ -212,12 +218,10 @@ def _settle(url: str, cfg: BenchConfig) -> None:
 def _renice_simulator(root: psutil.Process, nice: int) -> None:
     if nice <= 0:
         return
-    for proc in root.children(recursive=True):
-        try:
-            if " sim " in " ".join(proc.cmdline()) + " ":
+    for part, proc in _parts(root):
+        if part == "simulator":
+            with contextlib.suppress(psutil.Error):
                 proc.nice(nice)
-        except psutil.Error:
-            continue
 
 
 def _step_commits_per_s(db_path: Path) -> tuple[int, float]:

@@ -63,13 +63,13 @@ class DeltaCoalescer:
         if isinstance(self._interval, DeltaPacing) and path not in self._streaming:
             self._streaming.add(path)
             self._interval.streaming += 1
+        buf = self._pending.get(path)
+        if buf is not None:  # the hot path: a token joins its step's pending text
+            buf.append(text)
+            return
         interval_s = self._interval_s()
         if interval_s <= 0:
             self._emit(path, text)
-            return
-        buf = self._pending.get(path)
-        if buf is not None:
-            buf.append(text)
             return
         self._pending[path] = [text]
         if self._handle is None:

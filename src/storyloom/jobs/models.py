@@ -102,19 +102,6 @@ class StoredEvent:
     data: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_row(cls, row: Any) -> StoredEvent:
-        m = row._mapping
-        return cls(
-            id=int(m["id"]),
-            job_id=m["job_id"],
-            seq=int(m["seq"]),
-            kind=m["kind"],
-            step=m["step"],
-            ts=float(m["ts"]),
-            data=m["data"] or {},
-        )
-
-    @classmethod
     def from_tuple(cls, row: tuple[int, str, int, str, str | None, float, Any]) -> StoredEvent:
         """From `store.bulk.select_events`."""
         return cls(

@@ -47,6 +47,7 @@ class Database:
         write_engine: AsyncEngine,
         read_engine: AsyncEngine,
         thread_engine: Callable[[], AsyncEngine] | None = None,
+        lock_path: str | None = None,
     ) -> None:
         self.url = url
         self._write = write_engine
@@ -55,7 +56,7 @@ class Database:
         self._closed = False
         self._thread_engine = thread_engine or (lambda: write_engine)
         self._writes: WriteThread | None = None
-        self._lock_path: str | None = None  # SQLite: the file the write threads flock
+        self._lock_path = lock_path  # SQLite: the file the write threads of all processes flock
         self._writes_lock = threading.Lock()
         self._commit_listeners: list[Callable[[], None]] = []
 
@@ -78,28 +79,26 @@ class Database:
             if not path or path == ":memory:":
                 raise ConfigError("the SQLite database must be a file (sqlite+aiosqlite:///path/to/file.db).")
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            # The single writer waits in the pool queue, possibly behind a long line of writers.
-            write = create_async_engine(
-                parsed, pool_size=1, max_overflow=0, pool_timeout=300, json_serializer=_to_json
-            )
-            read = create_async_engine(
-                parsed, pool_size=max(2, pool_size // 2), max_overflow=4, json_serializer=_to_json
-            )
-            _sqlite_setup(write, begin="BEGIN IMMEDIATE", busy_timeout_ms=busy_timeout_ms)
-            _sqlite_setup(read, begin="BEGIN", busy_timeout_ms=busy_timeout_ms)
-
-            lock_path = f"{path}.writelock"
 
             def sqlite_writer() -> AsyncEngine:
+                # The single writer waits in the pool queue, possibly behind a long line of writers.
                 engine = create_async_engine(
                     parsed, pool_size=1, max_overflow=0, pool_timeout=300, json_serializer=_to_json
                 )
                 _sqlite_setup(engine, begin="BEGIN IMMEDIATE", busy_timeout_ms=busy_timeout_ms)
                 return engine
 
-            db = cls(url, write_engine=write, read_engine=read, thread_engine=sqlite_writer)
-            db._lock_path = lock_path
-            return db
+            read = create_async_engine(
+                parsed, pool_size=max(2, pool_size // 2), max_overflow=4, json_serializer=_to_json
+            )
+            _sqlite_setup(read, begin="BEGIN", busy_timeout_ms=busy_timeout_ms)
+            return cls(
+                url,
+                write_engine=sqlite_writer(),  # for write(): start-up and tests, on the caller's loop
+                read_engine=read,
+                thread_engine=sqlite_writer,  # for transaction(): the write thread's own
+                lock_path=f"{path}.writelock",
+            )
         if backend == "postgresql":
             if parsed.drivername != "postgresql+asyncpg":
                 parsed = parsed.set(drivername="postgresql+asyncpg")
@@ -121,8 +120,8 @@ class Database:
         """Run `fn(conn)` in one write transaction on the write thread; its result, or its error.
 
         `fn` runs on another thread and loop: it may only use `conn` and plain values, not the
-        caller's asyncio objects. Cancelling the caller cancels `fn` (the transaction rolls back).
-        Database errors become `StoreError`.
+        caller's asyncio objects. A caller cancelled before `fn` started skips it; once started it
+        runs to its end (and commits). Database errors become `StoreError`.
         """
         return await asyncio.wrap_future(self._write_thread().submit(fn))
 
