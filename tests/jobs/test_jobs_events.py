@@ -263,6 +263,26 @@ async def test_a_workers_commit_wakes_the_hub_by_datagram(db: Database, queue: J
         await hub.stop()
 
 
+async def test_the_hubs_polls_never_wait_for_the_shared_read_pool(db: Database, queue: JobQueue) -> None:
+    """500 streams opening at once each replay through the pool; live events must not queue behind."""
+    from contextlib import AsyncExitStack
+
+    hub = EventHub(db, poll_interval_s=0.02)
+    job = await queue.submit("k", {})
+    async with hub.subscribe(job.id, after_seq=0) as sub:
+        assert (await sub.__anext__()).kind == "job.submitted"  # its replay is done
+        pool = db._read.pool
+        capacity = pool.size() + int(getattr(pool, "_max_overflow", 0))
+        async with AsyncExitStack() as held:
+            for _ in range(capacity):  # every shared connection busy, as in a burst of replays
+                await held.enter_async_context(db.read())
+            await db.transaction(lambda conn: append_event(conn, job.id, "step.delta", {"i": 1}))
+            async with asyncio.timeout(5):  # a queued poll would wait for pool_timeout (30 s)
+                got = await sub.__anext__()
+        assert got.data == {"i": 1}
+    await hub.stop()
+
+
 def test_wake_urls_are_checked() -> None:
     import pytest
 

@@ -35,6 +35,20 @@ async def test_concurrent_transactions_share_commits(db: Database) -> None:
     assert await _tenants(db) == [f"t{i:03}" for i in range(200)]
 
 
+async def test_a_batch_holds_the_write_lock_no_longer_than_its_cap(db: Database) -> None:
+    """Other processes wait for each batch: a queue of slow transactions is cut into short ones."""
+    writes = db._write_thread()
+    assert writes.max_batch_s <= 0.01
+
+    async def slow(conn: AsyncConnection) -> None:
+        await asyncio.sleep(0.004)
+        await conn.execute(_insert("slow"))
+
+    before = writes.batches
+    await asyncio.gather(*(db.transaction(slow) for _ in range(30)))
+    assert writes.batches - before >= 10  # at most 3 of 4 ms fit in 10 ms; uncapped: 1 batch
+
+
 async def test_a_failing_transaction_does_not_take_its_batch_down(db: Database) -> None:
     async def boom(conn: AsyncConnection) -> None:
         await conn.execute(_insert("doomed"))

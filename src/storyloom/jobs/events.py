@@ -44,6 +44,7 @@ class EventHub:
         hole_ttl_s: float = 30.0,
     ) -> None:
         self.db = db
+        self._read = db.read_lane()  # polls never wait behind the streams' replays in the pool
         self.poll_interval_s = poll_interval_s
         self.idle_interval_s = idle_interval_s
         self.batch = batch
@@ -126,7 +127,7 @@ class EventHub:
 
     async def _run(self) -> None:
         try:
-            async with self.db.read() as conn:
+            async with self._read() as conn:
                 self._last_id = int(
                     await conn.scalar(sa.select(sa.func.coalesce(sa.func.max(events.c.id), 0))) or 0
                 )
@@ -152,7 +153,7 @@ class EventHub:
         now = time.monotonic()
         if self._holes:
             self._holes = {i: t for i, t in self._holes.items() if now - t < self.hole_ttl_s}
-        async with self.db.read() as conn:
+        async with self._read() as conn:
             rows = await events_after_id(conn, self._last_id, self.batch, also_ids=list(self._holes))
         self.polls += 1
         for row in rows:

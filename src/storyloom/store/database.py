@@ -17,7 +17,7 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,6 +48,7 @@ class Database:
         read_engine: AsyncEngine,
         thread_engine: Callable[[], AsyncEngine] | None = None,
         lock_path: str | None = None,
+        lane_engine: Callable[[], AsyncEngine] | None = None,
     ) -> None:
         self.url = url
         self._write = write_engine
@@ -59,6 +60,8 @@ class Database:
         self._lock_path = lock_path  # SQLite: the file the write threads of all processes flock
         self._writes_lock = threading.Lock()
         self._commit_listeners: list[Callable[[], None]] = []
+        self._lane_engine = lane_engine
+        self._lanes: list[AsyncEngine] = []
 
     @property
     def is_sqlite(self) -> bool:
@@ -88,16 +91,20 @@ class Database:
                 _sqlite_setup(engine, begin="BEGIN IMMEDIATE", busy_timeout_ms=busy_timeout_ms)
                 return engine
 
-            read = create_async_engine(
-                parsed, pool_size=max(2, pool_size // 2), max_overflow=4, json_serializer=_to_json
-            )
-            _sqlite_setup(read, begin="BEGIN", busy_timeout_ms=busy_timeout_ms)
+            def sqlite_reader(size: int, overflow: int) -> AsyncEngine:
+                engine = create_async_engine(
+                    parsed, pool_size=size, max_overflow=overflow, json_serializer=_to_json
+                )
+                _sqlite_setup(engine, begin="BEGIN", busy_timeout_ms=busy_timeout_ms)
+                return engine
+
             return cls(
                 url,
                 write_engine=sqlite_writer(),  # for write(): start-up and tests, on the caller's loop
-                read_engine=read,
+                read_engine=sqlite_reader(max(2, pool_size // 2), 4),
                 thread_engine=sqlite_writer,  # for transaction(): the write thread's own
                 lock_path=f"{path}.writelock",
+                lane_engine=lambda: sqlite_reader(1, 0),
             )
         if backend == "postgresql":
             if parsed.drivername != "postgresql+asyncpg":
@@ -111,7 +118,13 @@ class Database:
                     parsed, pool_size=max(2, pool_size // 2), max_overflow=pool_size, pool_timeout=120
                 )
 
-            return cls(url, write_engine=engine, read_engine=engine, thread_engine=pg_writer)
+            return cls(
+                url,
+                write_engine=engine,
+                read_engine=engine,
+                thread_engine=pg_writer,
+                lane_engine=lambda: create_async_engine(parsed, pool_size=1, max_overflow=0),
+            )
         raise ConfigError(
             f"unsupported database {backend!r}: use sqlite+aiosqlite:// or postgresql+asyncpg://."
         )
@@ -177,6 +190,26 @@ class Database:
         except (SQLAlchemyError, OSError) as exc:
             raise StoreError(f"database read failed: {type(exc).__name__}: {exc}") from exc
 
+    def read_lane(self) -> Callable[[], AbstractAsyncContextManager[AsyncConnection]]:
+        """A `read()` with a connection of its own, for a reader that must never queue.
+
+        The event hub polls through one: when 500 streams open at once, each replaying through
+        the shared pool, a poll waiting its turn behind them delayed every live event by ~120 ms.
+        """
+        engine = self._lane_engine() if self._lane_engine is not None else self._read
+        if engine is not self._read:
+            self._lanes.append(engine)
+
+        @asynccontextmanager
+        async def read() -> AsyncIterator[AsyncConnection]:
+            try:
+                async with engine.connect() as conn:
+                    yield conn
+            except (SQLAlchemyError, OSError) as exc:
+                raise StoreError(f"database read failed: {type(exc).__name__}: {exc}") from exc
+
+        return read
+
     def insert(self, table: sa.Table) -> Any:
         """The dialect's INSERT, which has `on_conflict_do_nothing/do_update` on both databases."""
         return sqlite.insert(table) if self.is_sqlite else postgresql.insert(table)
@@ -201,6 +234,8 @@ class Database:
         if writes is not None:
             await asyncio.to_thread(writes.close)
         await self._write.dispose()
+        for lane in self._lanes:
+            await lane.dispose()
         if self._read is not self._write:
             await self._read.dispose()
 
