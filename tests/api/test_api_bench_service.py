@@ -25,6 +25,8 @@ def test_small_bench_prints_valid_json() -> None:
     assert result["events_exactly_once_in_order"] is True
     assert result["events_received"] >= 6 * 5
     assert 0 < result["e2e_p50_s"] <= result["e2e_p99_s"]
+    assert 0 < result["submit_p50_ms"] <= result["submit_p99_ms"]
+    assert 0 < result["stream_open_p50_ms"] <= result["stream_open_p99_ms"]
     assert result["event_lag_p99_ms"] > 0 and result["step_commits_per_s"] > 0
     assert result["rss_mb_per_inflight_job"] > 0
     assert result["server_commit_lag_p99_ms_bucket"] is not None  # the workers' metric reached the API

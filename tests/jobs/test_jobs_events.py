@@ -283,6 +283,52 @@ async def test_the_hubs_polls_never_wait_for_the_shared_read_pool(db: Database, 
     await hub.stop()
 
 
+async def test_streams_opening_together_share_their_reads_and_each_replays_exactly(
+    db: Database, queue: JobQueue
+) -> None:
+    hub = EventHub(db, poll_interval_s=0.02)
+    writer = GroupCommitWriter(db, on_commit=hub.wake)
+    jobs = [await queue.submit("k", {}) for _ in range(30)]
+    long = jobs[0]  # more events than one replay page (500)
+    sink = await JobEventSink.open(db, writer, long.id)
+    for i in range(620):
+        sink.append("step.delta", {"i": i})
+    await writer.flush()
+    requests = [(j.id, 0) for j in jobs] + [(long.id, 560), ("no-such-job", 0)]
+    opened = await asyncio.gather(*(hub.open(job_id, after) for job_id, after in requests))
+    assert hub._opener.batches == 1  # all opened in the same loop turn: one read
+    assert opened[-1][0] is None and hub.subscriber_count == len(requests) - 1
+    for j in jobs[1:]:
+        sink_j = await JobEventSink.open(db, writer, j.id)
+        sink_j.append("job.completed", {})
+    sink.append("job.completed", {})
+    await writer.flush()
+    got = await asyncio.gather(*(_collect(sub) for job, sub in opened[:-1]))
+    assert [e.seq for e in got[0]] == list(range(1, 623))  # the long job, past its first page
+    assert [e.seq for e in got[-1]] == list(range(561, 623))  # the same job from 560
+    for (job, _), events in zip(opened[1:-2], got[1:-1], strict=True):
+        assert job is not None and [(e.seq, e.kind) for e in events] == [
+            (1, "job.submitted"),
+            (2, "job.completed"),
+        ]
+    await writer.stop()
+    await hub.stop()
+
+
+async def test_a_stream_nobody_reads_is_let_go_when_its_job_ends(db: Database, queue: JobQueue) -> None:
+    """A client gone before its response began never iterates its subscription: the hub drops it."""
+    hub = EventHub(db, poll_interval_s=0.02)
+    job = await queue.submit("k", {})
+    _, sub = await hub.open(job.id, 0)
+    assert hub.subscriber_count == 1
+    await db.transaction(lambda conn: append_event(conn, job.id, "job.completed", {}))
+    async with asyncio.timeout(10):
+        while hub.subscriber_count:  # noqa: ASYNC110 - the hub has no event for this
+            await asyncio.sleep(0.02)
+    assert [e.kind for e in await _collect(sub)] == ["job.submitted", "job.completed"]  # still readable
+    await hub.stop()
+
+
 def test_wake_urls_are_checked() -> None:
     import pytest
 

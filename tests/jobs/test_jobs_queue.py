@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
 
 from storyloom.errors import InputError, JobNotFoundError, QueueFullError
-from storyloom.jobs import JobQueue, JobStatus
+from storyloom.jobs import Job, JobQueue, JobStatus
 from storyloom.store import Database
 
 
@@ -18,6 +19,7 @@ async def test_submit_then_get_round_trips(queue: JobQueue) -> None:
     assert got.status is JobStatus.PENDING
     assert got.payload == {"outline": "雨夜"}
     assert (got.priority, got.tenant, got.attempts) == (7, "t1", 0)
+    assert got == job  # what submit answered is what was stored
     evs = await queue.events(job.id)
     assert [(e.seq, e.kind) for e in evs] == [(1, "job.submitted")]
 
@@ -162,6 +164,53 @@ async def test_full_queue_refuses_with_retry_after(db: Database) -> None:
     with pytest.raises(QueueFullError) as info:
         await q.submit("k", {})
     assert info.value.retry_after_s > 0
+
+
+async def test_submissions_arriving_together_share_one_transaction_each_with_its_own_answer(
+    db: Database,
+) -> None:
+    q = JobQueue(db, max_backlog=30)
+    old = await q.submit("k", {}, idempotency_key="old")
+    keys = ["dup"] * 5 + ["old"] + [f"new-{i}" for i in range(40)]
+    outcomes = await asyncio.gather(
+        *(q.submit("k", {"i": i}, idempotency_key=key) for i, key in enumerate(keys)),
+        return_exceptions=True,
+    )
+    assert q._intake is not None and q._intake.batcher.batches == 2  # the first submission, then all of these
+    dups = outcomes[:5]
+    assert all(isinstance(d, Job) and d.id == dups[0].id for d in dups)  # type: ignore[union-attr]
+    assert isinstance(outcomes[5], Job) and outcomes[5].id == old.id
+    # 1 queued before; "dup" and the first 28 new keys fit under 30; the other 12 are refused
+    new = outcomes[6:]
+    assert all(isinstance(o, Job) for o in new[:28])
+    assert all(isinstance(o, QueueFullError) and o.retry_after_s > 0 for o in new[28:])
+    assert (await q.stats()).queued == 30
+    for job in [old, dups[0], *new[:28]]:
+        assert isinstance(job, Job)
+        assert [(e.seq, e.kind) for e in await q.events(job.id)] == [(1, "job.submitted")]
+
+
+async def test_a_submitter_that_gave_up_before_its_batch_was_written_leaves_no_job(db: Database) -> None:
+    q = JobQueue(db)
+    release = threading.Event()
+
+    async def hold_the_write_thread(conn: object) -> None:
+        await asyncio.to_thread(release.wait, 30)  # on the write thread's loop: it writes nothing else
+
+    holding = asyncio.ensure_future(db.transaction(hold_the_write_thread))
+    first = asyncio.ensure_future(q.submit("k", {}, idempotency_key="first"))
+    await asyncio.sleep(0.05)  # first's batch waits behind the held thread
+    second = asyncio.ensure_future(q.submit("k", {}, idempotency_key="second"))
+    await asyncio.sleep(0.05)
+    second.cancel()
+    release.set()
+    await holding
+    assert (await first).idempotency_key == "first"
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    assert q._intake is not None
+    await q._intake.batcher.idle()  # the intake has written all it was going to
+    assert (await q.stats()).queued == 1  # "first" only
 
 
 async def test_stats_count_by_status(queue: JobQueue) -> None:

@@ -64,6 +64,8 @@ class BenchConfig:
 @dataclass(slots=True)
 class _Client:
     submitted_at: float = 0.0
+    accepted_s: float | None = None  # from the first POST to the answer that accepted the job
+    opened_s: float | None = None  # from the first GET of the events to the stream's headers
     finished_at: float | None = None
     status: str | None = None
     seqs: list[int] = field(default_factory=list)
@@ -113,6 +115,7 @@ async def _one_client(http: aiohttp.ClientSession, url: str, i: int, versions: i
             continue
         if status == 200:
             job_id = json.loads(text)["task_id"]
+            state.accepted_s = time.time() - state.submitted_at
             break
         state.error = f"submit answered {status}: {text[:200]} (attempt {attempt + 1})"
         if status in (429, 503):
@@ -128,6 +131,8 @@ async def _one_client(http: aiohttp.ClientSession, url: str, i: int, versions: i
         opened = time.time()
         try:
             async with http.get(f"{url}/api/jobs/{job_id}/events", headers=headers) as r:
+                if state.opened_s is None:
+                    state.opened_s = time.time() - opened
                 # Raw bytes split on blank lines: per-line decoding would make this one client
                 # process, not the server, the bottleneck of 500 streams.
                 buffer = b""
@@ -307,6 +312,8 @@ async def _drive(cfg: BenchConfig, url: str, root: psutil.Process) -> dict[str, 
     submitted = sum(1 for s in states if s.submitted_at)
     completed = sum(1 for s in states if s.status == "completed")
     e2e = [s.finished_at - s.submitted_at for s in states if s.finished_at is not None]
+    accepted = [s.accepted_s for s in states if s.accepted_s is not None]
+    stream_opened = [s.opened_s for s in states if s.opened_s is not None]
     live_lags = [lag for s in states for lag in s.lags_s]
     replay_lags = [lag for s in states for lag in s.replay_lags_s]
     # The first seconds hold the burst of 500 submissions and job starts; the rest, the steady run.
@@ -325,6 +332,10 @@ async def _drive(cfg: BenchConfig, url: str, root: psutil.Process) -> dict[str, 
         "completed_ratio": round(completed / submitted, 4) if submitted else 0.0,
         "e2e_p50_s": round(_percentile(e2e, 0.5), 3),
         "e2e_p99_s": round(_percentile(e2e, 0.99), 3),
+        "submit_p50_ms": round(_percentile(accepted, 0.5) * 1000, 1),
+        "submit_p99_ms": round(_percentile(accepted, 0.99) * 1000, 1),
+        "stream_open_p50_ms": round(_percentile(stream_opened, 0.5) * 1000, 1),
+        "stream_open_p99_ms": round(_percentile(stream_opened, 0.99) * 1000, 1),
         "event_lag_p50_ms": round(_percentile(live_lags, 0.5) * 1000, 1),
         "event_lag_p99_ms": round(_percentile(live_lags, 0.99) * 1000, 1),
         f"event_lag_p99_ms_first_{_RAMP_S:.0f}s": round(_percentile(ramp, 0.99) * 1000, 1),

@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from storyloom.api.metrics import EVENT_LAG, HUB_LAG, SSE_OPEN, STEP_DURATION
 from storyloom.api.services import Services
 from storyloom.api.sse import SSE_HEADERS, EventLike, event_stream
+from storyloom.jobs.events import Subscription
 from storyloom.jobs.models import TERMINAL_EVENT_KINDS, Job
 
 __all__ = ["job_events_response"]
@@ -31,10 +32,14 @@ async def _finished_job_events(
         after = page[-1].seq
 
 
-async def _live_job_events(services: Services, job_id: str, after: int) -> AsyncIterator[Sequence[EventLike]]:
+async def _live_job_events(
+    services: Services, job_id: str, after: int, subscription: Subscription | None
+) -> AsyncIterator[Sequence[EventLike]]:
     """Replay then live, as batches of what is ready at once."""
     opened = time.time()
-    async with services.hub.subscribe(job_id, after) as subscription:
+    if subscription is None:
+        _, subscription = await services.hub.open(job_id, after)
+    async with subscription:
         async for first in subscription:
             batch = [first, *subscription.drain_ready(_PAGE - 1)]
             now = time.time()
@@ -70,14 +75,24 @@ async def _counted(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 
 def job_events_response(
-    services: Services, job: Job, after: int, *, preamble: bytes = b"", headers: dict[str, str] | None = None
+    services: Services,
+    job: Job,
+    after: int,
+    *,
+    subscription: Subscription | None = None,
+    preamble: bytes = b"",
+    headers: dict[str, str] | None = None,
 ) -> StreamingResponse:
-    """Stream `job`'s events with seq > `after` as SSE; the stream ends after its terminal event."""
-    source = (
-        _finished_job_events(services, job.id, after)
-        if job.status.is_terminal
-        else _live_job_events(services, job.id, after)
-    )
+    """Stream `job`'s events with seq > `after` as SSE; the stream ends after its terminal event.
+
+    `subscription`: one from `EventHub.open(job.id, after)`, already replaying.
+    """
+    if job.status.is_terminal:
+        if subscription is not None:
+            subscription.close()  # retention may have removed its end: the finished path copes
+        source = _finished_job_events(services, job.id, after)
+    else:
+        source = _live_job_events(services, job.id, after, subscription)
     body = event_stream(
         source,
         heartbeat_s=services.options.heartbeat_s,

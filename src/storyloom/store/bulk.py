@@ -20,9 +20,19 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storyloom.store.database import Database
-from storyloom.store.schema import checkpoints, events
+from storyloom.store.schema import checkpoints, events, jobs
 
-__all__ = ["EventRow", "Rows", "events_after_id", "insert_events", "job_events_after", "upsert_checkpoints"]
+__all__ = [
+    "EventRow",
+    "Rows",
+    "events_after_id",
+    "events_after_seqs",
+    "existing_job_ids",
+    "insert_events",
+    "insert_jobs",
+    "job_events_after",
+    "upsert_checkpoints",
+]
 
 # `->` and `->>` arrived in SQLite 3.38 (2022); older libraries take the portable path.
 _SQLITE_JSON_ARROWS = sqlite3.sqlite_version_info >= (3, 38, 0)
@@ -38,6 +48,23 @@ _SQLITE_CHECKPOINTS = sa.text(
     "SELECT value ->> '$.run_id', value ->> '$.step', value -> '$.value', value ->> '$.created_at' "
     "FROM json_each(:rows) WHERE true "
     "ON CONFLICT (run_id, step) DO UPDATE SET value = excluded.value, created_at = excluded.created_at"
+)
+
+# A new job's columns; the rest (result, error, lease, start and finish times) start NULL.
+JOB_COLUMNS = (
+    "id", "kind", "status", "priority", "tenant", "payload", "idempotency_key", "parent_id",
+    "depends_on", "attempts", "max_attempts", "run_at", "created_at", "updated_at", "cancel_requested",
+)  # fmt: skip
+_JSON_COLUMNS = frozenset({"payload"})
+_SQLITE_JOBS = sa.text(
+    "INSERT INTO jobs ({}) SELECT {} FROM json_each(:rows) WHERE true "
+    "ON CONFLICT (tenant, idempotency_key) DO NOTHING".format(
+        ", ".join(JOB_COLUMNS),
+        ", ".join(f"value {'->' if c in _JSON_COLUMNS else '->>'} '$.{c}'" for c in JOB_COLUMNS),
+    )
+)
+_SQLITE_EXISTING_JOBS = sa.text(
+    "SELECT json_group_array(id) FROM jobs WHERE id IN (SELECT value FROM json_each(:ids))"
 )
 
 
@@ -80,6 +107,27 @@ async def upsert_checkpoints(db: Database, conn: AsyncConnection, rows: Rows) ->
         set_={"value": ins.excluded.value, "created_at": ins.excluded.created_at},
     )
     await conn.execute(upsert, rows.rows)
+
+
+async def insert_jobs(db: Database, conn: AsyncConnection, rows: Rows) -> None:
+    """Insert new jobs (`JOB_COLUMNS`); one whose (tenant, idempotency_key) exists is skipped."""
+    if not rows.rows:
+        return
+    if rows.packed is not None:
+        await conn.execute(_SQLITE_JOBS, {"rows": rows.packed})
+        return
+    stmt = db.insert(jobs).on_conflict_do_nothing(index_elements=["tenant", "idempotency_key"])
+    await conn.execute(stmt, rows.rows)
+
+
+async def existing_job_ids(conn: AsyncConnection, ids: list[str]) -> set[str]:
+    """Which of `ids` are stored (after `insert_jobs`: the ones it inserted)."""
+    if not ids:
+        return set()
+    if conn.dialect.name == "sqlite" and _SQLITE_JSON_ARROWS:
+        found = await conn.scalar(_SQLITE_EXISTING_JOBS, {"ids": json.dumps(ids)})
+        return set(json.loads(found or "[]"))
+    return {r[0] for r in await conn.execute(sa.select(jobs.c.id).where(jobs.c.id.in_(ids)))}
 
 
 EventRow = tuple[int, str, int, str, "str | None", float, Any]  # id job_id seq kind step ts data
@@ -131,6 +179,34 @@ async def job_events_after(conn: AsyncConnection, job_id: str, after_seq: int, l
         .limit(limit)
     )
     return [_row(r) for r in await conn.execute(query)]
+
+
+# Several jobs' events at once, each after its own seq: the batched replays of streams that open
+# together. CROSS JOIN keeps json_each the outer loop, so each job is one (job_id, seq) index range.
+_SQLITE_JOBS_AFTER_SEQS = sa.text(
+    "SELECT json_group_array(json_array(id, job_id, seq, kind, step, printf('%.6f', ts), json(data))) "
+    "FROM (SELECT e.id, e.job_id, e.seq, e.kind, e.step, e.ts, e.data, "
+    "row_number() OVER (PARTITION BY e.job_id ORDER BY e.seq) AS n "
+    "FROM json_each(:pairs) AS p CROSS JOIN job_events AS e "
+    "ON e.job_id = p.value ->> '$[0]' AND e.seq > p.value ->> '$[1]') WHERE n <= :limit"
+)
+
+
+async def events_after_seqs(
+    conn: AsyncConnection, after: dict[str, int], limit: int
+) -> dict[str, list[EventRow]]:
+    """For each job of `after`, its events with seq > after[job], in seq order, at most `limit`."""
+    out: dict[str, list[EventRow]] = {job_id: [] for job_id in after}
+    if not after:
+        return out
+    if conn.dialect.name == "sqlite" and _SQLITE_JSON_ARROWS:
+        params = {"pairs": json.dumps(list(after.items())), "limit": limit}
+        for row in await _sqlite_packed(conn, _SQLITE_JOBS_AFTER_SEQS, params, key=2):
+            out[row[1]].append(row)
+        return out
+    for job_id, seq in after.items():  # Postgres: a round trip each is cheap (no thread hop)
+        out[job_id] = await job_events_after(conn, job_id, seq, limit)
+    return out
 
 
 async def _sqlite_packed(

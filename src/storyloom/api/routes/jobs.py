@@ -9,6 +9,7 @@ from storyloom.api.deps import NOT_FOUND, SSE_OK, After, ServicesDep, bind_job_i
 from storyloom.api.presenters import job_out
 from storyloom.api.schemas import JobOut
 from storyloom.api.streams import job_events_response
+from storyloom.errors import JobNotFoundError
 
 __all__ = ["router"]
 
@@ -33,5 +34,7 @@ async def cancel_job(job_id: str, services: ServicesDep) -> JobOut:
 )
 async def job_events(job_id: str, services: ServicesDep, after: After) -> StreamingResponse:
     """SSE: every event with `id:` = its offset; resume with Last-Event-ID (or ?after=)."""
-    job = await services.queue.get(job_id)
-    return job_events_response(services, job, after)
+    job, subscription = await services.hub.open(job_id, after)
+    if job is None:
+        raise JobNotFoundError(f"no job {job_id!r}")
+    return job_events_response(services, job, after, subscription=subscription)
