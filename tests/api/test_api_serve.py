@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -177,3 +178,25 @@ async def test_stop_and_restart_mid_run_loses_nothing(tmp_path: Path) -> None:
                 text = (await client.get(f"/api/jobs/{job_id}/events")).text
                 released += '"kind":"job.released"' in text
             assert released >= 1
+
+
+async def test_route_tables_are_built_before_the_first_request(tmp_path: Path) -> None:
+    """FastAPI builds them lazily; the lifespan's warm-up keeps that out of the first users' wait."""
+    from _api_support import serve_app
+    from fastapi import routing
+
+    async with serve_app(tmp_path) as api:
+        built: list[str] = []
+        original = routing._EffectiveRouteContext.from_api_route
+
+        def counting(**kwargs: Any) -> Any:
+            built.append(kwargs["original_route"].path)
+            return original(**kwargs)
+
+        routing._EffectiveRouteContext.from_api_route = counting  # type: ignore[assignment,method-assign]
+        try:
+            assert (await api.client.get("/api/jobs/nope/events")).status_code == 404
+            assert (await api.client.post("/api/novel/generate", json={})).status_code == 422
+        finally:
+            routing._EffectiveRouteContext.from_api_route = original  # type: ignore[method-assign]
+        assert built == []

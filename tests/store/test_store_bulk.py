@@ -63,3 +63,30 @@ async def test_checkpoints_store_any_json_value_and_a_rerun_replaces_it(db: Data
     expected = {f"s{i}": (v, 1.5) for i, v in enumerate(VALUES)}
     expected["s1"] = ({"again": 1}, 2.0)
     assert got == expected
+
+
+async def test_jobs_by_ids_reads_the_same_jobs_as_a_plain_select(db: Database) -> None:
+    import pytest
+
+    from storyloom.jobs import Job, JobQueue
+    from storyloom.store.bulk import jobs_by_ids
+    from storyloom.store.schema import jobs
+
+    queue = JobQueue(db)
+    a = await queue.submit(
+        "chapter", {"outline": "雨夜", "n": [1, 2.5, None]}, priority=7, idempotency_key="k"
+    )
+    b = await queue.submit("book", {}, run_at=1_800_000_000.123456, parent_id=a.id)
+    await queue.cancel(b.id)
+    async with db.read() as conn:
+        packed = await jobs_by_ids(conn, [a.id, b.id, "missing"])
+        plain = {r.id: Job.from_row(r) for r in await conn.execute(sa.select(jobs))}
+    got = {row["id"]: Job.from_mapping(row) for row in packed}
+    assert set(got) == {a.id, b.id}
+    for job_id, job in got.items():
+        want = plain[job_id]
+        for name in ("run_at", "created_at", "updated_at", "finished_at"):
+            assert getattr(job, name) == pytest.approx(getattr(want, name), abs=1e-6)
+            setattr(job, name, getattr(want, name))
+        assert job == want
+    assert got[b.id].status.value == "cancelled" and got[b.id].cancel_requested is False

@@ -23,9 +23,9 @@ from storyloom.jobs.models import TERMINAL_EVENT_KINDS, Job, StoredEvent
 from storyloom.jobs.queue import read_events
 from storyloom.logs import get_logger
 from storyloom.store.batches import Batcher
-from storyloom.store.bulk import events_after_id, events_after_seqs
+from storyloom.store.bulk import events_after_id, events_after_seqs, jobs_by_ids
 from storyloom.store.database import Database
-from storyloom.store.schema import events, jobs
+from storyloom.store.schema import events
 
 __all__ = ["EventHub", "Subscription"]
 
@@ -124,9 +124,7 @@ class EventHub:
             after[job_id] = min(seq, after.get(job_id, seq))
         ids = list(after)
         async with self.db.read() as conn:
-            found = {
-                r.id: Job.from_row(r) for r in await conn.execute(sa.select(jobs).where(jobs.c.id.in_(ids)))
-            }
+            found = {row["id"]: Job.from_mapping(row) for row in await jobs_by_ids(conn, ids)}
             pages = await events_after_seqs(conn, {i: after[i] for i in ids if i in found}, _PAGE)
         out: list[_Opened | Exception] = []
         for job_id, seq in items:

@@ -58,7 +58,11 @@ class Job:
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
-        m = row._mapping
+        return cls.from_mapping(row._mapping)
+
+    @classmethod
+    def from_mapping(cls, m: Any) -> Job:
+        """From a column -> value mapping (a row's `_mapping`, or `store.bulk.jobs_by_ids`)."""
         return cls(
             id=m["id"],
             kind=m["kind"],

@@ -31,6 +31,7 @@ __all__ = [
     "insert_events",
     "insert_jobs",
     "job_events_after",
+    "jobs_by_ids",
     "upsert_checkpoints",
 ]
 
@@ -128,6 +129,36 @@ async def existing_job_ids(conn: AsyncConnection, ids: list[str]) -> set[str]:
         found = await conn.scalar(_SQLITE_EXISTING_JOBS, {"ids": json.dumps(ids)})
         return set(json.loads(found or "[]"))
     return {r[0] for r in await conn.execute(sa.select(jobs.c.id).where(jobs.c.id.in_(ids)))}
+
+
+def _sqlite_job_field(column: sa.Column[Any]) -> str:
+    name = column.name
+    if isinstance(column.type, sa.JSON):
+        return f"'{name}', json({name})"
+    if isinstance(column.type, sa.Double):  # as text with 6 decimals, like events' ts
+        return f"'{name}', CASE WHEN {name} IS NULL THEN NULL ELSE printf('%.6f', {name}) END"
+    return f"'{name}', {name}"
+
+
+_SQLITE_JOBS_BY_IDS = sa.text(
+    "SELECT json_group_array(json_object({})) FROM jobs "
+    "WHERE id IN (SELECT value FROM json_each(:ids))".format(", ".join(map(_sqlite_job_field, jobs.columns)))
+)
+_JOB_TIMES = frozenset(c.name for c in jobs.columns if isinstance(c.type, sa.Double))
+
+
+async def jobs_by_ids(conn: AsyncConnection, ids: list[str]) -> list[dict[str, Any]]:
+    """The rows of the jobs among `ids` that exist, as column -> value mappings (any order)."""
+    if not ids:
+        return []
+    if conn.dialect.name == "sqlite" and _SQLITE_JSON_ARROWS:
+        packed = json.loads(await conn.scalar(_SQLITE_JOBS_BY_IDS, {"ids": json.dumps(ids)}) or "[]")
+        for row in packed:
+            for name in _JOB_TIMES:
+                if row[name] is not None:
+                    row[name] = float(row[name])
+        return list(packed)
+    return [dict(r._mapping) for r in await conn.execute(sa.select(jobs).where(jobs.c.id.in_(ids)))]
 
 
 EventRow = tuple[int, str, int, str, "str | None", float, Any]  # id job_id seq kind step ts data
