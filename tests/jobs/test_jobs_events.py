@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 from storyloom.flow.types import Event
 from storyloom.jobs import (
@@ -112,6 +113,38 @@ async def test_many_subscribers_share_one_poller(db: Database, queue: JobQueue) 
     assert 0.0 <= hub.lag_quantile(0.5) <= hub.lag_quantile(0.99) < 5.0 and len(hub.recent_lag_s) > 0
     # one query per tick for everyone (plus the subscribers' single replay each), not one per subscriber
     assert hub.polls - polls_before < elapsed / 0.03 * 3 + 50
+    await writer.stop()
+    await hub.stop()
+
+
+async def test_a_subscriber_that_came_before_the_hub_started_misses_nothing(
+    db: Database, queue: JobQueue
+) -> None:
+    """The hub's feed starts after the newest id it finds at start; a subscriber replaying earlier
+    must not lose what was committed in between (the hub's first read was slow here)."""
+    from contextlib import asynccontextmanager
+
+    hub = EventHub(db, poll_interval_s=0.01)
+    reads = hub._read
+
+    @asynccontextmanager
+    async def slow_first_read() -> Any:
+        hub._read = reads
+        await asyncio.sleep(0.5)
+        async with reads() as conn:
+            yield conn
+
+    hub._read = slow_first_read
+    writer = GroupCommitWriter(db, on_commit=hub.wake)
+    job = await queue.submit("k", {})
+    sink = await JobEventSink.open(db, writer, job.id)
+    async with hub.subscribe(job.id, 0) as sub:  # starts the hub, whose first read is slow
+        assert (await sub.__anext__()).seq == 1  # replayed before the hub found its start
+        sink.append("step.delta", {"i": 0})
+        sink.append("job.completed", {})
+        await writer.flush()  # committed before the hub's start point: only a resync finds them
+        rest = await _collect(sub)
+    assert [e.seq for e in rest] == [2, 3]
     await writer.stop()
     await hub.stop()
 
@@ -268,6 +301,7 @@ async def test_the_hubs_polls_never_wait_for_the_shared_read_pool(db: Database, 
     from contextlib import AsyncExitStack
 
     hub = EventHub(db, poll_interval_s=0.02)
+    await hub.start()  # as the service does
     job = await queue.submit("k", {})
     async with hub.subscribe(job.id, after_seq=0) as sub:
         assert (await sub.__anext__()).kind == "job.submitted"  # its replay is done

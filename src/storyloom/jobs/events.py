@@ -176,6 +176,11 @@ class EventHub:
                 )
         except Exception as exc:  # the loop below retries; subscribers replay from the DB anyway
             _log.warning("event_hub_init_failed", error=str(exc))
+        # Subscribers that came before this point may have replayed before events this feed now
+        # starts after: send them back to the database once.
+        for subs in self._subs.values():
+            for sub in subs:
+                sub._resync()
         self._started.set()
         while True:
             interval = self.poll_interval_s if self._subs else self.idle_interval_s
@@ -323,6 +328,11 @@ class Subscription:
             # Nothing follows: let go now, so that a stream whose reader never started (a client
             # gone before its response began) is not kept for the hub's lifetime.
             self.hub._unsubscribe(self)
+
+    def _resync(self) -> None:
+        if not self._done:
+            with contextlib.suppress(asyncio.QueueFull):
+                self._live.put_nowait(None)
 
     def _closed_by_hub(self) -> None:
         self._done = True
