@@ -31,7 +31,7 @@ def test_small_bench_prints_valid_json() -> None:
     assert result["rss_mb_per_inflight_job"] > 0
     assert result["server_commit_lag_p99_ms_bucket"] is not None  # the workers' metric reached the API
     assert result["cpu_s"]["workers"] > 0 and result["cpu_s"]["api"] > 0
-    assert result["simulator"]["nice"] == 10
+    assert result["simulator"]["nice"] == 10 and result["simulator"]["jitter"] == 0.3
 
 
 def test_bench_rejects_a_bad_worker_range() -> None:

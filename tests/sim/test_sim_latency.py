@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
 MSGS = [{"role": "user", "content": "Characters: Alice, Bob. Alice runs to the pier."}]
 
@@ -60,3 +61,31 @@ async def test_non_streaming_latency(sim: Any) -> None:
         elapsed = time.monotonic() - start
     assert r.status_code == 200
     assert 0.39 <= elapsed <= 0.8
+
+
+def test_jitter_spreads_each_answers_timing_deterministically() -> None:
+    from storyloom.sim.answer import build_answer, content_key
+    from storyloom.sim.config import ModelProfile
+    from storyloom.sim.prompt import analyse
+
+    def timing(profile: ModelProfile, i: int) -> tuple[float, float]:
+        messages = [{"role": "user", "content": f"Chapter {i}: Alice runs to the pier."}]
+        body = {"model": "m", "messages": messages}
+        answer = build_answer(
+            facts=analyse(messages),
+            profile=profile,
+            key=content_key(7, body),
+            json_wanted=False,
+            max_tokens=None,
+        )
+        return answer.ttft_s, answer.completion_tokens / (answer.total_s - answer.ttft_s)
+
+    steady = ModelProfile(ttft_s=2.0, tokens_per_s=60.0, answer_tokens=40)
+    assert all(timing(steady, i) == (2.0, pytest.approx(60.0)) for i in range(20))
+    spread = ModelProfile(ttft_s=2.0, tokens_per_s=60.0, answer_tokens=40, jitter=0.3)
+    timings = [timing(spread, i) for i in range(200)]
+    ttfts = [t for t, _ in timings]
+    rates = [r for _, r in timings]
+    assert all(1.4 <= t <= 2.6 for t in ttfts) and max(ttfts) - min(ttfts) > 0.8
+    assert all(41.9 <= r <= 78.1 for r in rates) and max(rates) - min(rates) > 20
+    assert timing(spread, 5) == timing(spread, 5)  # the same request: the same timing

@@ -52,6 +52,9 @@ class BenchConfig:
     ttft_s: float = 2.0
     tokens_per_s: float = 60.0
     answer_tokens: int = 120
+    # A provider's latency varies from answer to answer (±30% here); identical jobs started together
+    # then drift apart as they do in real use, instead of loading the service in lockstep.
+    jitter: float = 0.3
     timeout_s: float = 900.0
     # The simulator stands for a provider on other machines: niced, it gets the CPU the service
     # leaves, instead of taking a quarter of it from the service under test. 0 = not niced.
@@ -254,6 +257,7 @@ def _start_service(cfg: BenchConfig, workdir: Path) -> tuple[subprocess.Popen[st
                     "ttft_s": cfg.ttft_s,
                     "tokens_per_s": cfg.tokens_per_s,
                     "answer_tokens": cfg.answer_tokens,
+                    "jitter": cfg.jitter,
                 },
                 "chunk_interval_s": 0.02,
             }
@@ -425,6 +429,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             "ttft_s": cfg.ttft_s,
             "tokens_per_s": cfg.tokens_per_s,
             "answer_tokens": cfg.answer_tokens,
+            "jitter": cfg.jitter,
             "nice": cfg.sim_nice,
         }
         return result

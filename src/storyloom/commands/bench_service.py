@@ -18,6 +18,9 @@ def register(app: typer.Typer) -> None:
         concurrency: int = typer.Option(400, min=1, help="Jobs at once per worker process."),
         ttft_s: float = typer.Option(2.0, min=0.0, help="Simulated time to first token, seconds."),
         tokens_per_s: float = typer.Option(60.0, min=1.0, help="Simulated tokens per second."),
+        sim_jitter: float = typer.Option(
+            0.3, min=0.0, max=0.9, help="Spread of each answer's ttft and token rate (±fraction); 0: none."
+        ),
         lease_s: float = typer.Option(15.0, min=1.0, help="Worker lease of the service under test."),
         settle_s: float = typer.Option(
             3.0, min=0.0, help="Seconds for the workers to boot before the clients start."
@@ -42,6 +45,7 @@ def register(app: typer.Typer) -> None:
                 timeout_s=timeout_s,
                 ttft_s=ttft_s,
                 tokens_per_s=tokens_per_s,
+                jitter=sim_jitter,
                 lease_s=lease_s,
                 sim_nice=sim_nice,
                 settle_s=settle_s,

@@ -87,12 +87,17 @@ def build_answer(
         _text_cache.move_to_end(cache_key)
     text, finish = cached
     n = estimate_tokens(text)
+    slow = fast = 1.0
+    if profile.jitter:
+        rng = keyed_rng(key, "latency")
+        slow = rng.uniform(1.0 - profile.jitter, 1.0 + profile.jitter)
+        fast = rng.uniform(1.0 - profile.jitter, 1.0 + profile.jitter)
     if profile.latency_s is not None:
-        total = profile.latency_s
-        ttft = min(profile.ttft_s, total)
+        total = profile.latency_s * slow
+        ttft = min(profile.ttft_s * slow, total)
     else:
-        ttft = profile.ttft_s
-        total = ttft + n / profile.tokens_per_s
+        ttft = profile.ttft_s * slow
+        total = ttft + n / (profile.tokens_per_s * fast)
     return Answer(text=text, finish_reason=finish, completion_tokens=n, ttft_s=ttft, total_s=total)
 
 

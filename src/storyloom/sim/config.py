@@ -57,13 +57,17 @@ class ModelProfile(_Strict):
 
     An answer takes `ttft_s + n / tokens_per_s` for n completion tokens, unless `latency_s` is set:
     then the whole answer takes exactly `latency_s` (first token after `ttft_s`, capped to it), which
-    is what a benchmark wants when it gives each agent a fixed model time.
+    is what a benchmark wants when it gives each agent a fixed model time. `jitter` spreads both.
     """
 
     ttft_s: float = Field(default=0.2, ge=0.0)
     tokens_per_s: float = Field(default=400.0, gt=0.0)
     answer_tokens: int = Field(default=300, ge=1)
     latency_s: float | None = Field(default=None, ge=0.0)
+    # Each answer's ttft and token rate (or latency_s) drawn within ±jitter of the above, from the
+    # answer's content key: a real provider's latency varies, and without it identical jobs started
+    # together stay in lockstep and load the service in bursts no real provider would cause.
+    jitter: float = Field(default=0.0, ge=0.0, lt=1.0)
     score_range: tuple[int, int] | None = None  # values for a JSON property named "score"
     faults: FaultRates | None = None
 
