@@ -130,9 +130,8 @@ class EventHub:
         for job_id, seq in items:
             rows = pages.get(job_id, [])
             page = [StoredEvent.from_tuple(r) for r in rows if r[2] > seq]
-            # complete: nothing beyond the page; a second opener of a job read from a lower seq
-            # may have had its page cut short, so it reads the rest itself
-            out.append((found.get(job_id), page, len(rows) < _PAGE and seq == after[job_id]))
+            # a full page may have more beyond it: that subscription reads on from the database
+            out.append((found.get(job_id), page, len(rows) < _PAGE))
         return out
 
     def subscribe(self, job_id: str, after_seq: int = 0, *, stop_on_terminal: bool = True) -> Subscription:
