@@ -121,28 +121,30 @@ async def test_a_subscriber_that_came_before_the_hub_started_misses_nothing(
     db: Database, queue: JobQueue
 ) -> None:
     """The hub's feed starts after the newest id it finds at start; a subscriber replaying earlier
-    must not lose what was committed in between (the hub's first read was slow here)."""
+    must not lose what was committed in between (the hub's first read is held back here)."""
     from contextlib import asynccontextmanager
 
     hub = EventHub(db, poll_interval_s=0.01)
     reads = hub._read
+    committed = asyncio.Event()
 
     @asynccontextmanager
-    async def slow_first_read() -> Any:
+    async def first_read_after_the_commit() -> Any:
         hub._read = reads
-        await asyncio.sleep(0.5)
+        await committed.wait()
         async with reads() as conn:
             yield conn
 
-    hub._read = slow_first_read
+    hub._read = first_read_after_the_commit
     writer = GroupCommitWriter(db, on_commit=hub.wake)
     job = await queue.submit("k", {})
     sink = await JobEventSink.open(db, writer, job.id)
-    async with hub.subscribe(job.id, 0) as sub:  # starts the hub, whose first read is slow
+    async with hub.subscribe(job.id, 0) as sub:  # starts the hub, whose first read waits
         assert (await sub.__anext__()).seq == 1  # replayed before the hub found its start
         sink.append("step.delta", {"i": 0})
         sink.append("job.completed", {})
         await writer.flush()  # committed before the hub's start point: only a resync finds them
+        committed.set()
         rest = await _collect(sub)
     assert [e.seq for e in rest] == [2, 3]
     await writer.stop()

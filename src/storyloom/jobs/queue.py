@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from storyloom.errors import InputError, JobNotFoundError
 from storyloom.jobs.intake import Intake
 from storyloom.jobs.models import Job, JobStatus, QueueStats, StoredEvent
-from storyloom.store.bulk import job_events_after
+from storyloom.store.bulk import job_events_after, jobs_by_ids
 from storyloom.store.database import Database
 from storyloom.store.schema import checkpoints, events, jobs
 
@@ -249,8 +249,8 @@ class JobQueue:
         if not ids:
             return []
         async with self.db.read() as conn:
-            rows = (await conn.execute(sa.select(jobs).where(jobs.c.id.in_(ids)))).all()
-        claimed = [Job.from_row(r) for r in rows if r.lease_owner == worker_id]
+            rows = await jobs_by_ids(conn, ids)
+        claimed = [Job.from_mapping(r) for r in rows if r["lease_owner"] == worker_id]
         claimed.sort(key=lambda j: (-j.priority, j.run_at, j.created_at))
         return claimed
 
@@ -434,18 +434,16 @@ async def append_event(
     data: dict[str, Any],
     *,
     step: str | None = None,
-    seq: int | None = None,
 ) -> None:
     """Append one event outside a run, seq = max + 1 in the same transaction.
 
-    Safe because these writes happen only when no run of the job is writing (submit, cancel of a
-    queued job, the run's own final transaction after its buffered events were flushed).
+    Safe because these writes happen only when no run of the job is writing (cancel of a queued
+    job, the run's own final transaction after its buffered events were flushed).
     """
-    if seq is None:  # `seq` given: the caller knows (a job's first event is 1)
-        last = await conn.scalar(
-            sa.select(sa.func.coalesce(sa.func.max(events.c.seq), 0)).where(events.c.job_id == job_id)
-        )
-        seq = int(last or 0) + 1
+    last = await conn.scalar(
+        sa.select(sa.func.coalesce(sa.func.max(events.c.seq), 0)).where(events.c.job_id == job_id)
+    )
+    seq = int(last or 0) + 1
     await conn.execute(
         sa.insert(events).values(job_id=job_id, seq=seq, kind=kind, step=step, ts=time.time(), data=data)
     )

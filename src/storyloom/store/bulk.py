@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -86,39 +86,45 @@ class Rows:
 
 async def insert_events(db: Database, conn: AsyncConnection, rows: Rows) -> None:
     """Append event rows in order; a (job_id, seq) already stored is kept (the first write wins)."""
-    if not rows.rows:
-        return
-    if rows.packed is not None:
-        await conn.execute(_SQLITE_EVENTS, {"rows": rows.packed})
-        return
-    stmt = db.insert(events).on_conflict_do_nothing(index_elements=["job_id", "seq"])
-    await conn.execute(stmt, rows.rows)
+    await _write(
+        conn,
+        rows,
+        _SQLITE_EVENTS,
+        lambda: db.insert(events).on_conflict_do_nothing(index_elements=["job_id", "seq"]),
+    )
 
 
 async def upsert_checkpoints(db: Database, conn: AsyncConnection, rows: Rows) -> None:
     """Store step results; a re-run's result replaces the earlier one. Keys must be unique in `rows`."""
-    if not rows.rows:
-        return
-    if rows.packed is not None:
-        await conn.execute(_SQLITE_CHECKPOINTS, {"rows": rows.packed})
-        return
-    ins = db.insert(checkpoints)
-    upsert = ins.on_conflict_do_update(
-        index_elements=["run_id", "step"],
-        set_={"value": ins.excluded.value, "created_at": ins.excluded.created_at},
-    )
-    await conn.execute(upsert, rows.rows)
+
+    def upsert() -> Any:
+        ins = db.insert(checkpoints)
+        return ins.on_conflict_do_update(
+            index_elements=["run_id", "step"],
+            set_={"value": ins.excluded.value, "created_at": ins.excluded.created_at},
+        )
+
+    await _write(conn, rows, _SQLITE_CHECKPOINTS, upsert)
 
 
 async def insert_jobs(db: Database, conn: AsyncConnection, rows: Rows) -> None:
     """Insert new jobs (`JOB_COLUMNS`); one whose (tenant, idempotency_key) exists is skipped."""
+    await _write(
+        conn,
+        rows,
+        _SQLITE_JOBS,
+        lambda: db.insert(jobs).on_conflict_do_nothing(index_elements=["tenant", "idempotency_key"]),
+    )
+
+
+async def _write(conn: AsyncConnection, rows: Rows, packed: Any, portable: Callable[[], Any]) -> None:
+    """The packed statement on SQLite, else `portable()` as an executemany (built only then)."""
     if not rows.rows:
         return
     if rows.packed is not None:
-        await conn.execute(_SQLITE_JOBS, {"rows": rows.packed})
-        return
-    stmt = db.insert(jobs).on_conflict_do_nothing(index_elements=["tenant", "idempotency_key"])
-    await conn.execute(stmt, rows.rows)
+        await conn.execute(packed, {"rows": rows.packed})
+    else:
+        await conn.execute(portable(), rows.rows)
 
 
 async def existing_job_ids(conn: AsyncConnection, ids: list[str]) -> set[str]:

@@ -1,13 +1,10 @@
 """`Database`: one async handle over SQLite (aiosqlite, WAL) or PostgreSQL (asyncpg).
 
 SQLite allows one writer at a time. Instead of letting many coroutines fight over the file lock
-(and get `database is locked`), a process keeps a single write connection whose transactions start
-with `BEGIN IMMEDIATE`: writers queue in asyncio for that connection, and across processes
-`busy_timeout` waits for the file lock. Reads use a separate small pool and never block on writers
-(WAL).
-
-The service writes through `transaction(fn)`: `fn` runs on the process's write thread, batched
-with other transactions into one commit (see `store.writes` for why and how).
+(and get `database is locked`), the service writes through `transaction(fn)`: `fn` runs on the
+process's write thread, batched with other transactions into one `BEGIN IMMEDIATE` commit, and the
+write threads of all processes take turns by `flock` (see `store.writes` for why and how). Reads
+use a separate small pool and never block on writers (WAL).
 """
 
 from __future__ import annotations
