@@ -42,3 +42,31 @@ def test_bench_rejects_a_bad_worker_range() -> None:
         timeout=60,
     )
     assert done.returncode == 2 and done.stderr.startswith("error: --workers")
+
+
+def test_small_bench_submitting_and_streaming_in_one_request_on_two_api_processes() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "storyloom.cli", "bench", "service", "--clients", "6", "--versions", "1",
+         "--workers", "1..1", "--ttft-s", "0.05", "--tokens-per-s", "2000", "--follow", "stream",
+         "--api-processes", "2", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["follow"] == "stream" and result["api_processes"] == 2
+    assert result["completed"] == 6 and result["events_exactly_once_in_order"] is True
+    # the stream exists before the job does: every event is created after the client asked for it
+    assert result["events_live"] == result["events_received"] >= 6 * 5
+    assert result["submit_p50_ms"] == result["stream_open_p50_ms"] > 0
+
+
+def test_bench_rejects_an_unknown_way_to_follow() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "storyloom.cli", "bench", "service", "--follow", "poll"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and done.stderr.startswith("error: --follow")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from _api_support import novel_input
 
@@ -36,7 +37,9 @@ def _cli(*args: str) -> list[str]:
 
 
 @contextmanager
-def _serve(data_dir: Path, sim_config: Path, log: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def _serve(
+    data_dir: Path, sim_config: Path, log: Path, *extra: str
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STORYLOOM_", "PROMETHEUS_"))}
     with log.open("a") as err:
         proc = subprocess.Popen(
@@ -56,6 +59,7 @@ def _serve(data_dir: Path, sim_config: Path, log: Path) -> Iterator[tuple[subpro
                 "5",
                 "--heartbeat-s",
                 "1",
+                *extra,
             ),
             stdout=subprocess.PIPE,
             stderr=err,
@@ -200,3 +204,61 @@ async def test_route_tables_are_built_before_the_first_request(tmp_path: Path) -
         finally:
             routing._EffectiveRouteContext.from_api_route = original  # type: ignore[method-assign]
         assert built == []
+
+
+def _api_children(proc: subprocess.Popen[str]) -> list[psutil.Process]:
+    return [
+        child
+        for child in psutil.Process(proc.pid).children()
+        if "storyloom.api.child" in " ".join(child.cmdline())
+    ]
+
+
+async def _fresh_connection_gets(url: str, path: str, n: int) -> list[httpx.Response]:
+    """`n` GETs, each on a new TCP connection (new source port: SO_REUSEPORT hashes it anew)."""
+    out = []
+    for _ in range(n):
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            out.append(await client.get(path))
+    return out
+
+
+async def test_two_api_processes_share_the_port_and_one_that_is_killed_comes_back(tmp_path: Path) -> None:
+    sim_config = tmp_path / "sim.json"
+    sim_config.write_text(json.dumps(_SIM))
+    data_dir, log = tmp_path / "data", tmp_path / "serve.log"
+    with _serve(data_dir, sim_config, log, "--api-processes", "2") as (proc, url):
+        children = _api_children(proc)
+        assert len(children) == 1
+        # every process answers health with the supervisor's count (the child reads the census)
+        for r in await _fresh_connection_gets(url, "/api/health", 16):
+            assert r.status_code == 200 and r.json()["workers"] == 1, r.text
+        job_ids = []
+        for i in range(3):
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                body = {"novel_input": novel_input(f"chapter {i}"), "versions": 1}
+                job_ids.append((await client.post("/api/novel/generate", json=body)).json()["task_id"])
+        for job_id in job_ids:  # each stream on its own connection, so on either process
+            seen: list[int] = []
+            async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+                assert await _read_stream(client, job_id, None, seen)
+            assert seen == list(range(1, len(seen) + 1))
+
+        children[0].kill()
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            restarted = _api_children(proc)
+            if restarted and restarted[0].pid != children[0].pid:
+                break
+        else:
+            raise AssertionError("the killed API process was not restarted")
+        for r in await _fresh_connection_gets(url, "/api/health", 16):
+            assert r.status_code == 200, r.text
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 60) == 0
+        assert not restarted[0].is_running() or restarted[0].status() == psutil.STATUS_ZOMBIE
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    served_by = {line.get("api_process", 0) for line in lines if line.get("event") == "http.request"}
+    assert served_by == {0, 1}, "both API processes should have answered requests"
+    assert any(line.get("event") == "api_process_died" for line in lines)
+    assert not list((data_dir / "run").glob("*.json")), "the census file is removed on stop"

@@ -44,6 +44,11 @@ class BenchConfig:
     clients: int = 500
     versions: int = 2
     workers: str = "2..2"
+    api_processes: int = 1
+    # How a client follows its job: "events" = POST /api/novel/generate, then GET
+    # /api/jobs/{id}/events (what a browser's EventSource does); "stream" = one POST
+    # /api/novel/generate/stream that submits and streams.
+    follow: str = "events"
     concurrency: int = 400  # jobs at once per worker process
     lease_s: float = 15.0  # the service's own default: dead-worker detection time
     # A real provider's pace (DeepSeek streams about 60 tokens a second after a second or two) on
@@ -105,10 +110,31 @@ async def _submit(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -
         return r.status, await r.text(), r.headers.get("retry-after", "1")
 
 
-async def _one_client(http: aiohttp.ClientSession, url: str, i: int, versions: int, state: _Client) -> None:
-    body = {"novel_input": _input(i), "versions": versions, "idempotency_key": f"bench-{i}"}
+async def _one_client(
+    http: aiohttp.ClientSession, url: str, i: int, cfg: BenchConfig, state: _Client
+) -> None:
+    body = {"novel_input": _input(i), "versions": cfg.versions, "idempotency_key": f"bench-{i}"}
     state.submitted_at = time.time()
-    job_id = ""
+    if cfg.follow == "stream":
+        await _submit_and_follow(http, url, body, state)
+    else:
+        await _submit_then_follow(http, url, body, state)
+    while state.job_id and state.status is None:  # cut off: resume where the stream stopped
+        state.reconnects += 1
+        await asyncio.sleep(0.2)
+        headers = {"Last-Event-ID": str(state.seqs[-1])} if state.seqs else {}
+        opened = time.time()
+        try:
+            async with http.get(f"{url}/api/jobs/{state.job_id}/events", headers=headers) as r:
+                await _read_events(r, state, opened)
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+
+
+async def _submit_then_follow(
+    http: aiohttp.ClientSession, url: str, body: dict[str, Any], state: _Client
+) -> None:
+    """POST /api/novel/generate, then GET /api/jobs/{id}/events: the browser's way (EventSource)."""
     for attempt in range(50):
         try:
             status, text, retry_after = await _submit(http, url, body)
@@ -117,7 +143,7 @@ async def _one_client(http: aiohttp.ClientSession, url: str, i: int, versions: i
             await asyncio.sleep(1.0)
             continue
         if status == 200:
-            job_id = json.loads(text)["task_id"]
+            state.job_id = json.loads(text)["task_id"]
             state.accepted_s = time.time() - state.submitted_at
             break
         state.error = f"submit answered {status}: {text[:200]} (attempt {attempt + 1})"
@@ -125,44 +151,69 @@ async def _one_client(http: aiohttp.ClientSession, url: str, i: int, versions: i
             await asyncio.sleep(float(retry_after))
             continue
         return
-    if not job_id:
+    if not state.job_id:
         return
-    state.job_id = job_id
-    last = 0
-    while state.status is None:
-        headers = {"Last-Event-ID": str(last)} if last else {}
+    opened = time.time()
+    try:
+        async with http.get(f"{url}/api/jobs/{state.job_id}/events") as r:
+            state.opened_s = time.time() - opened
+            await _read_events(r, state, opened)
+    except (aiohttp.ClientError, TimeoutError):
+        pass
+
+
+async def _submit_and_follow(
+    http: aiohttp.ClientSession, url: str, body: dict[str, Any], state: _Client
+) -> None:
+    """POST /api/novel/generate/stream: one request submits and streams, so no event of the job
+    exists before its stream does, and every event counts as live."""
+    for attempt in range(50):
         opened = time.time()
         try:
-            async with http.get(f"{url}/api/jobs/{job_id}/events", headers=headers) as r:
-                if state.opened_s is None:
-                    state.opened_s = time.time() - opened
-                # Raw bytes split on blank lines: per-line decoding would make this one client
-                # process, not the server, the bottleneck of 500 streams.
-                buffer = b""
-                async for chunk in r.content.iter_any():
-                    buffer += chunk
-                    *frames, buffer = buffer.split(b"\n\n")
-                    now = time.time()
-                    for frame in frames:
-                        start = frame.find(b"data: ")
-                        if start < 0 or not frame.startswith(b"id: "):
-                            continue  # a heartbeat comment
-                        doc = json.loads(frame[start + 6 :])
-                        state.seqs.append(doc["seq"])
-                        if doc["ts"] >= opened:
-                            state.lags_s.append(now - doc["ts"])
-                            state.lags_at.append(now)
-                        else:  # it existed before we asked: its wait is the server's replay time
-                            state.replay_lags_s.append(now - opened)
-                        last = doc["seq"]
-                        if doc["kind"] in _TERMINAL:
-                            state.status = doc["kind"].removeprefix("job.")
-                            state.finished_at = now
-        except (aiohttp.ClientError, TimeoutError):
-            pass
-        if state.status is None:
-            state.reconnects += 1
-            await asyncio.sleep(0.2)
+            async with http.post(f"{url}/api/novel/generate/stream", json=body) as r:
+                if r.status == 200:
+                    state.job_id = r.headers["X-Task-Id"]
+                    state.accepted_s = state.opened_s = time.time() - opened
+                    await _read_events(r, state, opened)
+                    return
+                state.error = f"submit answered {r.status}: {(await r.text())[:200]} (attempt {attempt + 1})"
+                if r.status not in (429, 503):
+                    return
+                retry_after = float(r.headers.get("retry-after", "1"))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if state.job_id:
+                return  # accepted, then cut: the caller resumes with Last-Event-ID
+            state.error = f"submit failed: {type(exc).__name__} (attempt {attempt + 1})"
+            retry_after = 1.0
+        await asyncio.sleep(retry_after)
+
+
+async def _read_events(r: aiohttp.ClientResponse, state: _Client, opened: float) -> None:
+    """Record each event's arrival until the terminal one or the end of the body."""
+    if r.status != 200:
+        return
+    # Raw bytes split on blank lines: per-line decoding would make this one client
+    # process, not the server, the bottleneck of 500 streams.
+    buffer = b""
+    async for chunk in r.content.iter_any():
+        buffer += chunk
+        *frames, buffer = buffer.split(b"\n\n")
+        now = time.time()
+        for frame in frames:
+            start = frame.find(b"data: ")
+            if start < 0 or not frame.startswith(b"id: "):
+                continue  # a heartbeat comment, or the stream's unnumbered greeting
+            doc = json.loads(frame[start + 6 :])
+            state.seqs.append(doc["seq"])
+            if doc["ts"] >= opened:
+                state.lags_s.append(now - doc["ts"])
+                state.lags_at.append(now)
+            else:  # it existed before we asked: its wait is the server's replay time
+                state.replay_lags_s.append(now - opened)
+            if doc["kind"] in _TERMINAL:
+                state.status = doc["kind"].removeprefix("job.")
+                state.finished_at = now
+                return
 
 
 def _parts(root: psutil.Process) -> list[tuple[str, psutil.Process]]:
@@ -269,7 +320,7 @@ def _start_service(cfg: BenchConfig, workdir: Path) -> tuple[subprocess.Popen[st
         sys.executable, "-m", "storyloom.cli", "serve", "--port", "0", "--workers", cfg.workers,
         "--data-dir", str(workdir / "data"), "--sim-config", str(sim_config),
         "--concurrency", str(cfg.concurrency), "--lease-s", str(cfg.lease_s),
-        "--max-pending", str(max(10_000, cfg.clients * 2)),
+        "--max-pending", str(max(10_000, cfg.clients * 2)), "--api-processes", str(cfg.api_processes),
     ]  # fmt: skip
     log = (workdir / "serve.log").open("w")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
@@ -304,9 +355,7 @@ async def _drive(cfg: BenchConfig, url: str, root: psutil.Process) -> dict[str, 
         sampler = asyncio.create_task(sample())
         try:
             async with asyncio.timeout(cfg.timeout_s):
-                await asyncio.gather(
-                    *(_one_client(http, url, i, cfg.versions, s) for i, s in enumerate(states))
-                )
+                await asyncio.gather(*(_one_client(http, url, i, cfg, s) for i, s in enumerate(states)))
         except TimeoutError:
             pass
         finally:
@@ -331,6 +380,8 @@ async def _drive(cfg: BenchConfig, url: str, root: psutil.Process) -> dict[str, 
         "clients": cfg.clients,
         "versions": cfg.versions,
         "workers": cfg.workers,
+        "api_processes": cfg.api_processes,
+        "follow": cfg.follow,
         "submitted": submitted,
         "completed": completed,
         "completed_ratio": round(completed / submitted, 4) if submitted else 0.0,

@@ -1,30 +1,38 @@
 """`run_service`: the whole embedded service in one command — simulator, workers, API.
 
 One parent process hosts the API (uvicorn, in its own event loop) and the supervisor of the worker
-processes, so /api/health can report the supervisor's live worker count. With the sim profile the
-simulator runs as its own process (`storyloom sim`) and every worker calls it over loopback HTTP,
-so all of them share one simulated provider and its quotas. SIGTERM or Ctrl-C stops, in order:
-the API (open SSE streams get `graceful_s` to end), the workers (each drains or hands its running
-jobs back; steps already checkpointed are not redone), the simulator.
+processes, so /api/health can report the supervisor's live worker count. With `api_processes` > 1
+it also keeps that many minus one API child processes on the same port (SO_REUSEPORT, see
+`api/server.py`), each with its own event hub and wake port; they read the worker count from a
+census file. With the sim profile the simulator runs as its own process (`storyloom sim`) and every
+worker calls it over loopback HTTP, so all of them share one simulated provider and its quotas.
+SIGTERM or Ctrl-C stops, in order: the API processes (open SSE streams get `graceful_s` to end),
+the workers (each drains or hands its running jobs back; steps already checkpointed are not
+redone), the simulator.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import socket
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-
-import uvicorn
+from typing import TYPE_CHECKING
 
 from storyloom.api.services import ApiOptions
 from storyloom.config import Settings
 from storyloom.errors import ConfigError
 from storyloom.logs import get_logger
+
+if TYPE_CHECKING:
+    from storyloom.api.processes import ApiProcesses
+    from storyloom.jobs.supervisor import Supervisor
 
 __all__ = ["ServeConfig", "run_service"]
 
@@ -43,16 +51,8 @@ class ServeConfig:
     grace_s: float = 10.0  # on stop: time for running jobs to finish before they are handed back
     graceful_s: float = 3.0  # on stop: time for open HTTP/SSE connections to end
     sim_config: Path | None = None  # SimConfig file for the simulator process (sim profile)
+    api_processes: int = 1  # API processes sharing the port (SO_REUSEPORT); extras are children
     api: ApiOptions = field(default_factory=ApiOptions)
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: `run_service` owns SIGTERM/SIGINT and the order of
-    shutdown (uvicorn would re-raise the signal after its exit and kill the workers' drain)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 @asynccontextmanager
@@ -99,13 +99,13 @@ async def _simulator(config_path: Path | None, seed: int) -> AsyncIterator[str]:
 async def run_service(config: ServeConfig, *, on_ready: Callable[[str], None] | None = None) -> None:
     """Run until SIGTERM/SIGINT. `on_ready(url)` is called once the API accepts connections."""
     from storyloom.api.app import create_app
+    from storyloom.api.server import api_server, listen_sockets, start_server
     from storyloom.gctune import tune_gc
     from storyloom.jobs.events import EventHub
     from storyloom.jobs.process import simulator_env
     from storyloom.jobs.queue import JobQueue
     from storyloom.jobs.supervisor import Supervisor, SupervisorConfig
-    from storyloom.jobs.wake import listen_for_wakes
-    from storyloom.sim.embedded import bind_socket
+    from storyloom.jobs.wake import listen_for_wakes, wake_socket, wake_url
     from storyloom.store.database import Database
 
     settings = config.settings
@@ -117,6 +117,9 @@ async def run_service(config: ServeConfig, *, on_ready: Callable[[str], None] | 
         loop.add_signal_handler(sig, stop.set)
 
     async with AsyncExitStack() as stack:
+        listen = listen_sockets(config.host, config.port, config.api_processes)  # fail fast on a taken port
+        for sock in listen:
+            stack.callback(sock.close)
         env: dict[str, str] = {}
         if provider.is_simulated:
             sim_url = await stack.enter_async_context(_simulator(config.sim_config, settings.sim_seed))
@@ -129,7 +132,11 @@ async def run_service(config: ServeConfig, *, on_ready: Callable[[str], None] | 
         stack.push_async_callback(hub.stop)
         wakes = await listen_for_wakes(hub)
         stack.callback(wakes.close)
-        env["STORYLOOM_EVENT_WAKE_URL"] = "udp://{}:{}".format(*wakes.get_extra_info("sockname")[:2])
+        child_wakes = [wake_socket() for _ in listen[1:]]
+        for sock in child_wakes:
+            stack.callback(sock.close)
+        addresses = [wakes.get_extra_info("sockname"), *(s.getsockname() for s in child_wakes)]
+        env["STORYLOOM_EVENT_WAKE_URL"] = ",".join(wake_url(a) for a in addresses)
         supervisor = Supervisor(
             SupervisorConfig(
                 database_url=database_url,
@@ -144,6 +151,7 @@ async def run_service(config: ServeConfig, *, on_ready: Callable[[str], None] | 
         )
         await supervisor.start()
         stack.push_async_callback(supervisor.stop)
+        children = await _start_children(stack, config, listen[1:], child_wakes, supervisor, database_url)
 
         app = create_app(
             settings,
@@ -152,45 +160,62 @@ async def run_service(config: ServeConfig, *, on_ready: Callable[[str], None] | 
             queue=JobQueue(db, hub=hub, max_backlog=config.api.max_pending),
             hub=hub,
         )
-        try:
-            sock = bind_socket(config.host, config.port)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}."
-            ) from exc
-        stack.callback(sock.close)
-        server = _Server(
-            uvicorn.Config(
-                app,
-                lifespan="on",
-                access_log=False,
-                log_level="warning",
-                ws="none",
-                backlog=2048,
-                timeout_keep_alive=60,
-                timeout_graceful_shutdown=int(config.graceful_s) or 1,
-            )
-        )
-        serving = asyncio.create_task(server.serve(sockets=[sock]), name="api")
-        for _ in range(3000):  # uvicorn offers no ready event; startup (migrations done) takes < 1 s
-            if server.started or serving.done():
-                break
-            await asyncio.sleep(0.02)
-        if not server.started:
-            if serving.done():
-                serving.result()
-            raise ConfigError("the API server did not start.")
+        server = api_server(app, graceful_s=config.graceful_s)
+        serving = await start_server(server, listen[0])
         tune_gc()
-        host, port = sock.getsockname()[:2]
+        host, port = listen[0].getsockname()[:2]
         url = f"http://{host}:{port}"
-        _log.info("service_ready", url=url, workers=f"{config.min_workers}..{config.max_workers}")
+        _log.info(
+            "service_ready",
+            url=url,
+            workers=f"{config.min_workers}..{config.max_workers}",
+            api_processes=config.api_processes,
+        )
         if on_ready is not None:
             on_ready(url)
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
         _log.info("service_stopping")
+        if children is not None:
+            children.terminate()  # they close their streams while this process closes its own
         app.state.services.closing.set()
         server.should_exit = True
         await serving
         stopped.cancel()
     _log.info("service_stopped")
+
+
+async def _start_children(
+    stack: AsyncExitStack,
+    config: ServeConfig,
+    listen: list[socket.socket],
+    wakes: list[socket.socket],
+    supervisor: Supervisor,
+    database_url: str,
+) -> ApiProcesses | None:
+    """The extra API processes, with the census file that gives them the supervisor's worker count."""
+    if not listen:
+        return None
+    from storyloom.api.census import write_census_forever
+    from storyloom.api.processes import ApiProcesses
+
+    census = config.settings.data_dir.resolve() / "run" / f"serve-{os.getpid()}-workers.json"
+    writer = asyncio.create_task(write_census_forever(census, lambda: supervisor.worker_count))
+    stack.push_async_callback(_cancel, writer)
+    children = ApiProcesses(
+        listen=listen,
+        wake=wakes,
+        census=census,
+        options=config.api,
+        graceful_s=config.graceful_s,
+        env={"STORYLOOM_DATABASE_URL": database_url, "STORYLOOM_DATA_DIR": str(config.settings.data_dir)},
+    )
+    stack.push_async_callback(children.stop)
+    await children.start()
+    return children
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

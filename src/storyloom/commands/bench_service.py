@@ -6,6 +6,8 @@ import json
 
 import typer
 
+from storyloom.errors import ConfigError
+
 __all__ = ["register"]
 
 
@@ -15,6 +17,11 @@ def register(app: typer.Typer) -> None:
         clients: int = typer.Option(500, min=1, max=5000, help="Concurrent clients, one job each."),
         versions: int = typer.Option(2, min=1, max=10, help="Candidate versions per chapter job."),
         workers: str = typer.Option("2..2", help="Worker processes of the service, MIN..MAX."),
+        api_processes: int = typer.Option(1, min=1, max=32, help="API processes of the service (one port)."),
+        follow: str = typer.Option(
+            "events",
+            help="events: POST, then GET /api/jobs/{id}/events (a browser); stream: POST …/generate/stream.",
+        ),
         concurrency: int = typer.Option(400, min=1, help="Jobs at once per worker process."),
         ttft_s: float = typer.Option(2.0, min=0.0, help="Simulated time to first token, seconds."),
         tokens_per_s: float = typer.Option(60.0, min=1.0, help="Simulated tokens per second."),
@@ -36,11 +43,15 @@ def register(app: typer.Typer) -> None:
         from storyloom.commands.serve import parse_worker_range
 
         parse_worker_range(workers)
+        if follow not in ("events", "stream"):
+            raise ConfigError(f"--follow must be events or stream, not {follow!r}.")
         result = run_bench(
             BenchConfig(
                 clients=clients,
                 versions=versions,
                 workers=workers,
+                api_processes=api_processes,
+                follow=follow,
                 concurrency=concurrency,
                 timeout_s=timeout_s,
                 ttft_s=ttft_s,

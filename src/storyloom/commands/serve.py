@@ -14,6 +14,7 @@ from storyloom.errors import ConfigError
 __all__ = ["parse_worker_range", "register"]
 
 _MAX_WORKERS = 64
+_MAX_API_PROCESSES = 32
 
 
 def register(app: typer.Typer) -> None:
@@ -30,6 +31,9 @@ def register(app: typer.Typer) -> None:
         grace_s: float = typer.Option(10.0, min=0.0, help="On stop: time for running jobs to finish."),
         heartbeat_s: float = typer.Option(15.0, min=0.05, help="SSE heartbeat comment interval."),
         sim_config: Path | None = typer.Option(None, help="SimConfig file (JSON/YAML) for the simulator."),
+        api_processes: int = typer.Option(
+            1, min=1, max=_MAX_API_PROCESSES, help="API processes sharing the port (Linux: SO_REUSEPORT)."
+        ),
     ) -> None:
         """Serve the HTTP API with MIN..MAX worker processes; prints the URL once it is ready."""
         from storyloom.commands._settings import load_settings
@@ -57,6 +61,7 @@ def register(app: typer.Typer) -> None:
             lease_s=lease_s,
             grace_s=grace_s,
             sim_config=sim_config,
+            api_processes=api_processes,
             api=ApiOptions(max_pending=max_pending, heartbeat_s=heartbeat_s),
         )
 

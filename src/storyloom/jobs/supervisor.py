@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from storyloom.jobs.metrics import forget_process_metrics
 from storyloom.jobs.models import JobStatus
 from storyloom.jobs.queue import JobQueue
 from storyloom.logs import get_logger
 from storyloom.store.schema import jobs
 
-__all__ = ["Supervisor", "SupervisorConfig"]
+__all__ = ["Supervisor", "SupervisorConfig", "restart_delay"]
 
 _log = get_logger("storyloom.jobs.supervisor")
 _ENTRY = "from storyloom.cli import main; main()"
@@ -53,6 +54,12 @@ class SupervisorConfig:
             raise ValueError(
                 f"need 1 <= min_workers <= max_workers, got {self.min_workers}..{self.max_workers}"
             )
+
+
+def restart_delay(failures: int, base_s: float, cap_s: float) -> float:
+    """Exponential backoff for a child that keeps dying: base, 2×base, 4×base… up to cap. A child
+    that lived over a minute counts as healthy again (failures reset to 0 by the caller)."""
+    return min(cap_s, base_s * 2.0 ** max(0, failures - 1))
 
 
 @dataclass(slots=True)
@@ -168,13 +175,13 @@ class Supervisor:
             if proc.returncode is None:
                 continue
             if slot.retiring:  # scaled down on purpose
+                forget_process_metrics(proc.pid)
                 self._slots.remove(slot)
                 continue
-            lived = now - slot.started_at
-            slot.failures = 0 if lived > 60 else slot.failures + 1
-            delay = min(
-                self.config.restart_backoff_max_s,
-                self.config.restart_backoff_s * 2 ** max(0, slot.failures - 1),
+            forget_process_metrics(proc.pid)
+            slot.failures = 0 if now - slot.started_at > 60 else slot.failures + 1
+            delay = restart_delay(
+                slot.failures, self.config.restart_backoff_s, self.config.restart_backoff_max_s
             )
             _log.warning("worker_died", worker=slot.worker_id, code=proc.returncode, restart_in_s=delay)
             slot.proc = None

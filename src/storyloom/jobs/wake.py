@@ -21,7 +21,7 @@ from storyloom.errors import ConfigError
 if TYPE_CHECKING:
     from storyloom.jobs.events import EventHub
 
-__all__ = ["WakeSender", "listen_for_wakes", "parse_wake_urls"]
+__all__ = ["WakeSender", "listen_for_wakes", "parse_wake_urls", "wake_socket", "wake_url"]
 
 _PAYLOAD = b"w"
 
@@ -69,9 +69,30 @@ class _WakeProtocol(asyncio.DatagramProtocol):
 
 
 async def listen_for_wakes(
-    hub: EventHub, host: str = "127.0.0.1", port: int = 0
+    hub: EventHub, host: str = "127.0.0.1", port: int = 0, *, sock: socket.socket | None = None
 ) -> asyncio.DatagramTransport:
-    """Bind a UDP port whose datagrams wake `hub`; the port is `transport.get_extra_info("sockname")`."""
+    """Bind a UDP port whose datagrams wake `hub`; the port is `transport.get_extra_info("sockname")`.
+
+    `sock`: an already bound socket instead (an API process of `serve` inherits its parent's, so a
+    restarted process keeps the port the workers were told about).
+    """
     loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(lambda: _WakeProtocol(hub), local_addr=(host, port))
+    if sock is not None:
+        transport, _ = await loop.create_datagram_endpoint(lambda: _WakeProtocol(hub), sock=sock)
+    else:
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _WakeProtocol(hub), local_addr=(host, port)
+        )
     return transport
+
+
+def wake_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A bound, inheritable UDP socket for a child API process's wake-ups; its URL is `wake_url`."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((host, 0))
+    sock.set_inheritable(True)
+    return sock
+
+
+def wake_url(address: tuple[str | int, ...]) -> str:
+    return "udp://{}:{}".format(*address[:2])

@@ -27,6 +27,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from storyloom.errors import ConfigError, StoreError
+from storyloom.store.reads import ReadThread
 from storyloom.store.writes import Transaction, WriteThread
 
 __all__ = ["Database"]
@@ -60,6 +61,7 @@ class Database:
         self._commit_listeners: list[Callable[[], None]] = []
         self._lane_engine = lane_engine
         self._lanes: list[AsyncEngine] = []
+        self._reads: ReadThread | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -208,6 +210,33 @@ class Database:
 
         return read
 
+    async def fetch(self, fn: Transaction[T]) -> T:
+        """Run `fn(conn)` on a read connection: on SQLite on a read thread, elsewhere as `read()`.
+
+        For a big read that a burst of clients waits on (the event hub's batch of streams opening
+        together): through aiosqlite each step of a read is a hand-over back to the caller's loop,
+        and on a loop busy with 500 requests each waits behind all of them; on the read thread
+        (`store/reads.py`) only the result is handed over. As with `transaction`, `fn` may only use
+        `conn` and plain values. Frequent small reads (the hub's polls) are cheaper on a
+        `read_lane`. Database errors become `StoreError`.
+        """
+        if self._closed:
+            raise StoreError("the database is closed.")
+        try:
+            if self._lane_engine is None or not self.is_sqlite:  # asyncpg: no thread to hop from
+                async with self.read() as conn:
+                    return await fn(conn)
+            return await asyncio.wrap_future(self._read_thread().submit(fn))
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreError(f"database read failed: {type(exc).__name__}: {exc}") from exc
+
+    def _read_thread(self) -> ReadThread:
+        with self._writes_lock:
+            if self._reads is None:
+                assert self._lane_engine is not None
+                self._reads = ReadThread(self._lane_engine)
+            return self._reads
+
     async def warm_up(self) -> None:
         """Open the read pool's connections now, not in the first burst of requests: on SQLite each
         is a thread, a file and four pragmas (~8 ms on a busy loop)."""
@@ -240,6 +269,9 @@ class Database:
         if writes is not None:
             await asyncio.to_thread(writes.close)
         await self._write.dispose()
+        reads, self._reads = self._reads, None
+        if reads is not None:
+            await asyncio.to_thread(reads.close)
         for lane in self._lanes:
             await lane.dispose()
         if self._read is not self._write:
