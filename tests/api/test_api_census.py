@@ -71,3 +71,21 @@ async def test_a_child_notices_that_its_parent_is_gone() -> None:
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(1.5):
             await _parent_gone(os.getppid())
+
+
+def test_renice_adds_to_this_process_niceness() -> None:
+    import subprocess
+    import sys
+
+    import psutil
+
+    from storyloom.jobs.supervisor import renice
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        renice(child.pid, 4)
+        assert psutil.Process(child.pid).nice() == min(19, psutil.Process().nice() + 4)
+    finally:
+        child.kill()
+        child.wait()
+    renice(child.pid, 4)  # gone: nothing to do, no error

@@ -230,6 +230,10 @@ async def test_two_api_processes_share_the_port_and_one_that_is_killed_comes_bac
     with _serve(data_dir, sim_config, log, "--api-processes", "2") as (proc, url):
         children = _api_children(proc)
         assert len(children) == 1
+        parent = psutil.Process(proc.pid)
+        workers = [c for c in parent.children() if " worker " in " ".join(c.cmdline())]
+        assert workers and all(w.nice() == min(19, parent.nice() + 5) for w in workers)  # --worker-nice
+        assert children[0].nice() == parent.nice()  # the API processes keep the parent's priority
         # every process answers health with the supervisor's count (the child reads the census)
         for r in await _fresh_connection_gets(url, "/api/health", 16):
             assert r.status_code == 200 and r.json()["workers"] == 1, r.text

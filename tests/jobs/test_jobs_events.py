@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from storyloom.flow.types import Event
 from storyloom.jobs import (
     DurableCheckpoints,
@@ -378,3 +380,68 @@ def test_wake_urls_are_checked() -> None:
     for bad in ("tcp://127.0.0.1:7001", "udp://127.0.0.1", "udp://:7001", "udp://h:notaport"):
         with pytest.raises(ConfigError, match="udp://"):
             parse_wake_urls(bad)
+
+
+async def test_the_stream_of_a_job_just_submitted_here_is_served_without_a_read(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = EventHub(db, poll_interval_s=0.02)
+    await hub.start()
+    queue = JobQueue(db, hub=hub)
+    job = await queue.submit("k", {"x": 1})
+    writer = GroupCommitWriter(db, on_commit=hub.wake)
+    sink = await JobEventSink.open(db, writer, job.id)
+
+    def no_read(*_: object) -> None:
+        raise AssertionError("the early stream read the database")
+
+    monkeypatch.setattr(db, "fetch", no_read)
+    monkeypatch.setattr(db, "read", no_read)
+    opened, sub = await hub.open(job.id, 0)
+    assert opened is not None and opened.id == job.id
+    sink.append("step.started", {}, step="a")
+    sink.append("job.completed", {})
+    await writer.flush()
+    got = await _collect(sub)
+    assert [(e.seq, e.kind) for e in got] == [(1, "job.submitted"), (2, "step.started"), (3, "job.completed")]
+    assert got[0].data == {"kind": "k", "priority": 5}  # as stored
+    assert hub.subscriber_count == 0
+    await writer.stop()
+    await hub.stop()
+
+
+async def test_an_early_stream_nobody_claims_expires_and_a_late_one_reads(db: Database) -> None:
+    hub = EventHub(db, poll_interval_s=0.01, early_ttl_s=0.05)
+    await hub.start()
+    queue = JobQueue(db, hub=hub)
+    job = await queue.submit("k", {})
+    assert hub.subscriber_count == 1
+    for _ in range(500):
+        if not hub.subscriber_count:
+            break
+        await asyncio.sleep(0.01)
+    assert hub.subscriber_count == 0
+    opened, sub = await hub.open(job.id, 0)  # from the database now
+    assert opened is not None
+    async with sub:
+        assert (await sub.__anext__()).seq == 1
+    await hub.stop()
+
+
+async def test_a_repeated_submission_or_a_resume_does_not_use_an_early_stream(db: Database) -> None:
+    hub = EventHub(db, poll_interval_s=0.01)
+    await hub.start()
+    queue = JobQueue(db, hub=hub)
+    job = await queue.submit("k", {}, idempotency_key="same")
+    again = await queue.submit("k", {}, idempotency_key="same")
+    assert again.id == job.id and hub.subscriber_count == 1  # the repeat let its own go
+    writer = GroupCommitWriter(db, on_commit=hub.wake)
+    sink = await JobEventSink.open(db, writer, job.id)
+    sink.append("step.started", {}, step="a")
+    await writer.flush()
+    _, sub = await hub.open(job.id, 1)  # resuming after seq 1: the early stream is dropped
+    async with sub:
+        assert (await sub.__anext__()).seq == 2
+    assert hub.subscriber_count == 0
+    await writer.stop()
+    await hub.stop()

@@ -49,6 +49,7 @@ class BenchConfig:
     # /api/jobs/{id}/events (what a browser's EventSource does); "stream" = one POST
     # /api/novel/generate/stream that submits and streams.
     follow: str = "events"
+    worker_nice: int = 5  # the service's default
     concurrency: int = 400  # jobs at once per worker process
     lease_s: float = 15.0  # the service's own default: dead-worker detection time
     # A real provider's pace (DeepSeek streams about 60 tokens a second after a second or two) on
@@ -321,6 +322,7 @@ def _start_service(cfg: BenchConfig, workdir: Path) -> tuple[subprocess.Popen[st
         "--data-dir", str(workdir / "data"), "--sim-config", str(sim_config),
         "--concurrency", str(cfg.concurrency), "--lease-s", str(cfg.lease_s),
         "--max-pending", str(max(10_000, cfg.clients * 2)), "--api-processes", str(cfg.api_processes),
+        "--worker-nice", str(cfg.worker_nice),
     ]  # fmt: skip
     log = (workdir / "serve.log").open("w")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
@@ -382,6 +384,7 @@ async def _drive(cfg: BenchConfig, url: str, root: psutil.Process) -> dict[str, 
         "workers": cfg.workers,
         "api_processes": cfg.api_processes,
         "follow": cfg.follow,
+        "worker_nice": cfg.worker_nice,
         "submitted": submitted,
         "completed": completed,
         "completed_ratio": round(completed / submitted, 4) if submitted else 0.0,

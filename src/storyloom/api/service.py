@@ -52,6 +52,7 @@ class ServeConfig:
     graceful_s: float = 3.0  # on stop: time for open HTTP/SSE connections to end
     sim_config: Path | None = None  # SimConfig file for the simulator process (sim profile)
     api_processes: int = 1  # API processes sharing the port (SO_REUSEPORT); extras are children
+    worker_nice: int = 5  # added to the workers' niceness: the API first when CPU is short
     api: ApiOptions = field(default_factory=ApiOptions)
 
 
@@ -146,6 +147,7 @@ async def run_service(config: ServeConfig, *, on_ready: Callable[[str], None] | 
                 worker_args=["--lease-s", str(config.lease_s), "--grace-s", str(config.grace_s)],
                 env=env,
                 stop_grace_s=config.grace_s + 10,
+                nice=config.worker_nice,
             ),
             queue=JobQueue(db),
         )

@@ -22,6 +22,9 @@ def register(app: typer.Typer) -> None:
             "events",
             help="events: POST, then GET /api/jobs/{id}/events (a browser); stream: POST …/generate/stream.",
         ),
+        worker_nice: int = typer.Option(
+            5, min=0, max=19, help="The service's --worker-nice (0: workers as important as the API)."
+        ),
         concurrency: int = typer.Option(400, min=1, help="Jobs at once per worker process."),
         ttft_s: float = typer.Option(2.0, min=0.0, help="Simulated time to first token, seconds."),
         tokens_per_s: float = typer.Option(60.0, min=1.0, help="Simulated tokens per second."),
@@ -52,6 +55,7 @@ def register(app: typer.Typer) -> None:
                 workers=workers,
                 api_processes=api_processes,
                 follow=follow,
+                worker_nice=worker_nice,
                 concurrency=concurrency,
                 timeout_s=timeout_s,
                 ttft_s=ttft_s,

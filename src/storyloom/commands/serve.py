@@ -31,6 +31,9 @@ def register(app: typer.Typer) -> None:
         grace_s: float = typer.Option(10.0, min=0.0, help="On stop: time for running jobs to finish."),
         heartbeat_s: float = typer.Option(15.0, min=0.05, help="SSE heartbeat comment interval."),
         sim_config: Path | None = typer.Option(None, help="SimConfig file (JSON/YAML) for the simulator."),
+        worker_nice: int = typer.Option(
+            5, min=0, max=19, help="Added to the workers' niceness: the API first when CPU is short."
+        ),
         api_processes: int = typer.Option(
             1, min=1, max=_MAX_API_PROCESSES, help="API processes sharing the port (Linux: SO_REUSEPORT)."
         ),
@@ -62,6 +65,7 @@ def register(app: typer.Typer) -> None:
             grace_s=grace_s,
             sim_config=sim_config,
             api_processes=api_processes,
+            worker_nice=worker_nice,
             api=ApiOptions(max_pending=max_pending, heartbeat_s=heartbeat_s),
         )
 

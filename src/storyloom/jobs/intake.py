@@ -25,7 +25,7 @@ from storyloom.store.bulk import Rows, existing_job_ids, insert_events, insert_j
 from storyloom.store.database import Database
 from storyloom.store.schema import jobs
 
-__all__ = ["Intake"]
+__all__ = ["Intake", "submitted_event"]
 
 _ACTIVE = sorted(s.value for s in JobStatus.QUEUED)
 _MAX_BATCH = 500  # bounds one transaction's time under the write lock (~10 ms idle)
@@ -82,17 +82,7 @@ async def _write(
             )
     if refused:
         await conn.execute(sa.delete(jobs).where(jobs.c.id.in_(refused)))
-    event_rows = [
-        {
-            "job_id": row["id"],
-            "seq": 1,
-            "kind": "job.submitted",
-            "step": None,
-            "ts": row["created_at"],
-            "data": {"kind": row["kind"], "priority": row["priority"]},
-        }
-        for row in kept
-    ]
+    event_rows = [submitted_event(row) for row in kept]
     await insert_events(db, conn, Rows(db, event_rows))
     out: list[_Outcome] = []
     for row, outcome in zip(rows.rows, outcomes, strict=True):
@@ -111,6 +101,18 @@ async def _repeated(conn: AsyncConnection, row: dict[str, Any], *, refused_in_ba
     if refused_in_batch:  # its twin earlier in this batch was refused: so is it
         return QueueFullError("the queue is full; retry later.", retry_after_s=2.0)
     return JobNotFoundError(f"job with idempotency key {row['idempotency_key']!r} vanished")
+
+
+def submitted_event(row: dict[str, Any]) -> dict[str, Any]:
+    """A new job's first event (seq 1), as stored; the API's hub hands it to the job's first stream."""
+    return {
+        "job_id": row["id"],
+        "seq": 1,
+        "kind": "job.submitted",
+        "step": None,
+        "ts": row["created_at"],
+        "data": {"kind": row["kind"], "priority": row["priority"]},
+    }
 
 
 def _new_job(row: dict[str, Any]) -> Job:

