@@ -445,3 +445,20 @@ async def test_a_repeated_submission_or_a_resume_does_not_use_an_early_stream(db
     assert hub.subscriber_count == 0
     await writer.stop()
     await hub.stop()
+
+
+async def test_early_streams_are_bounded(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    import storyloom.jobs.events as events_module
+
+    monkeypatch.setattr(events_module, "_MAX_EARLY", 2)
+    hub = EventHub(db, poll_interval_s=0.01)
+    await hub.start()
+    queue = JobQueue(db, hub=hub)
+    first = await queue.submit("k", {})
+    for _ in range(2):
+        await queue.submit("k", {})
+    assert hub.subscriber_count == 2  # the oldest was let go
+    _, sub = await hub.open(first.id, 0)  # and reads from the database
+    async with sub:
+        assert (await sub.__anext__()).seq == 1
+    await hub.stop()

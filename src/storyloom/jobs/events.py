@@ -6,6 +6,9 @@ of its job. A `Subscription` registers *before* it replays from the database, th
 feed, de-duplicating by the per-job `seq`; a jump in `seq` (or an overflowing buffer) sends it back
 to the database for the missing range. So a subscriber sees every event exactly once, in order.
 
+A job this process accepts is followed from before its first commit (`expect`/`keep`): its
+submitter opens the stream a moment later and gets it from memory, without a read.
+
 Postgres can commit a smaller id after a bigger one (concurrent transactions). The hub remembers
 skipped ids as "holes" and re-reads them for `hole_ttl_s`, so such late rows are still delivered.
 """
@@ -33,6 +36,7 @@ __all__ = ["EventHub", "Subscription"]
 _log = get_logger("storyloom.jobs.events")
 _MAX_HOLES = 10_000
 _PAGE = 500  # events per replay read
+_MAX_EARLY = 10_000  # jobs followed before anyone asked (`expect`), at most
 _Opened = tuple["Job | None", list[StoredEvent], bool]  # job, first page, whether that is all
 _Early = tuple[Job, "Subscription"]
 
@@ -146,6 +150,8 @@ class EventHub:
         sub._prefill([first], complete=True)
         self._early[job.id] = (job, sub, time.monotonic() + self.early_ttl_s)
         self._expire_early()
+        while len(self._early) > _MAX_EARLY:  # a flood of submissions nobody follows: oldest go first
+            self._early.pop(next(iter(self._early)))[1].close()
 
     def _claim_early(self, job_id: str, after_seq: int, stop_on_terminal: bool) -> _Early | None:
         entry = self._early.pop(job_id, None)
