@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -21,9 +23,19 @@ async def test_fetch_returns_what_its_function_read(db: Database) -> None:
     assert await asyncio.gather(*(db.fetch(read) for _ in range(20))) == [42] * 20
 
 
-async def test_on_sqlite_the_read_runs_on_a_thread_of_its_own(db: Database) -> None:
-    if not db.is_sqlite:
-        pytest.skip("asyncpg reads on the caller's loop")
+@pytest.fixture
+async def sqlite_db(tmp_path: Path) -> AsyncIterator[Database]:
+    """The thread hand-over is SQLite's (asyncpg reads on the caller's loop)."""
+    database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'reads.db'}")
+    await database.migrate()
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+async def test_on_sqlite_the_read_runs_on_a_thread_of_its_own(sqlite_db: Database) -> None:
+    db = sqlite_db
     where: list[int] = []
 
     async def read(conn: AsyncConnection) -> None:
@@ -44,9 +56,8 @@ async def test_a_failed_read_is_a_store_error(db: Database) -> None:
         await db.fetch(bad)
 
 
-async def test_a_cancelled_caller_cancels_its_read(db: Database) -> None:
-    if not db.is_sqlite:
-        pytest.skip("the thread hand-over is SQLite's")
+async def test_a_cancelled_caller_cancels_its_read(sqlite_db: Database) -> None:
+    db = sqlite_db
     started, finished = threading.Event(), threading.Event()
 
     async def slow(conn: AsyncConnection) -> None:
