@@ -5,22 +5,29 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
 pytestmark = pytest.mark.slow
 
 
-def test_small_bench_prints_valid_json() -> None:
+def _small_bench(*extra: str) -> dict[str, Any]:
+    """6 clients, fast simulator: the figures are meaningless, their presence and consistency not."""
     done = subprocess.run(
         [sys.executable, "-m", "storyloom.cli", "bench", "service", "--clients", "6", "--versions", "1",
-         "--workers", "1..1", "--ttft-s", "0.05", "--tokens-per-s", "2000", "--json"],
+         "--workers", "1..1", "--ttft-s", "0.05", "--tokens-per-s", "2000", "--json", *extra],
         capture_output=True,
         text=True,
         timeout=240,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout)
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_small_bench_prints_valid_json() -> None:
+    result = _small_bench()
     assert result["submitted"] == 6 and result["completed"] == 6 and result["completed_ratio"] == 1.0
     assert result["events_exactly_once_in_order"] is True
     assert result["events_received"] >= 6 * 5
@@ -45,16 +52,7 @@ def test_bench_rejects_a_bad_worker_range() -> None:
 
 
 def test_small_bench_submitting_and_streaming_in_one_request_on_two_api_processes() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "storyloom.cli", "bench", "service", "--clients", "6", "--versions", "1",
-         "--workers", "1..1", "--ttft-s", "0.05", "--tokens-per-s", "2000", "--follow", "stream",
-         "--api-processes", "2", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout)
+    result = _small_bench("--follow", "stream", "--api-processes", "2")
     assert result["follow"] == "stream" and result["api_processes"] == 2
     assert result["completed"] == 6 and result["events_exactly_once_in_order"] is True
     # the stream exists before the job does: every event is created after the client asked for it

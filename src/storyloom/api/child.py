@@ -15,8 +15,9 @@ import signal
 import socket
 import sys
 from contextlib import AsyncExitStack
-from dataclasses import replace
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -38,17 +39,13 @@ class ChildSpec(BaseModel):
     wake_fd: int
     census: Path
     graceful_s: float
-    max_body_bytes: int
-    heartbeat_s: float
-    max_pending: int | None
-    min_live_workers: int
-    stall_s: float
-    stats_ttl_s: float
+    api: dict[str, Any]  # the parent's ApiOptions but its worker count (the census replaces it)
 
     @classmethod
     def build(
         cls, options: ApiOptions, *, index: int, listen_fd: int, wake_fd: int, census: Path, graceful_s: float
     ) -> ChildSpec:
+        api = {f.name: getattr(options, f.name) for f in fields(options) if f.name != "worker_count"}
         return cls(
             index=index,
             parent_pid=os.getpid(),
@@ -56,22 +53,7 @@ class ChildSpec(BaseModel):
             wake_fd=wake_fd,
             census=census,
             graceful_s=graceful_s,
-            max_body_bytes=options.max_body_bytes,
-            heartbeat_s=options.heartbeat_s,
-            max_pending=options.max_pending,
-            min_live_workers=options.min_live_workers,
-            stall_s=options.stall_s,
-            stats_ttl_s=options.stats_ttl_s,
-        )
-
-    def options(self) -> ApiOptions:
-        return ApiOptions(
-            max_body_bytes=self.max_body_bytes,
-            heartbeat_s=self.heartbeat_s,
-            max_pending=self.max_pending,
-            min_live_workers=self.min_live_workers,
-            stall_s=self.stall_s,
-            stats_ttl_s=self.stats_ttl_s,
+            api=api,
         )
 
 
@@ -99,7 +81,7 @@ async def run_api_child(spec: ChildSpec) -> None:
         stack.push_async_callback(hub.stop)
         wakes = await listen_for_wakes(hub, sock=socket.socket(fileno=spec.wake_fd))
         stack.callback(wakes.close)
-        options = replace(spec.options(), worker_count=CensusReader(spec.census))
+        options = ApiOptions(**spec.api, worker_count=CensusReader(spec.census))
         app = create_app(
             settings,
             options=options,

@@ -119,23 +119,28 @@ async def _one_client(
     if cfg.follow == "stream":
         await _submit_and_follow(http, url, body, state)
     else:
-        await _submit_then_follow(http, url, body, state)
-    while state.job_id and state.status is None:  # cut off: resume where the stream stopped
-        state.reconnects += 1
-        await asyncio.sleep(0.2)
+        await _submit_until_accepted(http, url, body, state)
+    resuming = cfg.follow == "stream"  # its stream is open already: a GET here means it was cut
+    while state.job_id and state.status is None:
+        if resuming:
+            state.reconnects += 1
+            await asyncio.sleep(0.2)
+        resuming = True
         headers = {"Last-Event-ID": str(state.seqs[-1])} if state.seqs else {}
         opened = time.time()
         try:
             async with http.get(f"{url}/api/jobs/{state.job_id}/events", headers=headers) as r:
+                if state.opened_s is None:
+                    state.opened_s = time.time() - opened
                 await _read_events(r, state, opened)
         except (aiohttp.ClientError, TimeoutError):
             pass
 
 
-async def _submit_then_follow(
+async def _submit_until_accepted(
     http: aiohttp.ClientSession, url: str, body: dict[str, Any], state: _Client
 ) -> None:
-    """POST /api/novel/generate, then GET /api/jobs/{id}/events: the browser's way (EventSource)."""
+    """POST /api/novel/generate (the browser's way: the caller then GETs the job's events)."""
     for attempt in range(50):
         try:
             status, text, retry_after = await _submit(http, url, body)
@@ -146,21 +151,11 @@ async def _submit_then_follow(
         if status == 200:
             state.job_id = json.loads(text)["task_id"]
             state.accepted_s = time.time() - state.submitted_at
-            break
+            return
         state.error = f"submit answered {status}: {text[:200]} (attempt {attempt + 1})"
-        if status in (429, 503):
-            await asyncio.sleep(float(retry_after))
-            continue
-        return
-    if not state.job_id:
-        return
-    opened = time.time()
-    try:
-        async with http.get(f"{url}/api/jobs/{state.job_id}/events") as r:
-            state.opened_s = time.time() - opened
-            await _read_events(r, state, opened)
-    except (aiohttp.ClientError, TimeoutError):
-        pass
+        if status not in (429, 503):
+            return
+        await asyncio.sleep(float(retry_after))
 
 
 async def _submit_and_follow(

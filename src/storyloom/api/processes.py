@@ -23,7 +23,7 @@ from storyloom.api.child import READY, ChildSpec
 from storyloom.api.services import ApiOptions
 from storyloom.errors import ConfigError
 from storyloom.jobs.metrics import forget_process_metrics
-from storyloom.jobs.supervisor import restart_delay
+from storyloom.jobs.supervisor import restart_delay, stop_processes
 from storyloom.logs import get_logger
 
 __all__ = ["ApiProcesses"]
@@ -74,15 +74,6 @@ class ApiProcesses:
         self._check_every_s = check_every_s
         self._backoff = (backoff_s, backoff_max_s)
         self._task: asyncio.Task[None] | None = None
-        self.restarts = 0
-
-    @property
-    def live(self) -> int:
-        return sum(1 for c in self._children if c.proc is not None and c.proc.returncode is None)
-
-    @property
-    def pids(self) -> list[int]:
-        return [c.proc.pid for c in self._children if c.proc is not None and c.proc.returncode is None]
 
     async def start(self, *, timeout_s: float = 60.0) -> None:
         """Start every child and wait until each accepts connections."""
@@ -111,14 +102,8 @@ class ApiProcesses:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        procs = [c.proc for c in self._children if c.proc is not None]
-        if procs:
-            await asyncio.wait([asyncio.create_task(p.wait()) for p in procs], timeout=self._graceful_s + 5)
+        await stop_processes([c.proc for c in self._children if c.proc is not None], self._graceful_s + 5)
         for child in self._children:
-            if child.proc is not None and child.proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    child.proc.kill()
-                await child.proc.wait()
             if child.reader is not None:
                 child.reader.cancel()
 
@@ -180,4 +165,3 @@ class ApiProcesses:
             )
             child.proc = None
             child.restart_at = now + delay
-            self.restarts += 1

@@ -27,7 +27,7 @@ from storyloom.jobs.queue import JobQueue
 from storyloom.logs import get_logger
 from storyloom.store.schema import jobs
 
-__all__ = ["Supervisor", "SupervisorConfig", "renice", "restart_delay"]
+__all__ = ["Supervisor", "SupervisorConfig", "renice", "restart_delay", "stop_processes"]
 
 _log = get_logger("storyloom.jobs.supervisor")
 _ENTRY = "from storyloom.cli import main; main()"
@@ -68,6 +68,22 @@ def renice(pid: int, increment: int) -> None:
     with contextlib.suppress(OSError):  # the child already gone: its restart is renice'd again
         target = min(19, os.getpriority(os.PRIO_PROCESS, 0) + increment)
         os.setpriority(os.PRIO_PROCESS, pid, target)
+
+
+async def stop_processes(procs: Sequence[asyncio.subprocess.Process], grace_s: float) -> None:
+    """SIGTERM those still running, wait up to `grace_s` for them to exit, kill the rest."""
+    alive = [p for p in procs if p.returncode is None]
+    for proc in alive:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+    if not alive:
+        return
+    await asyncio.wait([asyncio.create_task(p.wait()) for p in alive], timeout=grace_s)
+    for proc in alive:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
 
 
 def restart_delay(failures: int, base_s: float, cap_s: float) -> float:
@@ -126,19 +142,7 @@ class Supervisor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        procs = [s.proc for s in self._slots if s.proc is not None and s.proc.returncode is None]
-        for proc in procs:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-        if procs:
-            await asyncio.wait(
-                [asyncio.create_task(p.wait()) for p in procs], timeout=self.config.stop_grace_s
-            )
-            for proc in procs:
-                if proc.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-                    await proc.wait()
+        await stop_processes([s.proc for s in self._slots if s.proc is not None], self.config.stop_grace_s)
         self._slots.clear()
 
     def _new_slot(self) -> _Slot:

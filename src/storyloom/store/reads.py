@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import threading
 from collections.abc import Callable
 from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from storyloom.store.loopthread import LoopThread
 from storyloom.store.writes import Transaction
 
 __all__ = ["ReadThread"]
@@ -28,13 +28,11 @@ class ReadThread:
     def __init__(self, make_engine: Callable[[], AsyncEngine]) -> None:
         self._make_engine = make_engine
         self._engine: AsyncEngine | None = None  # made on this thread's loop, which its connections need
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="db-reads", daemon=True)
-        self._thread.start()
+        self._thread = LoopThread("db-reads")
 
     def submit(self, fn: Transaction[T]) -> concurrent.futures.Future[T]:
         """Run `fn(conn)` there; cancelling the future cancels the read."""
-        return asyncio.run_coroutine_threadsafe(self._run(fn), self._loop)
+        return asyncio.run_coroutine_threadsafe(self._run(fn), self._thread.loop)
 
     async def _run(self, fn: Transaction[T]) -> T:
         if self._engine is None:
@@ -47,9 +45,4 @@ class ReadThread:
             if self._engine is not None:
                 await self._engine.dispose()
 
-        try:
-            asyncio.run_coroutine_threadsafe(finish(), self._loop).result(timeout=30)
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=30)
-            self._loop.close()
+        self._thread.close(finish)

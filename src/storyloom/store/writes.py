@@ -23,7 +23,6 @@ hands the lock over the moment it is released.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import os
@@ -38,6 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from storyloom.errors import StoreError
+from storyloom.store.loopthread import LoopThread
 
 try:
     import fcntl
@@ -76,9 +76,8 @@ class WriteThread:
         self.transactions = 0
         if sys.getswitchinterval() > _SWITCH_INTERVAL_S:
             sys.setswitchinterval(_SWITCH_INTERVAL_S)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="db-writes", daemon=True)
-        self._thread.start()
+        self._thread = LoopThread("db-writes")
+        self._loop = self._thread.loop
 
     def submit(self, fn: Transaction[T]) -> concurrent.futures.Future[T]:
         """Queue `fn`; the future settles after the commit of the batch that ran it."""
@@ -187,11 +186,8 @@ class WriteThread:
                 await self._engine.dispose()
 
         try:
-            asyncio.run_coroutine_threadsafe(finish(), self._loop).result(timeout=30)
+            self._thread.close(finish)
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=30)
-            self._loop.close()
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
 
