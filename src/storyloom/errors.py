@@ -5,7 +5,10 @@ Three families are kept apart so callers can react correctly:
     StoryloomError
     ├── UserError                  the caller's input or configuration is wrong: CLI exit 2, HTTP 4xx
     │   ├── ConfigError
-    │   └── InputError
+    │   ├── InputError
+    │   │   └── IdempotencyConflictError   a reused idempotency key with a different body (422)
+    │   ├── AuthenticationError    no key, or a key that is unknown or revoked (401)
+    │   └── PermissionDeniedError  a valid key whose role may not do this (403)
     ├── ProviderError              a model call failed; carries status and Retry-After
     │   ├── RateLimitError         429 (provider or our own gateway quota)
     │   ├── ProviderUnavailable    5xx
@@ -14,6 +17,7 @@ Three families are kept apart so callers can react correctly:
     │   ├── StreamCutError         the stream ended before its finish_reason
     │   ├── BadResponseError       the provider answered something that is not the protocol
     │   ├── BadRequestError        400/401/403/404/422: retrying cannot help
+    │   │   └── ProviderAuthError  401/403: the provider refused our key; never retried, body not kept
     │   ├── CircuitOpenError       every deployment of the model is open
     │   └── BudgetExceededError    the tenant's budget would be overshot
     ├── OutputParseError           a model answered, but not in the shape the agent needs
@@ -22,7 +26,10 @@ Three families are kept apart so callers can react correctly:
     │   └── AllVersionsFailedError every candidate version of a chapter failed
     ├── StoreError
     │   └── JobNotFoundError
-    └── QueueFullError             admission refused; retry after `retry_after_s`
+    ├── QueueFullError             admission refused; retry after `retry_after_s`
+    └── TenantLimitError           a tenant's own limit (jobs, submissions, streams, budget); 429
+
+`is_permanent(exc)` says whether retrying a failed job can help (the worker's question).
 
 Control-flow signals (cancellation) use asyncio.CancelledError and are never wrapped.
 """
@@ -31,15 +38,19 @@ from __future__ import annotations
 
 __all__ = [
     "AllVersionsFailedError",
+    "AuthenticationError",
     "BadRequestError",
     "BadResponseError",
     "BudgetExceededError",
     "CircuitOpenError",
     "ConfigError",
     "FlowError",
+    "IdempotencyConflictError",
     "InputError",
     "JobNotFoundError",
     "OutputParseError",
+    "PermissionDeniedError",
+    "ProviderAuthError",
     "ProviderConnectionError",
     "ProviderError",
     "ProviderTimeout",
@@ -50,7 +61,9 @@ __all__ = [
     "StoreError",
     "StoryloomError",
     "StreamCutError",
+    "TenantLimitError",
     "UserError",
+    "is_permanent",
 ]
 
 
@@ -68,6 +81,18 @@ class ConfigError(UserError):
 
 class InputError(UserError):
     """A request, file or argument is invalid."""
+
+
+class IdempotencyConflictError(InputError):
+    """The idempotency key was already used for a different request; nothing new was accepted."""
+
+
+class AuthenticationError(UserError):
+    """No API key, or one that is unknown or revoked (HTTP 401)."""
+
+
+class PermissionDeniedError(UserError):
+    """The key is valid but its role may not do this (HTTP 403)."""
 
 
 class ProviderError(StoryloomError):
@@ -127,6 +152,11 @@ class BadRequestError(ProviderError):
     retryable = False
 
 
+class ProviderAuthError(BadRequestError):
+    """401/403 from a provider: our key is wrong or lacks a permission. The message never holds the
+    provider's body (some echo part of the key), and no retry or job re-run can fix it."""
+
+
 class CircuitOpenError(ProviderError):
     """Every deployment able to serve the model is open (failing); try after `retry_after_s`."""
 
@@ -161,10 +191,11 @@ class StepFailedError(FlowError):
 class AllVersionsFailedError(FlowError):
     """Every candidate version of a chapter failed; `errors` holds each version's reason."""
 
-    def __init__(self, errors: list[str]) -> None:
+    def __init__(self, errors: list[str], *, permanent: bool = False) -> None:
         detail = "; ".join(f"v{i + 1}: {e}" for i, e in enumerate(errors))
         super().__init__(f"all {len(errors)} versions failed ({detail})")
         self.errors = errors
+        self.permanent = permanent  # every version failed for a reason no re-run can fix
 
 
 class StoreError(StoryloomError):
@@ -181,3 +212,31 @@ class QueueFullError(StoryloomError):
     def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class TenantLimitError(StoryloomError):
+    """A tenant is over one of its own limits; `limit` names it, nothing was accepted."""
+
+    def __init__(self, message: str, *, limit: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+
+
+_PERMANENT: tuple[type[BaseException], ...] = (UserError, BadRequestError, BudgetExceededError)
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether re-running the job cannot help: the error itself, or what it wraps, is the caller's
+    mistake, a refused request or a spent budget. Follows `StepFailedError.cause` and `__cause__`,
+    and an `AllVersionsFailedError` whose versions all failed permanently."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _PERMANENT):
+            return True
+        if isinstance(current, AllVersionsFailedError):
+            return current.permanent
+        current = current.cause if isinstance(current, StepFailedError) else current.__cause__
+    return False

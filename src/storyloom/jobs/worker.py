@@ -25,7 +25,7 @@ from typing import Any
 
 import psutil
 
-from storyloom.errors import BadRequestError, BudgetExceededError, UserError
+from storyloom.errors import is_permanent
 from storyloom.jobs.context import Handler, JobContext
 from storyloom.jobs.durable import DurableCheckpoints, GroupCommitWriter, JobEventSink
 from storyloom.jobs.models import Job
@@ -37,8 +37,6 @@ from storyloom.store.database import Database
 __all__ = ["Worker", "WorkerConfig"]
 
 _log = get_logger("storyloom.jobs.worker")
-# Errors a retry cannot fix: the job goes straight to the dead letter.
-_PERMANENT: tuple[type[BaseException], ...] = (UserError, BadRequestError, BudgetExceededError)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -244,7 +242,7 @@ class Worker:
                 await self.writer.flush()
                 error = f"{type(exc).__name__}: {exc}"
                 status = await self.queue.fail(
-                    job.id, self.id, error, retryable=not isinstance(exc, _PERMANENT)
+                    job.id, self.id, error, retryable=not is_permanent(exc)
                 )
                 self.failed += 1
                 log.warning("job_failed", error=error, now=status.value if status else "lease lost")
