@@ -23,9 +23,9 @@ from storyloom.jobs.schedule import ensure_schedule
 from storyloom.store.database import Database
 
 if TYPE_CHECKING:
+    from storyloom.apps.novel.agents import AgentModels
     from storyloom.config import Settings
     from storyloom.llm.types import ModelClient
-    from storyloom.novel.agents import AgentModels
 
 __all__ = [
     "AppServices",
@@ -65,15 +65,11 @@ class AppServices:
 def warm_up() -> None:
     """Import what the handlers import lazily, before the first job: a first chapter job otherwise
     pays ~0.1 s of imports on the event loop while hundreds of others are starting."""
-    import storyloom.llm.ledger
-    import storyloom.novel.chapter
-    import storyloom.novel.models
-    import storyloom.store.projects  # noqa: F401
 
 
 def build_services(db: Database, settings: Settings, *, sim_url: str | None = None) -> AppServices:
+    from storyloom.apps.novel.agents import AgentModels
     from storyloom.llm.factory import build_client
-    from storyloom.novel.agents import AgentModels
 
     return AppServices(
         db=db,
@@ -110,8 +106,8 @@ def _services(ctx: JobContext) -> AppServices:
 async def chapter_handler(ctx: JobContext) -> dict[str, Any]:
     from pydantic import ValidationError
 
-    from storyloom.novel.chapter import write_chapter
-    from storyloom.novel.models import ChapterRequest, input_error
+    from storyloom.apps.novel.chapter import write_chapter
+    from storyloom.apps.novel.models import ChapterRequest, input_error
 
     services = _services(ctx)
     if services.client is None or services.models is None:
@@ -149,7 +145,7 @@ async def chapter_handler(ctx: JobContext) -> dict[str, Any]:
 
 
 async def _store_versions(db: Database, chapter_id: str, job_id: str, result: Mapping[str, Any]) -> None:
-    from storyloom.store.projects import ProjectStore, versions_from_result
+    from storyloom.apps.novel.projects import ProjectStore, versions_from_result
 
     store = ProjectStore(db)
     if await store.get_chapter(chapter_id) is None:

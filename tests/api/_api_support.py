@@ -99,7 +99,7 @@ class ActingWorker:
 
     async def complete(self, job_id: str, result: dict[str, object]) -> None:
         """Like the real chapter handler: a project chapter's versions are stored, then completed."""
-        from storyloom.store.projects import ProjectStore, versions_from_result
+        from storyloom.apps.novel.projects import ProjectStore, versions_from_result
 
         job = await self.served.queue.get(job_id)
         chapter_id = job.payload.get("chapter_id")

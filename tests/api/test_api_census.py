@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from storyloom.api.census import CensusReader, write_census_forever
-from storyloom.api.child import _parent_gone
-from storyloom.api.server import listen_sockets
 from storyloom.errors import ConfigError
+from storyloom.serve.api_child import _parent_gone
+from storyloom.serve.census import CensusReader, write_census_forever
+from storyloom.serve.server import listen_sockets
 
 
 async def test_a_reader_sees_the_count_while_the_writer_lives_and_zero_after(tmp_path: Path) -> None:
@@ -79,7 +79,7 @@ def test_renice_adds_to_this_process_niceness() -> None:
 
     import psutil
 
-    from storyloom.jobs.supervisor import renice
+    from storyloom.serve.supervisor import renice
 
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:

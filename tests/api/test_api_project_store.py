@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from storyloom.apps.novel.projects import NewVersion, ProjectStore, versions_from_result
 from storyloom.jobs.queue import JobQueue
 from storyloom.store.database import Database
-from storyloom.store.projects import NewVersion, ProjectStore, versions_from_result
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -210,7 +210,7 @@ def _api_children(proc: subprocess.Popen[str]) -> list[psutil.Process]:
     return [
         child
         for child in psutil.Process(proc.pid).children()
-        if "storyloom.api.child" in " ".join(child.cmdline())
+        if "storyloom.serve.api_child" in " ".join(child.cmdline())
     ]
 
 

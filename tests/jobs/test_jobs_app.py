@@ -10,12 +10,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from storyloom.app import AppServices, default_handlers
+from storyloom.apps.novel.agents import AgentModels
+from storyloom.apps.novel.projects import ProjectStore
 from storyloom.jobs import JobQueue, JobStatus
 from storyloom.jobs.worker import Worker, WorkerConfig
 from storyloom.llm.client import HttpModelClient
-from storyloom.novel.agents import AgentModels
 from storyloom.store import Database
-from storyloom.store.projects import ProjectStore
 from storyloom.store.schema import usage
 
 

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from storyloom.jobs import JobQueue, JobStatus
-from storyloom.jobs.supervisor import Supervisor, SupervisorConfig
+from storyloom.serve.supervisor import Supervisor, SupervisorConfig
 from storyloom.sim import ModelProfile, SimConfig, run_sim_in_thread
 from storyloom.store import Database
 from storyloom.store.schema import checkpoints, events

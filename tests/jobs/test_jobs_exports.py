@@ -18,10 +18,10 @@ import pytest
         "storyloom.jobs.events",
         "storyloom.jobs.durable",
         "storyloom.jobs.worker",
-        "storyloom.jobs.supervisor",
+        "storyloom.serve.supervisor",
         "storyloom.jobs.schedule",
         "storyloom.jobs.maintenance",
-        "storyloom.jobs.process",
+        "storyloom.serve.worker_process",
         "storyloom.app",
     ],
 )

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from storyloom.errors import BudgetExceededError, ProviderError
+from storyloom.limits.base import LimitBackend
 from storyloom.llm.deployments import Deployment, GatewayConfig
 from storyloom.llm.gateway import Gateway
 from storyloom.llm.ledger import PriceTable
-from storyloom.llm.limits.base import LimitBackend
 from storyloom.llm.tokens import estimate_message_tokens
 from storyloom.llm.types import CallMeta, ChatRequest, Usage
 from storyloom.sim import ModelProfile, SimConfig, SimHandle, run_sim_in_thread

@@ -21,10 +21,10 @@ from storyloom.errors import (
     ProviderUnavailable,
     StreamCutError,
 )
+from storyloom.limits.state import BreakerPolicy
 from storyloom.llm.deployments import Deployment, GatewayConfig, load_gateway_config
 from storyloom.llm.factory import build_client
 from storyloom.llm.gateway import Gateway
-from storyloom.llm.limits.state import BreakerPolicy
 from storyloom.llm.types import CallMeta, ChatRequest, ModelClient
 from storyloom.sim import ModelProfile, SimConfig, SimHandle, run_sim_in_thread
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from storyloom.llm.limits.base import LimitBackend
-from storyloom.llm.limits.state import (
+from storyloom.limits.base import LimitBackend
+from storyloom.limits.state import (
     Ask,
     BreakerPolicy,
     Claim,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from storyloom.llm.bench.runner import BenchOptions, SimProcess, saturation_phase
+from storyloom.bench.gateway.runner import BenchOptions, SimProcess, saturation_phase
 
 pytestmark = pytest.mark.slow
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from storyloom.novel.models import NovelInput
-from storyloom.novel.prompts import style_hint, text_messages
+from storyloom.apps.novel.models import NovelInput
+from storyloom.apps.novel.prompts import style_hint, text_messages
 from storyloom.sim.prompt import analyse
 from storyloom.sim.story import story_text
 

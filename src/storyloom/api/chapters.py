@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from storyloom.api.schemas import ChapterCreate
 from storyloom.api.services import Services
+from storyloom.apps.novel.models import ChapterRequest, Character, NovelInput
+from storyloom.apps.novel.projects import Chapter, Project
 from storyloom.jobs.models import Job
-from storyloom.novel.models import ChapterRequest, Character, NovelInput
-from storyloom.store.projects import Chapter, Project
 
 __all__ = ["submit_chapter_job"]
 

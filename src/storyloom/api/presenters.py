@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from storyloom.api.schemas import ChapterOut, JobOut, ProjectOut, VersionOut
+from storyloom.apps.novel.projects import Chapter, ChapterVersion, Project
 from storyloom.jobs.models import Job
-from storyloom.store.projects import Chapter, ChapterVersion, Project
 
 __all__ = ["chapter_content", "chapter_out", "execution_time", "job_out", "project_out", "version_out"]
 

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from storyloom.novel.models import Character, Language, NovelInput
+from storyloom.apps.novel.models import Character, Language, NovelInput
 
 __all__ = [
     "ChapterCreate",

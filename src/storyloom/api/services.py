@@ -13,12 +13,12 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
 from storyloom.api.metrics import DURATION_BUCKETS_S, SUBMISSIONS, ServiceCollector, ServiceSnapshot
+from storyloom.apps.novel.projects import ProjectStore
 from storyloom.config import Settings
 from storyloom.errors import QueueFullError
 from storyloom.jobs.models import Job, JobStatus, QueueStats
 from storyloom.jobs.queue import JobQueue
 from storyloom.store.database import Database
-from storyloom.store.projects import ProjectStore
 from storyloom.store.schema import jobs
 
 __all__ = ["ApiOptions", "JobTotals", "Services"]

@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _sim_config(latency: float, scene_latency: float, revise_rounds: int) -> dict[str, Any]:
-    from storyloom.novel.agents import AGENTS
+    from storyloom.apps.novel.agents import AGENTS
 
     scores = [0, 10] if revise_rounds else [80, 100]
     models: dict[str, Any] = {f"bench-{a}": {"latency_s": latency, "ttft_s": 0.0} for a in AGENTS}
@@ -132,9 +132,9 @@ async def _bench(
 ) -> dict[str, Any]:
     import tempfile
 
+    from storyloom.apps.novel.agents import AGENTS, AgentModels
+    from storyloom.apps.novel.models import ChapterRequest, NovelInput
     from storyloom.llm.client import HttpModelClient
-    from storyloom.novel.agents import AGENTS, AgentModels
-    from storyloom.novel.models import ChapterRequest, NovelInput
 
     models = AgentModels(default="bench-default", overrides={a: f"bench-{a}" for a in AGENTS})
     outline = (
@@ -185,8 +185,8 @@ async def _one_run(request: Any, client: ModelClient, models: Any) -> dict[str, 
     import time
     import uuid
 
-    from storyloom.novel.chapter import write_chapter
-    from storyloom.novel.timing import model_times
+    from storyloom.apps.novel.chapter import write_chapter
+    from storyloom.apps.novel.timing import model_times
 
     start = time.perf_counter()
     result = await write_chapter(

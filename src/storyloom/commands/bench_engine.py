@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
             raise InputError("--sleep-s must be between 0 and 60 seconds")
         import json
 
-        from storyloom.flow.benchmark import measure_concurrent, measure_cpu
+        from storyloom.bench.engine import measure_concurrent, measure_cpu
 
         cpu = measure_cpu(runs=cpu_runs, batch=cpu_batch, repeats=repeats)
         concurrent = measure_concurrent(runs=runs, sleep_s=sleep_s)

@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
     ) -> None:
         """Saturate a simulated quota from several processes and print goodput, fairness, overshoot."""
-        from storyloom.llm.bench.runner import BenchOptions, run_gateway_bench
+        from storyloom.bench.gateway.runner import BenchOptions, run_gateway_bench
 
         result = run_gateway_bench(
             BenchOptions(

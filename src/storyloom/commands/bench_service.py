@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
     ) -> None:
         """Start `storyloom serve` (simulator latencies scaled down), drive it, print the figures."""
-        from storyloom.api.loadtest import BenchConfig, run_bench
+        from storyloom.bench.service import BenchConfig, run_bench
         from storyloom.commands.serve import parse_worker_range
 
         parse_worker_range(workers)

@@ -49,9 +49,9 @@ def register(app: typer.Typer) -> None:
         _prepare_metrics_dir(settings.data_dir)
 
         from storyloom import eventloop
-        from storyloom.api.service import ServeConfig, run_service
         from storyloom.api.services import ApiOptions
         from storyloom.logs import configure_logging
+        from storyloom.serve.service import ServeConfig, run_service
 
         configure_logging(level=settings.log_level, json=settings.log_json)
         config = ServeConfig(

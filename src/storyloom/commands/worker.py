@@ -8,6 +8,8 @@ import typer
 
 from storyloom.errors import ConfigError, StoreError
 
+__all__ = ["register"]
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
@@ -32,9 +34,9 @@ def register(app: typer.Typer) -> None:
         """Claim jobs and run them until SIGTERM; then finish or hand back running jobs and exit 0."""
         from storyloom import eventloop
         from storyloom.commands._settings import load_settings
-        from storyloom.jobs.process import run_supervised, run_worker_process
         from storyloom.jobs.worker import WorkerConfig
         from storyloom.logs import configure_logging
+        from storyloom.serve.worker_process import run_supervised, run_worker_process
 
         settings = load_settings(data_dir=data_dir, database_url=database_url)
         configure_logging(level=settings.log_level, json=settings.log_json)

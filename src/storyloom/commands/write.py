@@ -14,8 +14,8 @@ import typer
 from storyloom.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
+    from storyloom.apps.novel.models import ChapterRequest, ChapterResult
     from storyloom.config import Settings
-    from storyloom.novel.models import ChapterRequest, ChapterResult
     from storyloom.sim import SimConfig
 
 __all__ = ["register", "sim_config_for_write"]
@@ -89,8 +89,8 @@ def _request(
 ) -> ChapterRequest:
     from pydantic import ValidationError
 
-    from storyloom.novel.inputs import load_novel_input, novel_input_from
-    from storyloom.novel.models import ChapterRequest, input_error
+    from storyloom.apps.novel.inputs import load_novel_input, novel_input_from
+    from storyloom.apps.novel.models import ChapterRequest, input_error
 
     if lang is not None and lang not in ("zh", "en"):
         raise InputError(f"--lang must be zh or en, not {lang!r}.")
@@ -146,12 +146,12 @@ async def _write(settings: Settings, request: ChapterRequest, *, quiet: bool) ->
 
     from rich.console import Console
 
+    from storyloom.apps.novel.agents import AgentModels
+    from storyloom.apps.novel.chapter import write_chapter
+    from storyloom.apps.novel.display import ChapterDisplay, PlainProgress
     from storyloom.errors import AllVersionsFailedError, ProviderConnectionError, ProviderTimeout
     from storyloom.flow import NullSink
     from storyloom.llm.factory import build_client
-    from storyloom.novel.agents import AgentModels
-    from storyloom.novel.chapter import write_chapter
-    from storyloom.novel.display import ChapterDisplay, PlainProgress
     from storyloom.sim import serve_sim
 
     provider = settings.provider()

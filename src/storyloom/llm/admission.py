@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from storyloom.errors import CircuitOpenError, ProviderTimeout, RateLimitError
-from storyloom.llm.limits.state import Denied, Grant
+from storyloom.limits.state import Denied, Grant
 
 __all__ = ["AdmissionQueue", "Admitted"]
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from storyloom.config import Settings
 from storyloom.errors import ConfigError
-from storyloom.llm.limits.state import BreakerPolicy
+from storyloom.limits.state import BreakerPolicy
 
 __all__ = ["Deployment", "GatewayConfig", "load_gateway_config"]
 

@@ -29,14 +29,14 @@ from typing import Any
 
 from storyloom.config import Settings
 from storyloom.errors import BudgetExceededError, CircuitOpenError, ProviderError, StreamCutError
+from storyloom.limits.base import LimitBackend
+from storyloom.limits.state import Ask, Claim, Grant, Outcome, breaker_state, budget_key
 from storyloom.llm.adaptive import AdaptiveLimit
 from storyloom.llm.admission import AdmissionQueue
 from storyloom.llm.cache import ResponseCache, cache_key
 from storyloom.llm.client import HttpModelClient
 from storyloom.llm.deployments import Deployment, GatewayConfig, load_gateway_config
 from storyloom.llm.ledger import CallRecord, Ledger, PriceTable
-from storyloom.llm.limits.base import LimitBackend
-from storyloom.llm.limits.state import Ask, Claim, Grant, Outcome, breaker_state, budget_key
 from storyloom.llm.metrics import gateway_metrics
 from storyloom.llm.retry import backoff_s, is_retryable, outcome_kind, refunds_all
 from storyloom.llm.tokens import estimate_message_tokens

@@ -12,7 +12,7 @@ from storyloom.errors import (
     ProviderTimeout,
     RateLimitError,
 )
-from storyloom.llm.limits.state import OutcomeKind
+from storyloom.limits.state import OutcomeKind
 
 __all__ = ["backoff_s", "is_retryable", "outcome_kind", "refunds_all"]
 

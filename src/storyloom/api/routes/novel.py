@@ -13,8 +13,8 @@ from storyloom.api.presenters import chapter_content, execution_time
 from storyloom.api.schemas import GenerateRequest, GenerateResponse, TaskResult, TaskStatus
 from storyloom.api.services import Services
 from storyloom.api.streams import job_events_response
+from storyloom.apps.novel.models import ChapterRequest
 from storyloom.jobs.models import Job, JobStatus
-from storyloom.novel.models import ChapterRequest
 
 __all__ = ["router"]
 

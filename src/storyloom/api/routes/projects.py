@@ -20,7 +20,7 @@ from storyloom.api.schemas import (
     VersionOut,
 )
 from storyloom.api.services import Services
-from storyloom.store.projects import Chapter, Project
+from storyloom.apps.novel.projects import Chapter, Project
 
 __all__ = ["router"]
 

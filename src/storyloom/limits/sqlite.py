@@ -1,0 +1,140 @@
+"""Limits shared by every process on one machine through one SQLite file; no server to run.
+
+Each operation is one short `BEGIN IMMEDIATE` transaction (read the deployments' rows, apply the
+rules of `state.py`, write them back), so processes serialize on SQLite's write lock for tens of
+microseconds. The stdlib `sqlite3` runs on one dedicated thread per process: aiosqlite would add a
+thread hop per statement, and we need several statements per transaction. `synchronous=OFF`: this
+state is about the next minute; after a power loss, stale buckets and expired leases are harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from storyloom.errors import ConfigError
+from storyloom.limits import state as rules
+from storyloom.limits.base import LimitBackend
+from storyloom.limits.state import Ask, BreakerPolicy, Claim, Denied, Grant, Outcome, State
+
+__all__ = ["SqliteBackend"]
+
+T = TypeVar("T")
+
+_SCHEMA = "CREATE TABLE IF NOT EXISTS llm_limits (name TEXT PRIMARY KEY, state TEXT NOT NULL)"
+
+
+class SqliteBackend(LimitBackend):
+    poll_s = 0.02
+
+    def __init__(self, path: str, policy: BreakerPolicy) -> None:
+        super().__init__(policy)
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the directory of the limits file {self.path}: {exc}.") from exc
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="storyloom-limits")
+        self._conn: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=OFF")
+            conn.execute(_SCHEMA)
+            self._conn = conn
+        return self._conn
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def _txn(self, names: list[str], apply: Any, new: Any = rules.new_state) -> Any:
+        """BEGIN IMMEDIATE; load `names`; `apply(states, now)`; write back; COMMIT.
+
+        `now` is read after the write lock is held, so the processes' clocks are applied in commit
+        order (a `now` taken before waiting for the lock could move a bucket back in time)."""
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        now = time.time()
+        try:
+            marks = ",".join("?" * len(names))
+            rows = conn.execute(
+                f"SELECT name, state FROM llm_limits WHERE name IN ({marks})", names
+            ).fetchall()
+            states: dict[str, State] = {n: json.loads(s) for n, s in rows}
+            for n in names:
+                states.setdefault(n, new())
+            result = apply(states, now)
+            conn.executemany(
+                "INSERT INTO llm_limits(name, state) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET state = excluded.state",
+                [(n, json.dumps(st, separators=(",", ":"))) for n, st in states.items()],
+            )
+            conn.execute("COMMIT")
+            return result
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def _acquire(
+        self, asks: list[Ask], cost: float, lease_id: str, lease_ttl_s: float, now: float, claim: Claim | None
+    ) -> Grant | Denied:
+        def apply(states: dict[str, State], now: float) -> Grant | Denied:
+            return rules.acquire(states, asks, cost, lease_id, lease_ttl_s, now, claim)
+
+        result: Grant | Denied = await self._run(self._txn, [a.name for a in asks], apply)
+        return result
+
+    async def _release(self, ask: Ask, lease_id: str, outcome: Outcome, jitter: float, now: float) -> None:
+        def apply(states: dict[str, State], now: float) -> None:
+            rules.release(states[ask.name], ask, lease_id, outcome, self.policy, jitter, now)
+
+        await self._run(self._txn, [ask.name], apply)
+
+    async def _renew(self, leases: dict[str, list[str]], lease_ttl_s: float, now: float) -> None:
+        def apply(states: dict[str, State], now: float) -> None:
+            for name, ids in leases.items():
+                rules.renew(states[name], ids, lease_ttl_s, now)
+
+        await self._run(self._txn, list(leases), apply)
+
+    async def _reserve_budget(
+        self, key: str, budget_usd: float, amount_usd: float, hold_id: str, ttl_s: float, now: float
+    ) -> tuple[bool, float, float]:
+        def apply(states: dict[str, State], now: float) -> tuple[bool, float, float]:
+            return rules.budget_reserve(states[key], budget_usd, amount_usd, hold_id, ttl_s, now)
+
+        result: tuple[bool, float, float] = await self._run(self._txn, [key], apply, rules.new_budget_state)
+        return result
+
+    async def _settle_budget(self, key: str, hold_id: str, actual_usd: float, now: float) -> None:
+        def apply(states: dict[str, State], now: float) -> None:
+            rules.budget_settle(states[key], hold_id, actual_usd, now)
+
+        await self._run(self._txn, [key], apply, rules.new_budget_state)
+
+    async def _budget_usage(self, key: str, now: float) -> tuple[float, float]:
+        def apply(states: dict[str, State], now: float) -> tuple[float, float]:
+            return rules.budget_totals(states[key], now)
+
+        result: tuple[float, float] = await self._run(self._txn, [key], apply, rules.new_budget_state)
+        return result
+
+    async def _snapshot(self, names: list[str]) -> dict[str, State]:
+        result: dict[str, State] = await self._run(self._txn, names, lambda states, now: dict(states))
+        return result
+
+    async def aclose(self) -> None:
+        def close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await self._run(close)
+        self._pool.shutdown(wait=False)
