@@ -28,8 +28,11 @@ def test_public_surface_is_exactly_the_contract() -> None:
         "NullSink",
         "OnError",
         "Outcome",
+        "Prompt",
         "RunResult",
         "StepContext",
+        "StepLLM",
+        "StepServices",
         "run_flow",
     }
     for name in flow_pkg.__all__:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-from storyloom.flow.engine import StepContext, run_flow
+from storyloom.flow import StepContext, run_flow
 from storyloom.flow.graph import Flow
 from storyloom.flow.memory import MemoryCheckpoints
 from storyloom.flow.types import Event

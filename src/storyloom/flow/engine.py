@@ -14,17 +14,17 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterable
 from typing import Any
 
-from storyloom.errors import FlowError, StepFailedError
+from storyloom.errors import StepFailedError
 from storyloom.flow.coalesce import DeltaCoalescer, DeltaPacing
+from storyloom.flow.context import StepContext, StepServices
 from storyloom.flow.graph import Flow, OnError, Plan, StepSpec
 from storyloom.flow.memory import NullSink
-from storyloom.flow.results import Outcome, RunResult
+from storyloom.flow.results import RunResult
 from storyloom.flow.types import CheckpointStore, Event, EventKind, EventSink
 
-__all__ = ["StepContext", "run_flow"]
+__all__ = ["run_flow"]
 
 _now = time.time
 _clock = time.perf_counter
@@ -33,7 +33,17 @@ _clock = time.perf_counter
 class _Shared:
     """What every (sub-)run of one root run shares: ids, services, sink, the loaded checkpoints."""
 
-    __slots__ = ("checkpoints", "coalesce_s", "coalescer", "deps", "loop", "run_id", "saved", "sink")
+    __slots__ = (
+        "checkpoints",
+        "coalesce_s",
+        "coalescer",
+        "deps",
+        "loop",
+        "run_id",
+        "saved",
+        "services",
+        "sink",
+    )
 
     def __init__(
         self,
@@ -42,91 +52,17 @@ class _Shared:
         sink: EventSink | None,
         checkpoints: CheckpointStore | None,
         coalesce_s: float | DeltaPacing,
+        services: StepServices | None = None,
     ) -> None:
         self.run_id = run_id
         self.deps = deps
+        self.services = services
         self.sink = sink
         self.checkpoints = checkpoints
         self.coalesce_s = coalesce_s
         self.coalescer: DeltaCoalescer | None = None  # created by the run's first delta
         self.saved: dict[str, Any] = {}
         self.loop = asyncio.get_running_loop()
-
-
-class StepContext:
-    """Everything a step may use: its inputs, the run's input and services, and ways to report."""
-
-    __slots__ = ("_run", "deps", "inputs", "name", "path", "run_id", "run_input")
-
-    def __init__(self, run: _Run, name: str, path: str, inputs: dict[str, Any]) -> None:
-        self._run = run
-        shared = run.shared
-        self.run_id: str = shared.run_id
-        self.deps: Any = shared.deps
-        self.run_input: Any = run.run_input
-        self.name = name
-        self.path = path
-        self.inputs = inputs
-
-    def __repr__(self) -> str:
-        return f"StepContext(run_id={self.run_id!r}, path={self.path!r})"
-
-    def delta(self, text: str) -> None:
-        """Report streamed text; it reaches the sink coalesced as `step.delta` events."""
-        shared = self._run.shared
-        coalescer = shared.coalescer
-        if coalescer is None:
-            if shared.sink is None:
-                return
-            coalescer = shared.coalescer = DeltaCoalescer(shared.sink, shared.run_id, shared.coalesce_s)
-        coalescer.add(self.path, text)
-
-    def emit(self, kind: str, **data: Any) -> None:
-        """Emit an application event for this step, after the step's pending delta text."""
-        shared = self._run.shared
-        if shared.sink is None:
-            return
-        if shared.coalescer is not None:
-            shared.coalescer.flush(self.path)
-        shared.sink.emit(Event(shared.run_id, kind, self.path, _now(), data))
-
-    async def subflow(self, flow: Flow, run_input: Any, prefix: str) -> RunResult:
-        """Run `flow` inside this step; its steps' paths are `<this path>/<prefix>/<step>`.
-
-        Raises StepFailedError when one of its FAIL steps fails; restores its finished steps from
-        the root run's checkpoints.
-        """
-        if not prefix or "/" in prefix:
-            raise FlowError(f"a sub-flow prefix must be non-empty and without '/': {prefix!r}")
-        return await _Run(flow.plan(), self._run.shared, run_input, f"{self.path}/{prefix}/").execute()
-
-    async def fan_out(
-        self, flow: Flow, run_inputs: Iterable[Any], *, max_parallel: int, prefix: str = "v"
-    ) -> list[Outcome]:
-        """Run `flow` once per input, at most `max_parallel` at a time; failures are kept, not raised.
-
-        Branch i runs with prefix f"{prefix}{i + 1}". Only `max_parallel` tasks are created: each
-        takes the next branch when it finishes one, so branches start in order.
-        """
-        if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
-            raise FlowError(f"max_parallel must be an int >= 1, got {max_parallel!r}")
-        inputs = list(run_inputs)
-        outcomes: list[Outcome] = [Outcome(ok=False)] * len(inputs)
-        cursor = iter(range(len(inputs)))
-
-        async def worker() -> None:
-            for i in cursor:
-                try:
-                    value = await self.subflow(flow, inputs[i], f"{prefix}{i + 1}")
-                except Exception as exc:
-                    outcomes[i] = Outcome(ok=False, error=exc)
-                else:
-                    outcomes[i] = Outcome(ok=True, value=value)
-
-        async with asyncio.TaskGroup() as group:
-            for _ in range(min(max_parallel, len(inputs))):
-                group.create_task(worker())
-        return outcomes
 
 
 class _Run:
@@ -172,6 +108,32 @@ class _Run:
         self.hosting = False
         self.aborting = False
         self.done: asyncio.Future[None] = shared.loop.create_future()
+
+    # -- the context's view of the run (flow.context.RunHandle) --------------------------------------
+
+    @property
+    def services(self) -> StepServices | None:
+        return self.shared.services
+
+    def delta(self, path: str, text: str) -> None:
+        shared = self.shared
+        coalescer = shared.coalescer
+        if coalescer is None:
+            if shared.sink is None:
+                return
+            coalescer = shared.coalescer = DeltaCoalescer(shared.sink, shared.run_id, shared.coalesce_s)
+        coalescer.add(path, text)
+
+    def emit(self, path: str, kind: str, data: dict[str, Any]) -> None:
+        shared = self.shared
+        if shared.sink is None:
+            return
+        if shared.coalescer is not None:
+            shared.coalescer.flush(path)
+        shared.sink.emit(Event(shared.run_id, kind, path, _now(), data))
+
+    async def subflow(self, flow: Flow, run_input: Any, base: str) -> RunResult:
+        return await _Run(flow.plan(), self.shared, run_input, base).execute()
 
     def result(self) -> RunResult:
         return RunResult(
@@ -280,7 +242,10 @@ class _Run:
                         sink.emit(Event(shared.run_id, EventKind.STEP_RESTORED, path, _now()))
                     i = self._release(i)
                     continue
-                ctx = StepContext(self, name, path, {d: outputs[d] for d in spec.after})
+                inputs = {d: outputs[d] for d in spec.after}
+                ctx: StepContext[Any] = StepContext(
+                    self, shared.run_id, shared.deps, self.run_input, name, path, inputs
+                )
                 if sink is not None:
                     sink.emit(Event(shared.run_id, EventKind.STEP_STARTED, path, _now()))
                 started = _clock()
@@ -367,6 +332,7 @@ async def run_flow(
     sink: EventSink | None = None,
     checkpoints: CheckpointStore | None = None,
     coalesce_s: float | DeltaPacing = 0.05,
+    services: StepServices | None = None,
 ) -> RunResult:
     """Run `flow` to the end and return every step's result.
 
@@ -376,15 +342,15 @@ async def run_flow(
     the awaiting task cancels every step, emits `run.cancelled` and re-raises CancelledError.
 
     Step results and `run_input` must be JSON-compatible: they are checkpointed (not validated
-    here). `deps` is passed through untouched. Deltas are coalesced per step into one event every
-    `coalesce_s` seconds (or as a process-wide `DeltaPacing` says); `coalesce_s <= 0` emits every
-    delta as it comes. A sink's `emit` must
-    not block and should not raise: an exception from it fails the run.
+    here). `deps` is passed through untouched; `services` give steps `ctx.llm` and `ctx.tool`.
+    Deltas are coalesced per step into one event every `coalesce_s` seconds (or as a process-wide
+    `DeltaPacing` says); `coalesce_s <= 0` emits every delta as it comes. A sink's `emit` must not
+    block and should not raise: an exception from it fails the run.
     """
     rid = run_id if run_id is not None else uuid.uuid4().hex
     if isinstance(sink, NullSink):
         sink = None
-    shared = _Shared(rid, deps, sink, checkpoints, coalesce_s)
+    shared = _Shared(rid, deps, sink, checkpoints, coalesce_s, services)
     started = _clock()
     if sink is not None:
         sink.emit(Event(rid, EventKind.RUN_STARTED, None, _now(), {"flow": flow.name}))

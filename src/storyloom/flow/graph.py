@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from storyloom.errors import FlowError
 
 if TYPE_CHECKING:
-    from storyloom.flow.engine import StepContext
+    from storyloom.flow.context import StepContext
 
 __all__ = ["Flow", "OnError", "StepFn"]
 

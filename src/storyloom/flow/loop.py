@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from storyloom.flow.engine import StepContext
+    from storyloom.flow.context import StepContext
     from storyloom.flow.graph import Flow
 
 __all__ = ["LoopStep"]
