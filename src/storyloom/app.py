@@ -1,255 +1,182 @@
-"""The wiring: which handler runs which job kind, and the services a worker process shares.
+"""`App`: what a multi-agent application declares to run on the engine.
 
-`chapter` writes one chapter with `novel.chapter.write_chapter` (durable sink and checkpoints, the
-job id as run id) and stores its versions when the job belongs to a project chapter. `book` is a
-parent that enqueues its chapters as children, each waiting for (`depends_on`) the previous one
-and receiving its summary. `retention` and `cost_rollup` are the periodic housekeeping jobs.
+An app is data: a name, a pydantic input model, and either a `Flow` (the engine runs it as a
+durable job: checkpointed steps, events, metered model calls) or a `handler` for jobs that are not
+one flow (a book that enqueues chapters, a batch export). Everything else is optional and has a
+default a newcomer need not think about:
+
+- the result is the flow's last step's output (`result=` turns the run into a pydantic model or
+  JSON instead), and the text answer is that result's `text` (`text=` says otherwise);
+- called as a chat model (`/v1/chat/completions`, model `storyloom/<name>`), an input model with a
+  single required string field takes the last user message (`from_messages=` says otherwise), and
+  the answer streams while `answer_step` (default: the last step) streams;
+- `routes` (a FastAPI router factory), `tables` (SQLAlchemy metadata with its alembic scripts),
+  `schedules` (periodic jobs), `jobs` (more job kinds, named `<app>.<kind>`) and `cli` (sub-commands)
+  plug the app into the API, the store, the scheduler and the CLI without editing any of them.
+
+Apps are found by `storyloom.registry` through the entry-point group `storyloom.apps`.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections import defaultdict
-from collections.abc import Mapping
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from storyloom.errors import InputError, StoryloomError
-from storyloom.flow import DeltaPacing
-from storyloom.jobs.context import Handler, JobContext
-from storyloom.jobs.maintenance import cleanup, record_usage, rollup_costs
-from storyloom.jobs.models import JobStatus
-from storyloom.jobs.schedule import ensure_schedule
-from storyloom.store.database import Database
+from pydantic import BaseModel
+
+from storyloom.errors import ConfigError, InputError
+from storyloom.flow import Flow, RunResult
 
 if TYPE_CHECKING:
-    from storyloom.apps.novel.agents import AgentModels
-    from storyloom.config import Settings
-    from storyloom.llm.types import ModelClient
+    import sqlalchemy as sa
+    import typer
+    from fastapi import APIRouter
 
-__all__ = [
-    "AppServices",
-    "MaintenancePolicy",
-    "build_services",
-    "default_handlers",
-    "install_schedules",
-    "warm_up",
-]
+    from storyloom.runner import AppJob
+
+__all__ = ["App", "AppHandler", "AppTables", "Schedule", "default_from_messages"]
+
+InputT = TypeVar("InputT", bound=BaseModel)
+
+AppHandler = Callable[["AppJob[Any]"], Awaitable[Any]]
+"""A job handler of an app: gets the job (validated input, model access, queue) and returns its
+result (a pydantic model or JSON-compatible data)."""
+
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class MaintenancePolicy:
-    events_ttl_s: float = 7 * 86_400.0  # events and checkpoints of finished jobs
-    jobs_ttl_s: float = 30 * 86_400.0  # the finished jobs themselves
-    retention_every_s: float = 3600.0
-    rollup_every_s: float = 900.0
+class AppTables:
+    """An app's own tables: the folder of its alembic revisions (its own chain, with its own
+    version table), and optionally their metadata (for tools that inspect them)."""
+
+    migrations: Path
+    metadata: sa.MetaData | None = None
 
 
-@dataclass(slots=True)
-class AppServices:
-    """Shared by every run of a worker process: one model client (and its connection pool)."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Schedule:
+    """A periodic job of an app: `kind` is one of its job kinds, run every `every_s` seconds."""
 
-    db: Database
-    settings: Settings | None = None
-    client: ModelClient | None = None
-    models: AgentModels | None = None
-    maintenance: MaintenancePolicy = field(default_factory=MaintenancePolicy)
-    book_poll_s: float = 1.0
-    pacing: DeltaPacing = field(default_factory=DeltaPacing)  # every run's deltas, together
-
-    async def aclose(self) -> None:
-        if self.client is not None:
-            await self.client.aclose()
+    name: str
+    kind: str
+    every_s: float
+    payload: Mapping[str, Any] = field(default_factory=dict)
 
 
-def warm_up() -> None:
-    """Import what the handlers import lazily, before the first job: a first chapter job otherwise
-    pays ~0.1 s of imports on the event loop while hundreds of others are starting."""
+@dataclass(frozen=True, kw_only=True)
+class App(Generic[InputT]):
+    """A pluggable application. `flow` or `handler` (exactly one) does the main job's work."""
+
+    name: str
+    input: type[InputT]
+    flow: Flow | None = None
+    handler: AppHandler | None = None
+    title: str = ""
+    description: str = ""
+    deps: Callable[[AppJob[InputT]], Any] | None = None  # the flow's `ctx.deps` for one job
+    result: Callable[[RunResult], Any] | None = None  # the run's outputs -> the job's result
+    text: Callable[[Any], str] | None = None  # the result -> a plain-text answer
+    answer_step: str | None = None  # whose streamed text is the chat answer; default: the last step
+    from_messages: Callable[[Sequence[Mapping[str, Any]]], InputT] | None = None
+    routes: Callable[[], APIRouter] | None = None
+    tables: AppTables | None = None
+    schedules: Sequence[Schedule] = ()
+    jobs: Mapping[str, AppHandler] = field(default_factory=dict)
+    cli: Callable[[typer.Typer], None] | None = None
+    max_attempts: int = 3
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ConfigError(
+                f"app name {self.name!r} must be 1-40 lowercase letters, digits, '-' or '_', "
+                "starting with a letter"
+            )
+        if (self.flow is None) == (self.handler is None):
+            raise ConfigError(f"app {self.name!r} needs exactly one of flow= and handler=")
+        if not (isinstance(self.input, type) and issubclass(self.input, BaseModel)):
+            raise ConfigError(f"app {self.name!r}: input= must be a pydantic model class")
+        for kind in self.jobs:
+            if not _NAME.match(kind):
+                raise ConfigError(f"app {self.name!r}: job kind {kind!r} is not a valid name")
+        if self.flow is not None and self.answer_step is not None and self.answer_step not in self.flow:
+            raise ConfigError(
+                f"app {self.name!r}: answer_step {self.answer_step!r} is not a step of its flow"
+            )
+
+    # -- what the engine asks of an app ----------------------------------------------------------
+
+    @property
+    def kinds(self) -> dict[str, AppHandler | None]:
+        """Job kind -> handler for every kind this app runs (None: the engine runs `flow`)."""
+        out: dict[str, AppHandler | None] = {self.name: self.handler}
+        out.update({f"{self.name}.{kind}": handler for kind, handler in self.jobs.items()})
+        return out
+
+    @property
+    def display_title(self) -> str:
+        return self.title or self.name.replace("-", " ").replace("_", " ").capitalize()
+
+    def input_schema(self) -> dict[str, Any]:
+        return self.input.model_json_schema()
+
+    def final_step(self) -> str | None:
+        """The step whose output is the default result (the flow's last declared step)."""
+        if self.flow is None or not len(self.flow):
+            return None
+        return self.flow.step_names[-1]
+
+    def streaming_step(self) -> str | None:
+        """The step whose deltas are the chat answer."""
+        return self.answer_step or self.final_step()
+
+    def make_result(self, run: RunResult) -> Any:
+        if self.result is not None:
+            return self.result(run)
+        last = self.final_step()
+        return run.outputs.get(last) if last is not None else None
+
+    def make_text(self, result: Any) -> str:
+        """The plain-text answer: `text(result)`, else the result's `text`, else its JSON."""
+        if self.text is not None:
+            return self.text(result)
+        if isinstance(result, BaseModel):
+            result = result.model_dump(mode="json")
+        if isinstance(result, Mapping) and isinstance(result.get("text"), str):
+            return str(result["text"])
+        if isinstance(result, str):
+            return result
+        import json
+
+        return json.dumps(result, ensure_ascii=False)
+
+    def input_from_messages(self, messages: Sequence[Mapping[str, Any]]) -> InputT:
+        if self.from_messages is not None:
+            return self.from_messages(messages)
+        return default_from_messages(self.input, messages)
 
 
-def build_services(db: Database, settings: Settings, *, sim_url: str | None = None) -> AppServices:
-    from storyloom.apps.novel.agents import AgentModels
-    from storyloom.llm.factory import build_client
-
-    return AppServices(
-        db=db,
-        settings=settings,
-        client=build_client(settings, sim_url=sim_url),
-        models=AgentModels.from_settings(settings),
-        pacing=DeltaPacing(
-            max_events_per_s=settings.delta_events_per_s, max_interval_s=settings.delta_max_interval_s
-        ),
-    )
-
-
-async def install_schedules(db: Database, policy: MaintenancePolicy | None = None) -> None:
-    policy = policy or MaintenancePolicy()
-    await ensure_schedule(db, "retention", "retention", {}, interval_s=policy.retention_every_s)
-    await ensure_schedule(db, "cost_rollup", "cost_rollup", {}, interval_s=policy.rollup_every_s)
-
-
-def default_handlers() -> dict[str, Handler]:
-    return {
-        "chapter": chapter_handler,
-        "book": book_handler,
-        "retention": retention_handler,
-        "cost_rollup": cost_rollup_handler,
-    }
-
-
-def _services(ctx: JobContext) -> AppServices:
-    if not isinstance(ctx.services, AppServices):
-        raise RuntimeError("the worker was started without AppServices")
-    return ctx.services
-
-
-async def chapter_handler(ctx: JobContext) -> dict[str, Any]:
+def default_from_messages(model: type[InputT], messages: Sequence[Mapping[str, Any]]) -> InputT:
+    """The last user message as the input: the value of a model's single required string field,
+    or else a JSON object of the input itself."""
     from pydantic import ValidationError
 
-    from storyloom.apps.novel.chapter import write_chapter
-    from storyloom.apps.novel.models import ChapterRequest, input_error
+    from storyloom.validation import from_validation
 
-    services = _services(ctx)
-    if services.client is None or services.models is None:
-        raise RuntimeError("chapter jobs need a model client; the worker has none")
-    payload = dict(ctx.payload)
-    project_id = payload.pop("project_id", None)
-    chapter_id = payload.pop("chapter_id", None)
+    last = next((m for m in reversed(messages) if m.get("role") == "user"), None)
+    if last is None:
+        raise InputError("the conversation has no user message to answer.")
+    content = last.get("content")
+    if isinstance(content, list):  # OpenAI content parts: keep the text ones
+        content = "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
+    text = str(content or "")
+    required = [n for n, f in model.model_fields.items() if f.is_required()]
     try:
-        request = ChapterRequest.model_validate(payload)
+        if len(required) == 1 and model.model_fields[required[0]].annotation is str:
+            return model.model_validate({required[0]: text})
+        return model.model_validate_json(text)
     except ValidationError as exc:
-        raise input_error(exc, "chapter job") from exc
-    if request.previous_summary is None and ctx.job.depends_on:
-        previous = await ctx.queue.get(ctx.job.depends_on)
-        summary = (previous.result or {}).get("summary")
-        if isinstance(summary, str) and summary:
-            request = request.model_copy(update={"previous_summary": summary[:5000]})
-    result = await write_chapter(
-        request,
-        client=services.client,
-        models=services.models,
-        run_id=ctx.run_id,
-        sink=ctx.sink,
-        checkpoints=ctx.checkpoints,
-        tenant=ctx.job.tenant,
-        priority=ctx.job.priority,
-        coalesce=services.pacing,
-    )
-    out: dict[str, Any] = result.model_dump(mode="json")
-    if isinstance(chapter_id, str):
-        await _store_versions(services.db, chapter_id, ctx.job.id, out)
-    await _record_usage(services.db, ctx, out)
-    if project_id is not None:
-        out["project_id"], out["chapter_id"] = project_id, chapter_id
-    return out
-
-
-async def _store_versions(db: Database, chapter_id: str, job_id: str, result: Mapping[str, Any]) -> None:
-    from storyloom.apps.novel.projects import ProjectStore, versions_from_result
-
-    store = ProjectStore(db)
-    if await store.get_chapter(chapter_id) is None:
-        return  # deleted while the job ran
-    versions, summary = versions_from_result(result)
-    await store.save_versions(chapter_id, job_id, versions, summary=summary)
-
-
-async def _record_usage(db: Database, ctx: JobContext, result: Mapping[str, Any]) -> None:
-    """One usage row per model for the daily cost roll-up, priced from the bundled price table."""
-    runs: list[Mapping[str, Any]] = []
-    if isinstance(result.get("director"), Mapping):
-        runs.append(result["director"])
-    for version in result.get("versions") or []:
-        runs.extend(a for a in version.get("agents") or [] if isinstance(a, Mapping))
-    per_model: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    for run in runs:
-        usage = run.get("usage") or {}
-        acc = per_model[str(run.get("model") or "unknown")]
-        acc[0] += int(run.get("calls") or 0)
-        acc[1] += int(usage.get("prompt_tokens") or 0)
-        acc[2] += int(usage.get("completion_tokens") or 0)
-    prices = _price_table()
-    for model, (calls, prompt, completion) in per_model.items():
-        if not (calls or prompt or completion):
-            continue
-        cost = 0.0
-        if prices is not None:
-            from storyloom.llm.types import Usage
-
-            cost = prices.cost(Usage(prompt_tokens=prompt, completion_tokens=completion), model) or 0.0
-        await record_usage(
-            db,
-            tenant=ctx.job.tenant,
-            model=model,
-            calls=calls,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            cost_usd=cost,
-            job_id=ctx.job.id,
-        )
-
-
-def _price_table() -> Any:
-    try:
-        from storyloom.llm.ledger import PriceTable
-
-        return PriceTable.bundled()
-    except (ImportError, OSError, KeyError, ValueError):
-        return None
-
-
-async def book_handler(ctx: JobContext) -> dict[str, Any]:
-    """Enqueue the chapters as children (idempotently, so a re-run finds them) and wait for them."""
-    chapters = ctx.payload.get("chapters")
-    if not isinstance(chapters, list) or not chapters:
-        raise InputError("a book job needs a non-empty list 'chapters' of chapter requests.")
-    services = _services(ctx)
-    child_ids: list[str] = []
-    previous: str | None = None
-    for i, chapter in enumerate(chapters, start=1):
-        if not isinstance(chapter, dict):
-            raise InputError(f"chapter {i} of the book is not an object.")
-        child = await ctx.queue.submit(
-            "chapter",
-            chapter,
-            priority=ctx.job.priority,
-            idempotency_key=f"book:{ctx.job.id}:chapter:{i}",
-            tenant=ctx.job.tenant,
-            parent_id=ctx.job.id,
-            depends_on=previous,
-        )
-        child_ids.append(child.id)
-        previous = child.id
-    ctx.emit("book.chapters", job_ids=child_ids)
-    done: set[str] = set()
-    while True:
-        kids = {k.id: k for k in await ctx.queue.children(ctx.job.id)}
-        for cid in child_ids:
-            kid = kids.get(cid)
-            if kid is not None and kid.status.is_terminal and cid not in done:
-                done.add(cid)
-                ctx.emit("book.chapter_done", job_id=cid, status=kid.status.value)
-        if len(done) == len(child_ids):
-            break
-        await asyncio.sleep(services.book_poll_s)
-    failed = [cid for cid in child_ids if kids[cid].status is not JobStatus.COMPLETED]
-    if failed:
-        raise StoryloomError(
-            f"{len(failed)} of {len(child_ids)} chapters did not complete: {failed[0]} first"
-        )
-    return {
-        "chapters": [
-            {"job_id": cid, "summary": (kids[cid].result or {}).get("summary", ""), "status": "completed"}
-            for cid in child_ids
-        ]
-    }
-
-
-async def retention_handler(ctx: JobContext) -> dict[str, Any]:
-    policy = _services(ctx).maintenance
-    return await cleanup(ctx.queue.db, events_ttl_s=policy.events_ttl_s, jobs_ttl_s=policy.jobs_ttl_s)
-
-
-async def cost_rollup_handler(ctx: JobContext) -> dict[str, Any]:
-    rows = await rollup_costs(ctx.queue.db)
-    return {"rows": len(rows)}
+        raise from_validation(exc, "the last user message") from exc

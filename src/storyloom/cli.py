@@ -26,7 +26,7 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Benchmarks; each prints its results as JSON.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
-_COMMANDS = ("sim", "write", "serve", "worker")
+_COMMANDS = ("sim", "serve", "worker", "apps", "run", "jobs")
 _BENCHES = ("chapter", "engine", "gateway", "service")
 
 
@@ -35,6 +35,16 @@ def _register_all() -> None:
         _register(f"storyloom.commands.{name}", app)
     for name in _BENCHES:
         _register(f"storyloom.commands.bench_{name}", bench_app)
+    _register_apps()
+
+
+def _register_apps() -> None:
+    """Each installed app's own sub-commands (e.g. the novel's `write`)."""
+    from storyloom.registry import AppRegistry
+
+    for plugin in AppRegistry.discover():
+        if plugin.cli is not None:
+            plugin.cli(app)
 
 
 def _register(module_name: str, target: typer.Typer) -> None:

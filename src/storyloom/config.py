@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     tenant_budgets_usd: dict[str, float] = Field(default_factory=dict)
     fallback_models: dict[str, list[str]] = Field(default_factory=dict)
     llm_cache_ttl_s: float = Field(default=0.0, ge=0)  # 0: the exact-match cache is off
+    # How long one model call of a step may keep retrying a failing model before the step's own
+    # failure policy (skip, fallback, fail its version) takes over: a broken per-agent model must
+    # not stall a chapter for the gateway's whole retry budget.
+    step_retry_budget_s: float = Field(default=45.0, gt=0)
 
     data_dir: Path = Path("./storyloom-data")
     database_url: str | None = None

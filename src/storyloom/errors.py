@@ -7,6 +7,7 @@ Three families are kept apart so callers can react correctly:
     │   ├── ConfigError
     │   ├── InputError
     │   │   └── IdempotencyConflictError   a reused idempotency key with a different body (422)
+    │   ├── NotFoundError          no such app, project, chapter or version (404)
     │   ├── AuthenticationError    no key, or a key that is unknown or revoked (401)
     │   └── PermissionDeniedError  a valid key whose role may not do this (403)
     ├── ProviderError              a model call failed; carries status and Retry-After
@@ -48,6 +49,7 @@ __all__ = [
     "IdempotencyConflictError",
     "InputError",
     "JobNotFoundError",
+    "NotFoundError",
     "OutputParseError",
     "PermissionDeniedError",
     "ProviderAuthError",
@@ -85,6 +87,10 @@ class InputError(UserError):
 
 class IdempotencyConflictError(InputError):
     """The idempotency key was already used for a different request; nothing new was accepted."""
+
+
+class NotFoundError(UserError):
+    """A named resource (an app, a project, a chapter, a version) does not exist (HTTP 404)."""
 
 
 class AuthenticationError(UserError):

@@ -17,6 +17,7 @@ from storyloom.api.errors import install_error_handlers
 from storyloom.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from storyloom.api.services import ApiOptions, Services
 from storyloom.config import Settings
+from storyloom.registry import AppRegistry
 
 __all__ = ["ApiOptions", "create_app"]
 
@@ -24,19 +25,22 @@ __all__ = ["ApiOptions", "create_app"]
 def create_app(
     settings: Settings,
     *,
+    registry: AppRegistry | None = None,
     options: ApiOptions | None = None,
     database: Any = None,
     queue: Any = None,
     hub: Any = None,
 ) -> FastAPI:
-    """The FastAPI app. `database`/`queue`/`hub` may be passed in (tests, embedding); else opened here."""
+    """The FastAPI app serving `registry`'s apps (none: the engine's routes only).
+    `database`/`queue`/`hub` may be passed in (tests, embedding); else opened here."""
     opts = options or ApiOptions()
+    apps = registry if registry is not None else AppRegistry()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             app.state.services = await Services.open(
-                settings, opts, stack, database=database, queue=queue, hub=hub
+                settings, opts, stack, database=database, queue=queue, hub=hub, registry=apps
             )
             await app.state.services.db.warm_up()
             await _warm_routes(app)
@@ -44,12 +48,12 @@ def create_app(
 
     app = FastAPI(
         title="storyloom",
-        description="Multi-agent novel writing as a durable service: jobs, resumable SSE events, projects.",
+        description="Multi-agent LLM apps as a durable service: apps, jobs, resumable SSE events.",
         version="0.1.0",
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    _include_routes(app)
+    _include_routes(app, apps)
     # Outermost first: request id/log wraps the body limit so 413s are logged with an id too.
     app.add_middleware(BodyLimitMiddleware, max_bytes=opts.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
@@ -67,11 +71,14 @@ async def _warm_routes(app: FastAPI) -> None:
         await client.get("/-/warm-up")
 
 
-def _include_routes(app: FastAPI) -> None:
+def _include_routes(app: FastAPI, registry: AppRegistry) -> None:
+    """The engine's routes, then each app's own (an app may add routes, never replace ours)."""
+    from storyloom.api.routes.apps import router as apps_router
     from storyloom.api.routes.health import router as health_router
     from storyloom.api.routes.jobs import router as jobs_router
-    from storyloom.api.routes.novel import router as novel_router
-    from storyloom.api.routes.projects import router as projects_router
 
-    for router in (novel_router, jobs_router, projects_router, health_router):
+    for router in (apps_router, jobs_router, health_router):
         app.include_router(router)
+    for plugin in registry:
+        if plugin.routes is not None:
+            app.include_router(plugin.routes())

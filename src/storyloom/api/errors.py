@@ -9,16 +9,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from storyloom.errors import JobNotFoundError, QueueFullError, StoreError, UserError
+from storyloom.errors import JobNotFoundError, NotFoundError, QueueFullError, StoreError, UserError
 from storyloom.logs import get_logger
 
 __all__ = ["NotFoundError", "install_error_handlers"]
 
 _log = get_logger("storyloom.api")
-
-
-class NotFoundError(UserError):
-    """A project, chapter or version that does not exist (404)."""
 
 
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from storyloom.api.schemas import ChapterOut, JobOut, ProjectOut, VersionOut
-from storyloom.apps.novel.projects import Chapter, ChapterVersion, Project
+from storyloom.api.schemas import DegradedOut, JobOut, UsageOut
 from storyloom.jobs.models import Job
+from storyloom.jobs.usage import JobUsage
 
-__all__ = ["chapter_content", "chapter_out", "execution_time", "job_out", "project_out", "version_out"]
+__all__ = ["execution_time", "job_out"]
 
 
-def job_out(job: Job) -> JobOut:
+_ENVELOPE = frozenset({"result", "text", "usage", "degraded"})
+
+
+def job_out(job: Job, usage: JobUsage | None = None, *, app: str | None = None) -> JobOut:
+    """The job as the API shows it; an app job's result envelope is spread into its fields, and
+    `usage` (the job's usage rows, summed) gives tokens and cost while it runs."""
+    raw = job.result
+    envelope = raw if isinstance(raw, dict) and raw.keys() >= _ENVELOPE else None
+    totals = usage.to_dict() if usage is not None else (envelope or {}).get("usage") or {}
     return JobOut(
         id=job.id,
         kind=job.kind,
+        app=app,
         status=job.status.value,
         priority=job.priority,
         tenant=job.tenant,
@@ -25,68 +32,16 @@ def job_out(job: Job) -> JobOut:
         started_at=job.started_at,
         finished_at=job.finished_at,
         error=job.error,
-        result=job.result,
+        result=envelope["result"] if envelope is not None else raw,
+        text=envelope["text"] if envelope is not None else None,
+        usage=UsageOut.model_validate(totals),
+        cost_usd=float(totals.get("cost_usd") or 0.0),
+        degraded=[DegradedOut.model_validate(d) for d in (envelope or {}).get("degraded") or []],
         events_url=f"/api/jobs/{job.id}/events",
     )
-
-
-def chapter_content(result: dict[str, Any] | None) -> str | None:
-    """The chosen version's text of a ChapterResult (as stored by the chapter job)."""
-    if not result:
-        return None
-    versions = result.get("versions") or []
-    chosen = result.get("chosen")
-    if isinstance(chosen, int) and 1 <= chosen <= len(versions):
-        text = versions[chosen - 1].get("text")
-        return str(text) if text is not None else None
-    text = result.get("text")
-    return str(text) if text is not None else None
 
 
 def execution_time(job: Job) -> float | None:
     if job.finished_at is None:
         return None
     return round(job.finished_at - (job.started_at or job.created_at), 3)
-
-
-def project_out(project: Project) -> ProjectOut:
-    return ProjectOut(
-        id=project.id,
-        title=project.title,
-        premise=project.premise,
-        outline=project.outline,
-        characters=list(project.characters),
-        style=project.style,
-        genre=project.genre,
-        language=project.language,
-        created_at=project.created_at,
-        updated_at=project.updated_at,
-    )
-
-
-def version_out(version: ChapterVersion) -> VersionOut:
-    return VersionOut(
-        id=version.id,
-        index=version.index,
-        job_id=version.job_id,
-        text=version.text,
-        scores=version.scores,
-        chosen=version.chosen,
-        created_at=version.created_at,
-    )
-
-
-def chapter_out(chapter: Chapter, versions: list[ChapterVersion], jobs: list[Job]) -> ChapterOut:
-    return ChapterOut(
-        id=chapter.id,
-        project_id=chapter.project_id,
-        index=chapter.index,
-        title=chapter.title,
-        outline=chapter.outline,
-        summary=chapter.summary,
-        current_version_id=chapter.current_version_id,
-        versions=[version_out(v) for v in versions],
-        jobs=[job_out(j) for j in jobs],
-        created_at=chapter.created_at,
-        updated_at=chapter.updated_at,
-    )

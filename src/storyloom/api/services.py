@@ -13,11 +13,11 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
 from storyloom.api.metrics import DURATION_BUCKETS_S, SUBMISSIONS, ServiceCollector, ServiceSnapshot
-from storyloom.apps.novel.projects import ProjectStore
 from storyloom.config import Settings
 from storyloom.errors import QueueFullError
 from storyloom.jobs.models import Job, JobStatus, QueueStats
 from storyloom.jobs.queue import JobQueue
+from storyloom.registry import AppRegistry
 from storyloom.store.database import Database
 from storyloom.store.schema import jobs
 
@@ -59,14 +59,22 @@ class Services:
     """Built once per app in the lifespan; routes reach it through `request.app.state.services`."""
 
     def __init__(
-        self, *, settings: Settings, options: ApiOptions, db: Database, queue: JobQueue, hub: Any
+        self,
+        *,
+        settings: Settings,
+        options: ApiOptions,
+        db: Database,
+        queue: JobQueue,
+        hub: Any,
+        registry: AppRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.options = options
         self.db = db
         self.queue = queue
         self.hub = hub
-        self.projects = ProjectStore(db)
+        self.registry = registry if registry is not None else AppRegistry()
+        self._shared: dict[str, Any] = {}
         self.collector = ServiceCollector()
         self.service_registry = CollectorRegistry(auto_describe=False)
         self.service_registry.register(self.collector)
@@ -75,6 +83,12 @@ class Services:
         # Set when the server begins to stop: open SSE streams end at once (clients resume elsewhere
         # with Last-Event-ID) instead of holding the shutdown for the graceful timeout.
         self.closing = asyncio.Event()
+
+    def shared(self, key: str, make: Callable[[], Any]) -> Any:
+        """A per-process singleton an app's routes need (its store), made on first use."""
+        if key not in self._shared:
+            self._shared[key] = make()
+        return self._shared[key]
 
     @classmethod
     async def open(
@@ -86,6 +100,7 @@ class Services:
         database: Database | None = None,
         queue: JobQueue | None = None,
         hub: Any = None,
+        registry: AppRegistry | None = None,
     ) -> Services:
         from storyloom.jobs.events import EventHub
 
@@ -93,14 +108,14 @@ class Services:
         if db is None:
             db = Database.from_url(settings.resolved_database_url())
             stack.push_async_callback(db.close)
-            await db.migrate()
+            await db.migrate(registry.migrations() if registry is not None else ())
         if hub is None:
             hub = EventHub(db)
             await hub.start()
             stack.push_async_callback(hub.stop)
         if queue is None:
             queue = JobQueue(db, hub=hub, max_backlog=options.max_pending)
-        return cls(settings=settings, options=options, db=db, queue=queue, hub=hub)
+        return cls(settings=settings, options=options, db=db, queue=queue, hub=hub, registry=registry)
 
     async def submit(
         self, kind: str, payload: dict[str, Any], *, priority: int, idempotency_key: str | None, tenant: str
@@ -134,8 +149,9 @@ class Services:
         return await busy_workers(self.db)
 
     async def job_totals(self) -> JobTotals:
-        """Chapter jobs (the seed's "novel generations"): counts per status and the duration histogram."""
-        chapter = jobs.c.kind == "chapter"
+        """Jobs of the apps' main kinds (the seed's "generations"): counts per status and the
+        duration histogram; the engine's housekeeping and apps' auxiliary kinds are not counted."""
+        chapter = jobs.c.kind.in_(self.registry.names or [""])
         duration = jobs.c.finished_at - jobs.c.created_at
         done = jobs.c.status == JobStatus.COMPLETED.value
         bucket_cols = [

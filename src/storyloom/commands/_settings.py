@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from storyloom.config import Settings
 from storyloom.errors import ConfigError
+from storyloom.validation import from_validation
 
 __all__ = ["load_settings"]
 
@@ -21,4 +22,4 @@ def load_settings(*, data_dir: Path | None, database_url: str | None) -> Setting
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        raise ConfigError(f"invalid settings: {exc.errors()[0]['msg']}") from exc
+        raise from_validation(exc, "settings", error=ConfigError) from exc

@@ -36,6 +36,7 @@ def register(app: typer.Typer) -> None:
         from storyloom.commands._settings import load_settings
         from storyloom.jobs.worker import WorkerConfig
         from storyloom.logs import configure_logging
+        from storyloom.registry import AppRegistry
         from storyloom.serve.worker_process import run_supervised, run_worker_process
 
         settings = load_settings(data_dir=data_dir, database_url=database_url)
@@ -49,9 +50,10 @@ def register(app: typer.Typer) -> None:
             schedule_every_s=5.0 if schedule else None,
         )
         try:
+            registry = AppRegistry.discover()
             if processes > 1:
-                eventloop.run(run_supervised(settings, config, processes=processes))
+                eventloop.run(run_supervised(settings, config, registry, processes=processes))
             else:
-                eventloop.run(run_worker_process(settings, config, sim_url=sim_url))
+                eventloop.run(run_worker_process(settings, config, registry, sim_url=sim_url))
         except StoreError as exc:  # mostly: the database is unreachable or refuses us at start
             raise ConfigError(f"the worker cannot use its database ({exc}).") from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 from storyloom.jobs.durable import DurableCheckpoints, JobEventSink
 from storyloom.jobs.models import Job
 from storyloom.jobs.queue import JobQueue
+from storyloom.jobs.usage import usage_row
+from storyloom.llm.types import Usage
 
 __all__ = ["Handler", "JobContext"]
 
@@ -22,7 +25,7 @@ class JobContext:
     sink: JobEventSink
     checkpoints: DurableCheckpoints
     worker_id: str
-    services: Any = None  # the process's shared services (model client, settings), set by app.py
+    services: Any = None  # the process's shared services (model client, settings): runner.WorkerServices
 
     @property
     def run_id(self) -> str:
@@ -34,6 +37,22 @@ class JobContext:
 
     def emit(self, kind: str, **data: Any) -> None:
         self.sink.append(kind, data)
+
+    def record_usage(
+        self, *, step: str | None, model: str, usage: Usage, cost_usd: float, ts: float | None = None
+    ) -> None:
+        """One model call of this job, as a usage row committed with the run's next batch."""
+        self.sink.writer.add_usage(
+            usage_row(
+                ts=time.time() if ts is None else ts,
+                job_id=self.job.id,
+                tenant=self.job.tenant,
+                step=step,
+                model=model,
+                usage_=usage,
+                cost_usd=cost_usd,
+            )
+        )
 
 
 Handler = Callable[[JobContext], Awaitable[dict[str, Any]]]

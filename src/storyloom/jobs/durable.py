@@ -30,7 +30,7 @@ from storyloom.jobs.metrics import COMMIT_LAG
 from storyloom.logs import get_logger
 from storyloom.store.bulk import Rows, insert_events, upsert_checkpoints
 from storyloom.store.database import Database
-from storyloom.store.schema import checkpoints, events
+from storyloom.store.schema import checkpoints, events, usage
 
 __all__ = ["DurableCheckpoints", "GroupCommitWriter", "JobEventSink"]
 
@@ -41,6 +41,7 @@ _log = get_logger("storyloom.jobs.durable")
 class _Batch:
     events: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    usage: list[dict[str, Any]] = field(default_factory=list)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
 
@@ -94,6 +95,12 @@ class GroupCommitWriter:
             self._pending.events.append(row)
             self._has_work.notify()
 
+    def add_usage(self, row: dict[str, Any]) -> None:
+        """One model call's usage row (fire and forget, like events; `flush` waits for it)."""
+        with self._lock:
+            self._pending.usage.append(row)
+            self._has_work.notify()
+
     async def save_checkpoint(self, run_id: str, step: str, value: Any) -> None:
         await self._ensure_running()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -135,7 +142,7 @@ class GroupCommitWriter:
         with self._lock:
             batch, self._pending = self._pending, _Batch()
         try:
-            if batch.events or batch.checkpoints:  # a flush alone: everything before is committed
+            if batch.events or batch.checkpoints or batch.usage:  # a flush alone: all before is committed
                 self.db.transaction_blocking(self._commit_fn(batch))
         except Exception as exc:
             _log.error("group_commit_failed", error=str(exc), events=len(batch.events))
@@ -145,6 +152,7 @@ class GroupCommitWriter:
                     _log.error("group_commit_gave_up", events=len(batch.events) + len(self._pending.events))
                     return False
                 self._pending.events[:0] = batch.events
+                self._pending.usage[:0] = batch.usage
             time.sleep(self.retry_s)
             return True
         self._count(batch)
@@ -156,7 +164,7 @@ class GroupCommitWriter:
 
     def _has_pending(self) -> bool:
         p = self._pending
-        return bool(p.events or p.checkpoints or p.waiters)
+        return bool(p.events or p.checkpoints or p.usage or p.waiters)
 
     def _commit_fn(self, batch: _Batch) -> Callable[[AsyncConnection], Awaitable[None]]:
         db = self.db
@@ -165,11 +173,14 @@ class GroupCommitWriter:
             Rows(db, batch.events[i : i + self.max_rows]) for i in range(0, len(batch.events), self.max_rows)
         ]
         latest = Rows(db, _last_per_key(batch.checkpoints))
+        calls = batch.usage
 
         async def commit(conn: AsyncConnection) -> None:
             for chunk in event_chunks:
                 await insert_events(db, conn, chunk)
             await upsert_checkpoints(db, conn, latest)
+            if calls:  # a few per step: executemany is cheap next to the events
+                await conn.execute(sa.insert(usage), calls)
 
         return commit
 

@@ -3,19 +3,37 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storyloom.jobs.context import Handler, JobContext
 from storyloom.jobs.models import JobStatus
+from storyloom.jobs.schedule import ensure_schedule
 from storyloom.store.database import Database
 from storyloom.store.schema import checkpoints, events, jobs, usage, usage_daily
 
-__all__ = ["cleanup", "record_usage", "rollup_costs"]
+__all__ = [
+    "MaintenancePolicy",
+    "cleanup",
+    "housekeeping_handlers",
+    "install_housekeeping",
+    "record_usage",
+    "rollup_costs",
+]
 
 _TERMINAL = [s.value for s in JobStatus.TERMINAL]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MaintenancePolicy:
+    events_ttl_s: float = 7 * 86_400.0  # events and checkpoints of finished jobs
+    jobs_ttl_s: float = 30 * 86_400.0  # the finished jobs themselves
+    retention_every_s: float = 3600.0
+    rollup_every_s: float = 900.0
 
 
 async def cleanup(
@@ -109,3 +127,27 @@ async def rollup_costs(db: Database, *, days: int = 2, now: float | None = None)
 
     await db.transaction(tx)
     return out
+
+
+def _policy(ctx: JobContext) -> MaintenancePolicy:
+    policy = getattr(ctx.services, "maintenance", None)
+    return policy if isinstance(policy, MaintenancePolicy) else MaintenancePolicy()
+
+
+async def _retention(ctx: JobContext) -> dict[str, Any]:
+    policy = _policy(ctx)
+    return await cleanup(ctx.queue.db, events_ttl_s=policy.events_ttl_s, jobs_ttl_s=policy.jobs_ttl_s)
+
+
+async def _cost_rollup(ctx: JobContext) -> dict[str, Any]:
+    return {"rows": len(await rollup_costs(ctx.queue.db))}
+
+
+def housekeeping_handlers() -> dict[str, Handler]:
+    """The engine's own job kinds (app names may not take them)."""
+    return {"retention": _retention, "cost_rollup": _cost_rollup}
+
+
+async def install_housekeeping(db: Database, policy: MaintenancePolicy) -> None:
+    await ensure_schedule(db, "retention", "retention", {}, interval_s=policy.retention_every_s)
+    await ensure_schedule(db, "cost_rollup", "cost_rollup", {}, interval_s=policy.rollup_every_s)

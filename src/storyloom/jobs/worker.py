@@ -241,9 +241,7 @@ class Worker:
                 finalizing = True
                 await self.writer.flush()
                 error = f"{type(exc).__name__}: {exc}"
-                status = await self.queue.fail(
-                    job.id, self.id, error, retryable=not is_permanent(exc)
-                )
+                status = await self.queue.fail(job.id, self.id, error, retryable=not is_permanent(exc))
                 self.failed += 1
                 log.warning("job_failed", error=error, now=status.value if status else "lease lost")
                 return

@@ -394,8 +394,16 @@ class HttpModelClient:
 
 
 def _parse_usage(raw: Any, name: str) -> Usage:
+    """OpenAI's `usage`, with cached prompt tokens as OpenAI (`prompt_tokens_details.cached_tokens`)
+    or DeepSeek (`prompt_cache_hit_tokens`) report them."""
     try:
-        return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0))
+        details = raw.get("prompt_tokens_details") or {}
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        if cached is None:
+            cached = raw.get("prompt_cache_hit_tokens")
+        return Usage(
+            int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0), int(cached or 0)
+        )
     except (AttributeError, TypeError, ValueError) as exc:
         raise BadResponseError(f"{name}: usage is malformed: {raw!r}", deployment=name) from exc
 

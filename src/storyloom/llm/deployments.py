@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from storyloom.config import Settings
 from storyloom.errors import ConfigError
 from storyloom.limits.state import BreakerPolicy
+from storyloom.validation import from_validation
 
 __all__ = ["Deployment", "GatewayConfig", "load_gateway_config"]
 
@@ -153,9 +154,7 @@ def _read_document(value: str) -> _Document:
     try:
         return _Document.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise ConfigError(f"STORYLOOM_DEPLOYMENTS is invalid at {where}: {first['msg']}.") from exc
+        raise from_validation(exc, "STORYLOOM_DEPLOYMENTS", error=ConfigError) from exc
 
 
 def _default_limits_url(settings: Settings, deployments: tuple[Deployment, ...]) -> str:

@@ -201,6 +201,8 @@ class Gateway:
         give_up_at = started + cfg.retry_budget_s
         if meta.deadline_s is not None:
             give_up_at = min(give_up_at, meta.deadline_s)
+        if meta.retry_deadline_s is not None:
+            give_up_at = min(give_up_at, meta.retry_deadline_s)
         cost = float(prompt + (request.max_tokens or self._output_estimate(request.model)))
         attempt = 0
         waited = 0.0

@@ -33,6 +33,9 @@ class CallMeta:
     step: str | None = None
     variant: int | None = None  # version index: keeps N versions apart in the cache
     deadline_s: float | None = None  # absolute time.monotonic() by which the call must finish
+    # Absolute time.monotonic() after which no new attempt starts (a step's retry budget): a model
+    # that keeps failing hands the step to its own failure policy instead of stalling it.
+    retry_deadline_s: float | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -51,16 +54,29 @@ class ChatRequest:
 
 @dataclass(slots=True)
 class Usage:
+    """Tokens of one call or a sum of calls: the one usage type of the whole package (results,
+    ledger, job totals). `cached_tokens` are the prompt tokens the provider served from its prompt
+    cache (billed at a fraction), part of `prompt_tokens`."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    def add(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.cached_tokens + other.cached_tokens,
+        )
+
     def __iadd__(self, other: Usage) -> Usage:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
+        self.cached_tokens += other.cached_tokens
         return self
 
 

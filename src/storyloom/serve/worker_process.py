@@ -11,6 +11,7 @@ from storyloom.gctune import tune_gc
 from storyloom.jobs.wake import WakeSender, parse_wake_urls
 from storyloom.jobs.worker import Worker, WorkerConfig
 from storyloom.logs import get_logger
+from storyloom.registry import AppRegistry
 from storyloom.store.database import Database
 
 __all__ = ["run_supervised", "run_worker_process", "simulator_env"]
@@ -18,9 +19,11 @@ __all__ = ["run_supervised", "run_worker_process", "simulator_env"]
 _log = get_logger("storyloom.serve.worker_process")
 
 
-async def run_worker_process(settings: Settings, config: WorkerConfig, *, sim_url: str | None = None) -> None:
+async def run_worker_process(
+    settings: Settings, config: WorkerConfig, registry: AppRegistry, *, sim_url: str | None = None
+) -> None:
     """Migrate, build the shared services, run until SIGTERM/SIGINT, then drain and close."""
-    from storyloom.app import build_services, default_handlers, install_schedules, warm_up
+    from storyloom.runner import app_handlers, build_services, install_schedules, warm_up
 
     async with AsyncExitStack() as stack:
         db = Database.from_url(settings.resolved_database_url())
@@ -29,7 +32,7 @@ async def run_worker_process(settings: Settings, config: WorkerConfig, *, sim_ur
             wake = WakeSender(parse_wake_urls(settings.event_wake_url))
             stack.callback(wake.close)
             db.add_commit_listener(wake)
-        await db.migrate()
+        await db.migrate(registry.migrations())
         if sim_url is None and settings.provider().is_simulated:
             # No simulator given (the serve command passes one): run one for this process alone.
             from storyloom.sim.config import SimConfig
@@ -38,12 +41,12 @@ async def run_worker_process(settings: Settings, config: WorkerConfig, *, sim_ur
             sim = stack.enter_context(run_sim_in_thread(SimConfig(seed=settings.sim_seed)))
             sim_url = sim.url
             _log.warning("worker_private_simulator", url=sim_url)
-        services = build_services(db, settings, sim_url=sim_url)
+        services = build_services(db, settings, registry, sim_url=sim_url)
         stack.push_async_callback(services.aclose)
         if config.schedule_every_s is not None:
-            await install_schedules(db, services.maintenance)
-        worker = Worker(db, default_handlers(), config=config, services=services)
-        warm_up()
+            await install_schedules(db, registry, services.maintenance)
+        worker = Worker(db, app_handlers(registry), config=config, services=services)
+        warm_up(registry)
         tune_gc()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -60,7 +63,9 @@ def simulator_env(sim_url: str, settings: Settings) -> dict[str, str]:
     }
 
 
-async def run_supervised(settings: Settings, config: WorkerConfig, *, processes: int) -> None:
+async def run_supervised(
+    settings: Settings, config: WorkerConfig, registry: AppRegistry, *, processes: int
+) -> None:
     """`storyloom worker --processes P`: P worker processes under a supervisor, until SIGTERM.
 
     With the sim profile the supervisor runs one simulator and every worker calls it.
@@ -79,7 +84,7 @@ async def run_supervised(settings: Settings, config: WorkerConfig, *, processes:
 
             sim = stack.enter_context(run_sim_in_thread(SimConfig(seed=settings.sim_seed)))
             env = simulator_env(sim.url, settings)
-        await db.migrate()
+        await db.migrate(registry.migrations())
         args = ["--lease-s", str(config.lease_s), "--grace-s", str(config.grace_s)]
         if config.max_rss_mb is not None:
             args += ["--max-rss-mb", str(config.max_rss_mb)]

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from storyloom.errors import ConfigError
+from storyloom.validation import from_validation
 
 __all__ = [
     "FAULT_KINDS",
@@ -145,9 +146,7 @@ def _validate(data: Any, what: str) -> SimConfig:
     try:
         return SimConfig.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise ConfigError(f"{what} is invalid at {where}: {first['msg']}.") from exc
+        raise from_validation(exc, what, error=ConfigError) from exc
 
 
 def load_sim_config(path: str | Path) -> SimConfig:

@@ -14,10 +14,10 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -29,6 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from storyloom.errors import ConfigError, StoreError
 from storyloom.store.reads import ReadThread
 from storyloom.store.writes import Transaction, WriteThread
+
+if TYPE_CHECKING:
+    from storyloom.store.migrate import AppMigrations
 
 __all__ = ["Database"]
 
@@ -249,15 +252,16 @@ class Database:
         """The dialect's INSERT, which has `on_conflict_do_nothing/do_update` on both databases."""
         return sqlite.insert(table) if self.is_sqlite else postgresql.insert(table)
 
-    async def migrate(self) -> None:
-        """Bring the schema to the newest alembic revision; safe when several processes race."""
+    async def migrate(self, apps: Sequence[AppMigrations] = ()) -> None:
+        """Bring the schema to the newest alembic revision (the engine's, then each app's chain);
+        safe when several processes race."""
         from storyloom.store.migrate import upgrade_to_head
 
         try:
             async with self._write.begin() as conn:
                 if not self.is_sqlite:  # SQLite is already serialized by BEGIN IMMEDIATE
                     await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_ID})
-                await conn.run_sync(upgrade_to_head)
+                await conn.run_sync(upgrade_to_head, list(apps))
         except (SQLAlchemyError, OSError) as exc:
             raise StoreError(f"cannot migrate the database: {type(exc).__name__}: {exc}") from exc
 

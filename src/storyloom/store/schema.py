@@ -10,13 +10,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 __all__ = [
-    "chapter_versions",
-    "chapters",
     "checkpoints",
     "events",
     "jobs",
     "metadata",
-    "projects",
     "schedules",
     "usage",
     "usage_daily",
@@ -96,54 +93,6 @@ schedules = sa.Table(
     sa.Column("last_job_id", sa.String(32), nullable=True),
 )
 
-projects = sa.Table(
-    "projects",
-    metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("tenant", sa.String(64), nullable=False, server_default="default"),
-    sa.Column("title", sa.String(300), nullable=False),
-    sa.Column("premise", sa.Text, nullable=False, server_default=""),
-    sa.Column("outline", sa.Text, nullable=False, server_default=""),
-    sa.Column("characters", sa.JSON, nullable=False),
-    sa.Column("style", sa.Text, nullable=False, server_default=""),
-    sa.Column("genre", sa.String(100), nullable=False, server_default=""),
-    sa.Column("language", sa.String(8), nullable=False, server_default="zh"),
-    sa.Column("created_at", _Ts, nullable=False),
-    sa.Column("updated_at", _Ts, nullable=False),
-    sa.Index("ix_projects_tenant", "tenant"),
-)
-
-chapters = sa.Table(
-    "chapters",
-    metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("project_id", sa.String(32), sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
-    sa.Column("index", sa.Integer, nullable=False),
-    sa.Column("title", sa.String(300), nullable=False, server_default=""),
-    sa.Column("outline", sa.Text, nullable=False, server_default=""),
-    sa.Column("summary", sa.Text, nullable=True),
-    sa.Column("current_version_id", sa.String(32), nullable=True),
-    sa.Column("created_at", _Ts, nullable=False),
-    sa.Column("updated_at", _Ts, nullable=False),
-    sa.UniqueConstraint("project_id", "index", name="uq_chapters_project_index"),
-)
-
-chapter_versions = sa.Table(
-    "chapter_versions",
-    metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("chapter_id", sa.String(32), sa.ForeignKey("chapters.id", ondelete="CASCADE"), nullable=False),
-    sa.Column("job_id", sa.String(32), nullable=True),
-    sa.Column("index", sa.Integer, nullable=False),
-    sa.Column("text", sa.Text, nullable=False),
-    sa.Column("scores", sa.JSON, nullable=False),
-    sa.Column("chosen", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("created_at", _Ts, nullable=False),
-    # A re-run of the same job overwrites its own versions instead of adding more.
-    sa.UniqueConstraint("chapter_id", "job_id", "index", name="uq_chapter_versions_job_index"),
-    sa.Index("ix_chapter_versions_chapter", "chapter_id"),
-)
-
 usage = sa.Table(
     "usage",
     metadata,
@@ -156,7 +105,12 @@ usage = sa.Table(
     sa.Column("prompt_tokens", sa.Integer, nullable=False),
     sa.Column("completion_tokens", sa.Integer, nullable=False),
     sa.Column("cost_usd", _Ts, nullable=False, server_default="0"),
+    # One row per model call (written by the worker as the call ends, with its step's path), so a
+    # job's cost counts every call of every attempt, the judge's and the retried ones included.
+    sa.Column("step", sa.String(300), nullable=True),
+    sa.Column("cached_tokens", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_usage_ts", "ts"),
+    sa.Index("ix_usage_job", "job_id"),
 )
 
 usage_daily = sa.Table(

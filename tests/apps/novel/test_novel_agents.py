@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from storyloom.apps.novel import agents
-from storyloom.apps.novel.agents import AgentCall, AgentModels
+from storyloom.agents import AgentCall
+from storyloom.apps.novel.agents import AgentModels
 from storyloom.apps.novel.models import AgentRun, ChapterRequest, NovelInput
 from storyloom.errors import OutputParseError, ProviderUnavailable, StreamCutError
 from storyloom.llm.types import CallMeta, ChatRequest, ChatResult, DeltaCallback, Usage

@@ -22,16 +22,17 @@ from storyloom.flow import Event, EventKind
 
 def test_public_surface() -> None:
     assert sorted(novel.__all__) == [
-        "AgentModels", "AgentRun", "ChapterRequest", "ChapterResult", "Character", "JudgeMatch",
-        "JudgeReport", "NovelInput", "TokenUsage", "VersionResult", "choose_version", "count_length",
-        "length_score", "write_chapter",
+        "AgentModels", "AgentRun", "ChapterRequest", "ChapterResult", "Character", "Degradation", "JudgeMatch",
+        "JudgeReport", "NovelInput", "VersionResult", "app", "choose_version", "count_length",
+        "length_score", "run_chapter", "write_chapter",
     ]  # fmt: skip
     assert all(hasattr(novel, name) for name in novel.__all__)
 
 
 def test_input_models_validate_with_clear_messages() -> None:
     assert NovelInput(chapter_outline=" x ").chapter_outline == "x"
-    assert NovelInput(chapter_outline="x").length_goal == 2000
+    assert NovelInput(chapter_outline="林").length_goal == 2000
+    assert NovelInput(chapter_outline="x", language="zh").length_goal == 2000
     assert NovelInput(chapter_outline="x", language="en").length_goal == 1200
     with pytest.raises(ValueError, match="chapter outline must not be empty"):
         NovelInput(chapter_outline="  ")
@@ -116,3 +117,11 @@ def test_live_table_renders_every_state() -> None:
     text = console.file.getvalue()  # type: ignore[attr-defined]
     assert "plan" in text and "v2" in text and "judge" in text
     assert "✓r2 2.0s" in text and "✗" in text and "skip" in text
+
+
+def test_language_is_detected_from_the_outline_unless_given() -> None:
+    # A new user wrote English and got Chinese: the language followed a default, not the text.
+    assert NovelInput(chapter_outline="Mara finds a map in the lighthouse.").language == "en"
+    assert NovelInput(chapter_outline="少年林风在秘境中意外获得上古传承。").language == "zh"
+    assert NovelInput(chapter_outline="林风在酒馆遇见了 Mara 和 John Smith。").language == "zh"
+    assert NovelInput(chapter_outline="Mara finds a map.", language="zh").language == "zh"

@@ -1,30 +1,76 @@
-"""/api/jobs: look at, cancel and follow any job."""
+"""/api/jobs: list, look at, cancel, retry and follow any job."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import StreamingResponse
+from typing import Annotated
 
-from storyloom.api.deps import NOT_FOUND, SSE_OK, After, ServicesDep, bind_job_id
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from storyloom.api.deps import NOT_FOUND, SSE_OK, After, ServicesDep, Tenant, bind_job_id
 from storyloom.api.presenters import job_out
 from storyloom.api.schemas import JobOut
+from storyloom.api.services import Services
 from storyloom.api.streams import job_events_response
 from storyloom.errors import JobNotFoundError
+from storyloom.jobs.admin import list_jobs, retry_job
+from storyloom.jobs.models import Job
+from storyloom.jobs.usage import job_usage
 
-__all__ = ["router"]
+__all__ = ["JobList", "router"]
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"], dependencies=[Depends(bind_job_id)])
 
 
+class JobList(BaseModel):
+    jobs: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+
+
+async def _view(services: Services, found: list[Job]) -> list[JobOut]:
+    usage = await job_usage(services.db, [j.id for j in found])
+    registry = services.registry
+    out = []
+    for job in found:
+        app = registry.app_of_kind(job.kind)
+        out.append(job_out(job, usage[job.id], app=app.name if app is not None else None))
+    return out
+
+
+@router.get("", response_model=JobList)
+async def list_all(
+    services: ServicesDep,
+    tenant: Tenant,
+    status: Annotated[list[str] | None, Query(description="only jobs in these states")] = None,
+    kind: Annotated[list[str] | None, Query(description="only jobs of these kinds")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> JobList:
+    """Newest first; `?status=failed` lists the dead letters."""
+    page = await list_jobs(
+        services.queue, statuses=status or (), kinds=kind or (), tenant=tenant, limit=limit, offset=offset
+    )
+    return JobList(jobs=await _view(services, page.jobs), total=page.total, limit=limit, offset=offset)
+
+
 @router.get("/{job_id}", response_model=JobOut, responses=NOT_FOUND)
 async def get_job(job_id: str, services: ServicesDep) -> JobOut:
-    return job_out(await services.queue.get(job_id))
+    return (await _view(services, [await services.queue.get(job_id)]))[0]
 
 
 @router.delete("/{job_id}", response_model=JobOut, responses=NOT_FOUND)
 async def cancel_job(job_id: str, services: ServicesDep) -> JobOut:
     """Cancel: a queued job at once, a running one within its worker's next heartbeat."""
-    return job_out(await services.queue.cancel(job_id))
+    return (await _view(services, [await services.queue.cancel(job_id)]))[0]
+
+
+@router.post("/{job_id}/retry", response_model=JobOut, responses=NOT_FOUND)
+async def retry(job_id: str, services: ServicesDep, tenant: Tenant) -> JobOut:
+    """Run a failed or cancelled job again; its finished steps are not redone."""
+    return (await _view(services, [await retry_job(services.queue, job_id, tenant=tenant)]))[0]
 
 
 @router.get(

@@ -14,18 +14,13 @@ model misbehaves is decided here, in one place:
 
 from __future__ import annotations
 
-import functools
 import re
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
-from pydantic import BaseModel
-
+from storyloom.agents import AgentCall, ModelChoice, ask_json, ask_text
 from storyloom.apps.novel import prompts
-from storyloom.apps.novel.models import AgentRun, ChapterRequest, TokenUsage
-from storyloom.apps.novel.parsing import parse_structured
+from storyloom.apps.novel.models import ChapterRequest
 from storyloom.apps.novel.schemas import (
     CharacterNotes,
     CreationPlan,
@@ -35,16 +30,11 @@ from storyloom.apps.novel.schemas import (
     SceneNotes,
 )
 from storyloom.config import Settings
-from storyloom.errors import OutputParseError, ProviderError, StreamCutError
-from storyloom.llm.tokens import estimate_tokens
-from storyloom.llm.types import CallMeta, ChatRequest, DeltaCallback, Message, ModelClient
+from storyloom.errors import BadRequestError, OutputParseError, ProviderError
 
 __all__ = [
     "AGENTS",
-    "AgentCall",
     "AgentModels",
-    "ask_json",
-    "ask_text",
     "character",
     "director",
     "judge",
@@ -54,167 +44,28 @@ __all__ = [
     "revise",
     "scene",
     "synthesis",
+    "temperature",
 ]
 
 AGENTS = ("director", "plot", "character", "scene", "synthesis", "optimize", "quality", "revise", "judge")
 
-M = TypeVar("M", bound=BaseModel)
-
-_JSON_MAX_TOKENS = 1500
 _TEMPERATURE = {"quality": 0.2, "judge": 0.1, "synthesis": 0.9, "optimize": 0.7, "revise": 0.7}
 
 
-@dataclass(frozen=True, slots=True)
-class AgentModels:
-    """The model each agent calls: its override, else the default (Settings.model_for, as data)."""
-
-    default: str
-    overrides: Mapping[str, str] = field(default_factory=dict)
+class AgentModels(ModelChoice):
+    """The model each agent calls: its override, else the default (STORYLOOM_AGENT_MODELS)."""
 
     def for_agent(self, agent: str) -> str:
-        return self.overrides.get(agent) or self.default
+        return self.for_step(agent, "novel")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AgentModels:
         return cls(default=settings.provider().model, overrides=dict(settings.agent_models))
 
 
-@dataclass(slots=True)
-class AgentCall:
-    """One agent step's handle on the model; every call is metered into `run`."""
-
-    client: ModelClient
-    model: str
-    meta: CallMeta
-    language: str
-    on_delta: DeltaCallback | None = None
-    run: AgentRun = field(default_factory=lambda: AgentRun(agent=""))
-
-    async def chat(
-        self,
-        messages: list[Message],
-        *,
-        json_schema: dict[str, Any] | None = None,
-        max_tokens: int | None = None,
-    ) -> str:
-        """The answer's text; a cut stream raises StreamCutError after its tokens are counted."""
-        request = ChatRequest(
-            model=self.model,
-            messages=messages,
-            temperature=_TEMPERATURE.get(self.run.agent, 0.8),
-            max_tokens=max_tokens,
-            json_schema=json_schema,
-            meta=self.meta,
-        )
-        self.run.model = self.model
-        self.run.calls += 1
-        received: list[str] = []
-        forward = self.on_delta
-
-        def relay(text: str) -> None:
-            received.append(text)
-            if forward is not None:
-                forward(text)
-
-        start = time.perf_counter()
-        try:
-            result = await self.client.chat(request, relay)
-        except StreamCutError as exc:
-            self.run.usage = self.run.usage.add(
-                TokenUsage(completion_tokens=estimate_tokens(exc.partial_text))
-            )
-            raise
-        except ProviderError as exc:
-            if not received:
-                raise
-            # The connection broke after text arrived: whatever the client called it, it is a cut
-            # stream, and the text we relayed is its partial answer.
-            partial = "".join(received)
-            self.run.usage = self.run.usage.add(TokenUsage(completion_tokens=estimate_tokens(partial)))
-            raise StreamCutError(
-                f"stream broke after {len(partial)} characters: {exc}", partial_text=partial
-            ) from exc
-        finally:
-            self.run.model_s = round(self.run.model_s + time.perf_counter() - start, 4)
-        self.run.usage = self.run.usage.add(
-            TokenUsage(
-                prompt_tokens=result.usage.prompt_tokens, completion_tokens=result.usage.completion_tokens
-            )
-        )
-        return result.text
-
-
-def _note(run: AgentRun, note: str) -> None:
-    run.notes.append(note)
-
-
-async def ask_json(
-    call: AgentCall,
-    messages: list[Message],
-    model: type[M],
-    *,
-    default: Callable[[], M],
-    optional: bool = True,
-) -> M:
-    """Ask for `model`; retry once with a stricter instruction; then degrade to `default()`."""
-    schema = _wire_schema(model)
-    problem = ""
-    for attempt, msgs in enumerate((messages, prompts.stricter(messages, call.language))):
-        try:
-            text = await call.chat(msgs, json_schema=schema, max_tokens=_JSON_MAX_TOKENS)
-        except StreamCutError as exc:
-            text = exc.partial_text  # the repairer can often close a cut JSON object
-            _note(call.run, "stream cut")
-        except ProviderError as exc:
-            if not optional:
-                raise
-            call.run.degraded = f"provider error, used a default: {exc}"
-            return default()
-        try:
-            parsed = parse_structured(text, model)
-        except OutputParseError as exc:
-            problem = str(exc)
-            _note(call.run, f"attempt {attempt + 1}: {problem}")
-            continue
-        if parsed.how != "clean":
-            _note(call.run, f"JSON {parsed.how}")
-        return parsed.value
-    call.run.degraded = f"unparseable after a stricter retry ({problem}), used a default"
-    return default()
-
-
-@functools.cache
-def _wire_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The schema sent as `json_schema` (cached: building it costs about a millisecond)."""
-    return model.model_json_schema()
-
-
-_FENCED_TEXT = re.compile(r"^```[a-zA-Z]*\s*\n(.*?)\n?```\s*$", re.DOTALL)
-
-
-def _clean_prose(text: str) -> str:
-    text = text.strip()
-    m = _FENCED_TEXT.match(text)
-    return m.group(1).strip() if m else text
-
-
-async def ask_text(call: AgentCall, messages: list[Message], *, max_tokens: int | None) -> str:
-    """Prose, streamed. A cut stream keeps its partial text; an empty answer is retried once.
-
-    Raises OutputParseError when both answers are empty, ProviderError when the gateway gave up.
-    """
-    for attempt in range(2):
-        try:
-            text = _clean_prose(await call.chat(messages, max_tokens=max_tokens))
-        except StreamCutError as exc:
-            text = _clean_prose(exc.partial_text)
-            if text:
-                call.run.degraded = f"stream cut, kept {len(text)} characters of partial text"
-                return text
-        if text:
-            return text
-        _note(call.run, f"attempt {attempt + 1}: empty answer")
-    raise OutputParseError("the model returned an empty answer twice")
+def temperature(agent: str) -> float:
+    """Judging and scoring want consistency; writing wants variety."""
+    return _TEMPERATURE.get(agent, 0.8)
 
 
 def _max_tokens(target_length: int, language: str) -> int:
@@ -345,6 +196,8 @@ async def revise(call: AgentCall, req: ChapterRequest, text: str, issues: list[s
     messages = prompts.text_messages("revise", inp, sections, target_length=inp.length_goal)
     try:
         revised = await ask_text(call, messages, max_tokens=_max_tokens(inp.length_goal, inp.language))
+    except BadRequestError:
+        raise  # a refused request (a rejected key) is not something a kept text can hide
     except (OutputParseError, ProviderError) as exc:
         call.run.degraded = f"{type(exc).__name__}: {exc}; kept the previous text"
         return text

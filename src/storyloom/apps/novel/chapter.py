@@ -23,61 +23,51 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
+from storyloom.agents import AgentCall, AgentRun, ModelChoice, OnCall, RunLLM, RunServices, agent_call
 from storyloom.apps.novel import agents
-from storyloom.apps.novel.agents import AgentCall, AgentModels
 from storyloom.apps.novel.judge import knockout
 from storyloom.apps.novel.length import count_length, length_score
-from storyloom.apps.novel.models import (
-    AgentRun,
-    ChapterRequest,
-    ChapterResult,
-    JudgeReport,
-    TokenUsage,
-    VersionResult,
-)
+from storyloom.apps.novel.models import ChapterRequest, ChapterResult, Degradation, JudgeReport, VersionResult
 from storyloom.apps.novel.prompts import style_hint
 from storyloom.apps.novel.schemas import JudgeVerdict
-from storyloom.errors import AllVersionsFailedError, InputError, StepFailedError
+from storyloom.errors import AllVersionsFailedError, InputError, StepFailedError, is_permanent
 from storyloom.flow import CheckpointStore, DeltaPacing, EventSink, Flow, OnError, StepContext, run_flow
-from storyloom.llm.types import CallMeta, ModelClient
+from storyloom.llm.types import ModelClient, Usage
 
-__all__ = ["ChapterDeps", "chapter_flow", "choose_version", "version_flow", "write_chapter"]
+__all__ = ["ChapterDeps", "chapter_flow", "choose_version", "run_chapter", "version_flow", "write_chapter"]
 
 VERSION_AGENTS = ("plot", "character", "scene", "synthesis", "optimize", "quality")
 
 
 @dataclass(frozen=True, slots=True)
 class ChapterDeps:
-    """The services every step of a chapter run uses (the flow's `deps`)."""
+    """What every step of a chapter run reads (the flow's `deps`); models come from `ctx.llm`."""
 
-    client: ModelClient
-    models: AgentModels
     request: ChapterRequest
-    tenant: str = "default"
-    priority: int = 5
 
 
-def _call(ctx: StepContext, agent: str, variant: int | None, *, stream: bool = True) -> AgentCall:
-    deps: ChapterDeps = ctx.deps
-    meta = CallMeta(
-        tenant=deps.tenant, priority=deps.priority, job_id=ctx.run_id, step=ctx.path, variant=variant
-    )
-    return AgentCall(
-        client=deps.client,
-        model=deps.models.for_agent(agent),
-        meta=meta,
-        language=deps.request.input.language,
-        on_delta=ctx.delta if stream else None,
-        run=AgentRun(agent=agent),
+def _call(
+    ctx: StepContext[ChapterDeps], agent: str, variant: int | None, *, stream: bool = True
+) -> AgentCall:
+    return agent_call(
+        ctx,
+        agent,
+        variant=variant,
+        stream=stream,
+        temperature=agents.temperature(agent),
+        language=ctx.deps.request.input.language,
     )
 
 
-async def _metered(call: AgentCall, work: Awaitable[Any]) -> dict[str, Any]:
-    """A step result: the agent's output and its run (tokens, time, degradation)."""
+async def _metered(ctx: StepContext[Any], call: AgentCall, work: Awaitable[Any]) -> dict[str, Any]:
+    """A step result: the agent's output and its run (tokens, cost, time, degradation). A degraded
+    output is also an event, so a live view says "degraded: why" instead of "done"."""
     start = time.perf_counter()
     out = await work
     call.run.elapsed_s = round(time.perf_counter() - start, 4)
-    return {"out": out, "run": call.run.model_dump()}
+    if call.run.degraded:
+        ctx.emit("step.degraded", agent=call.run.agent, reason=call.run.degraded)
+    return {"out": out, "run": call.run.model_dump(mode="json")}
 
 
 def _out(value: Any) -> Any:
@@ -91,19 +81,23 @@ def _out(value: Any) -> Any:
 async def _plot(ctx: StepContext) -> dict[str, Any]:
     v = ctx.run_input
     call = _call(ctx, "plot", v["index"])
-    return await _metered(call, agents.plot(call, ctx.deps.request, v["plan"], v["hint"]))
+    return await _metered(ctx, call, agents.plot(call, ctx.deps.request, v["plan"], v["hint"]))
 
 
 async def _character(ctx: StepContext) -> dict[str, Any]:
     v = ctx.run_input
     call = _call(ctx, "character", v["index"])
-    return await _metered(call, agents.character(call, ctx.deps.request, v["plan"], _out(ctx.inputs["plot"])))
+    return await _metered(
+        ctx, call, agents.character(call, ctx.deps.request, v["plan"], _out(ctx.inputs["plot"]))
+    )
 
 
 async def _scene(ctx: StepContext) -> dict[str, Any]:
     v = ctx.run_input
     call = _call(ctx, "scene", v["index"])
-    return await _metered(call, agents.scene(call, ctx.deps.request, v["plan"], _out(ctx.inputs["plot"])))
+    return await _metered(
+        ctx, call, agents.scene(call, ctx.deps.request, v["plan"], _out(ctx.inputs["plot"]))
+    )
 
 
 async def _synthesis(ctx: StepContext) -> dict[str, Any]:
@@ -118,26 +112,26 @@ async def _synthesis(ctx: StepContext) -> dict[str, Any]:
         scene_=_out(ctx.inputs["scene"]),
         hint=v["hint"],
     )
-    return await _metered(call, work)
+    return await _metered(ctx, call, work)
 
 
 async def _optimize(ctx: StepContext) -> dict[str, Any]:
     v = ctx.run_input
     call = _call(ctx, "optimize", v["index"])
     return await _metered(
-        call, agents.optimize(call, ctx.deps.request, _out(ctx.inputs["synthesis"]), v["hint"])
+        ctx, call, agents.optimize(call, ctx.deps.request, _out(ctx.inputs["synthesis"]), v["hint"])
     )
 
 
 def _keep_draft(ctx: StepContext) -> dict[str, Any]:
     run = AgentRun(agent="optimize", degraded="the optimizer failed; kept the draft")
-    return {"out": _out(ctx.inputs["synthesis"]), "run": run.model_dump()}
+    return {"out": _out(ctx.inputs["synthesis"]), "run": run.model_dump(mode="json")}
 
 
 async def _quality(ctx: StepContext) -> dict[str, Any]:
     v = ctx.run_input
     call = _call(ctx, "quality", v["index"])
-    return await _metered(call, agents.quality(call, ctx.deps.request, _out(ctx.inputs["synthesis"])))
+    return await _metered(ctx, call, agents.quality(call, ctx.deps.request, _out(ctx.inputs["synthesis"])))
 
 
 def _loop_start(ctx: StepContext) -> dict[str, Any]:
@@ -162,7 +156,7 @@ def _good_enough(state: dict[str, Any]) -> bool:
 async def _revise(ctx: StepContext) -> dict[str, Any]:
     s = ctx.run_input
     call = _call(ctx, "revise", s["index"])
-    return await _metered(call, agents.revise(call, ctx.deps.request, s["text"], s["issues"], s["hint"]))
+    return await _metered(ctx, call, agents.revise(call, ctx.deps.request, s["text"], s["issues"], s["hint"]))
 
 
 async def _recheck(ctx: StepContext) -> dict[str, Any]:
@@ -173,7 +167,7 @@ async def _recheck(ctx: StepContext) -> dict[str, Any]:
     if revised["out"] == s["text"]:
         return {**s, "stop": True, "runs": runs}
     call = _call(ctx, "quality", s["index"])
-    checked = await _metered(call, agents.quality(call, ctx.deps.request, revised["out"]))
+    checked = await _metered(ctx, call, agents.quality(call, ctx.deps.request, revised["out"]))
     report = checked["out"]
     return {
         **s,
@@ -194,22 +188,27 @@ async def _final(ctx: StepContext) -> dict[str, Any]:
         AgentRun.model_validate(ctx.inputs[a]["run"]) for a in VERSION_AGENTS if ctx.inputs[a] is not None
     ]
     runs += [AgentRun.model_validate(r) for r in state["runs"]]
-    usage = TokenUsage()
+    usage = Usage()
     for r in runs:
         usage = usage.add(r.usage)
     length = count_length(state["text"], req.input.language)
+    # The score is a judgement only if the last quality check that set it answered for real.
+    checks = [r for r in runs if r.agent == "quality"]
+    measured = bool(checks) and checks[-1].degraded is None
     version = VersionResult(
         index=v["index"],
         style_hint=v["hint"],
         ok=True,
         text=state["text"],
         quality_score=state["score"],
+        quality_measured=measured,
         issues=state["issues"],
         summary=state["summary"],
         revise_rounds=loop["rounds"],
         length=length,
         length_score=length_score(length, req.input.length_goal),
         usage=usage,
+        cost_usd=round(sum(r.cost_usd for r in runs), 8),
         agents=runs,
         degraded=sorted({r.agent for r in runs if r.degraded}),
     )
@@ -248,7 +247,7 @@ def version_flow(max_revise_rounds: int) -> Flow:
 
 async def _director(ctx: StepContext) -> dict[str, Any]:
     call = _call(ctx, "director", None)
-    return await _metered(call, agents.director(call, ctx.deps.request))
+    return await _metered(ctx, call, agents.director(call, ctx.deps.request))
 
 
 def _failed_version(index: int, hint: str, error: BaseException | None) -> dict[str, Any]:
@@ -276,7 +275,8 @@ async def _versions(ctx: StepContext) -> list[dict[str, Any]]:
             version["degraded"] = sorted({*version["degraded"], name})
         versions.append(version)
     if not any(v["ok"] for v in versions):
-        raise AllVersionsFailedError([str(v["error"]) for v in versions])
+        permanent = all(o.error is not None and is_permanent(o.error) for o in outcomes)
+        raise AllVersionsFailedError([str(v["error"]) for v in versions], permanent=permanent)
     return versions
 
 
@@ -286,8 +286,14 @@ async def _judge(ctx: StepContext) -> dict[str, Any]:
     ok = [VersionResult.model_validate(v) for v in ctx.inputs["versions"] if v["ok"]]
 
     async def verdict(a: VersionResult, b: VersionResult, label: str) -> tuple[JudgeVerdict | None, AgentRun]:
-        call = _call(ctx, "judge", None, stream=False)
-        call.meta.step = f"{ctx.path}/{label}"
+        call = agent_call(
+            ctx,
+            "judge",
+            stream=False,
+            temperature=agents.temperature("judge"),
+            step=f"{ctx.path}/{label}",
+            language=req.input.language,
+        )
         start = time.perf_counter()
         found = await agents.judge(call, req, plan, a.text, b.text)
         call.run.elapsed_s = round(time.perf_counter() - start, 4)
@@ -310,58 +316,129 @@ async def write_chapter(
     request: ChapterRequest,
     *,
     client: ModelClient,
-    models: AgentModels,
+    models: ModelChoice,
     run_id: str,
     sink: EventSink | None = None,
     checkpoints: CheckpointStore | None = None,
     tenant: str = "default",
     priority: int = 5,
     coalesce: float | DeltaPacing = 0.05,
+    on_call: OnCall | None = None,
 ) -> ChapterResult:
-    """Write one chapter. Safe to re-run with the same run_id: finished steps come from checkpoints.
-
-    `coalesce`: how often streamed text becomes a `step.delta` event (seconds, or a process-wide
-    `DeltaPacing`).
+    """Write one chapter outside the job service (CLI, benchmarks, tests); `on_call` sees every
+    model call. Safe to re-run with the same run_id: finished steps come from checkpoints.
 
     Raises AllVersionsFailedError when no version could be written.
     """
-    deps = ChapterDeps(client=client, models=models, request=request, tenant=tenant, priority=priority)
+    shared = RunLLM(
+        client=client,
+        models=models,
+        tenant=tenant,
+        priority=priority,
+        job_id=run_id,
+        app="novel",
+        language=request.input.language,
+        on_call=on_call,
+    )
+    return await run_chapter(
+        request,
+        run_id=run_id,
+        services=RunServices(shared),
+        sink=sink,
+        checkpoints=checkpoints,
+        coalesce=coalesce,
+    )
+
+
+async def run_chapter(
+    request: ChapterRequest,
+    *,
+    run_id: str,
+    services: RunServices,
+    sink: EventSink | None = None,
+    checkpoints: CheckpointStore | None = None,
+    coalesce: float | DeltaPacing = 0.05,
+) -> ChapterResult:
+    """Write one chapter with the given run services (the job runner's are metered into the job).
+
+    `coalesce`: how often streamed text becomes a `step.delta` event (seconds, or a process-wide
+    `DeltaPacing`).
+    """
     start = time.perf_counter()
     try:
         result = await run_flow(
             chapter_flow(request.max_revise_rounds),
             run_id=run_id,
-            deps=deps,
+            deps=ChapterDeps(request),
             sink=sink,
             checkpoints=checkpoints,
             coalesce_s=coalesce,
+            services=services,
         )
     except StepFailedError as exc:
         if isinstance(exc.cause, AllVersionsFailedError):
             raise exc.cause from exc
         raise
-    director = result.outputs["director"]
-    versions = [VersionResult.model_validate(v) for v in result.outputs["versions"]]
-    judge = JudgeReport.model_validate(result.outputs["judge"])
-    usage = TokenUsage().add(AgentRun.model_validate(director["run"]).usage).add(judge.usage)
+    return _chapter_result(request, run_id, result.outputs, result.step_times, time.perf_counter() - start)
+
+
+def _chapter_result(
+    request: ChapterRequest,
+    run_id: str,
+    outputs: dict[str, Any],
+    step_times: dict[str, float],
+    elapsed: float,
+) -> ChapterResult:
+    director_run = AgentRun.model_validate(outputs["director"]["run"])
+    versions = [VersionResult.model_validate(v) for v in outputs["versions"]]
+    judge = JudgeReport.model_validate(outputs["judge"])
+    usage = director_run.usage.add(judge.usage)
+    cost = director_run.cost_usd + judge.cost_usd
     for v in versions:
         usage = usage.add(v.usage)
+        cost += v.cost_usd
     chosen = versions[judge.winner - 1]
+    decided = "judge" if judge.decided else "tie-break"
+    chosen_by = decided if judge.matches else "only"
     return ChapterResult(
         run_id=run_id,
         language=request.input.language,
         target_length=request.input.length_goal,
         versions=versions,
         chosen=chosen.index,
-        chosen_by="judge" if judge.matches else "only",
+        chosen_by=chosen_by,
         judge=judge,
-        plan=director["out"],
-        director=AgentRun.model_validate(director["run"]),
+        plan=outputs["director"]["out"],
+        director=director_run,
         summary=chosen.summary,
         usage=usage,
-        elapsed_s=round(time.perf_counter() - start, 4),
-        step_times={k: round(v, 4) for k, v in result.step_times.items()},
+        cost_usd=round(cost, 8),
+        degraded=_degradations(director_run, versions, judge),
+        elapsed_s=round(elapsed, 4),
+        step_times={k: round(v, 4) for k, v in step_times.items()},
     )
+
+
+def _degradations(director: AgentRun, versions: list[VersionResult], judge: JudgeReport) -> list[Degradation]:
+    """Every agent whose output is not the model's own, in one list for chapter.json and the CLI."""
+    out: list[Degradation] = []
+    if director.degraded:
+        out.append(Degradation(agent="director", reason=director.degraded))
+    for v in versions:
+        if not v.ok:
+            out.append(Degradation(agent="version", version=v.index, reason=v.error or "failed"))
+            continue
+        for run in v.agents:
+            reason = run.degraded or run.error
+            if reason:
+                out.append(Degradation(agent=run.agent, version=v.index, reason=reason))
+        if not v.quality_measured:
+            out.append(
+                Degradation(agent="quality", version=v.index, reason="quality not measured (default score)")
+            )
+    if judge.degraded:
+        out.append(Degradation(agent="judge", reason=judge.degraded))
+    return out
 
 
 def choose_version(result: ChapterResult, index: int) -> ChapterResult:

@@ -43,11 +43,12 @@ def locate(step: str | None) -> tuple[str, str] | None:
 
 @dataclass(slots=True)
 class _Cell:
-    state: str = "waiting"  # waiting, running, done, failed, skipped, restored
+    state: str = "waiting"  # waiting, running, done, degraded, failed, skipped, restored
     started: float = 0.0
     elapsed: float = 0.0
     tokens: int = 0
     rounds: int = 0  # revise: rounds started
+    reason: str = ""  # degraded: why the output is not the model's own
 
     def render(self, now: float) -> Text:
         """Compact enough for 80 columns: running shows streamed tokens, done shows seconds."""
@@ -63,6 +64,8 @@ class _Cell:
             return Text("– skip", style="dim")
         if self.state == "restored":
             return Text("↺ saved", style="cyan")
+        if self.state == "degraded":
+            return Text(f"!{r}{self.elapsed:.1f}s", style="magenta")
         return Text(f"✓{r}{self.elapsed:.1f}s", style="green")
 
 
@@ -104,8 +107,11 @@ class _Board:
             cell.tokens += estimate_tokens(str(event.data.get("text", "")))
         elif revise_inner:
             return None  # the loop step itself reports the end of the revise column
+        elif kind == "step.degraded":
+            cell.state, cell.reason = "degraded", str(event.data.get("reason", ""))
         elif kind == EventKind.STEP_FINISHED:
-            cell.state, cell.elapsed = "done", float(event.data.get("elapsed_s", now - cell.started))
+            elapsed = float(event.data.get("elapsed_s", now - cell.started))
+            cell.state, cell.elapsed = ("degraded" if cell.state == "degraded" else "done"), elapsed
             return (*where, cell)
         elif kind == EventKind.STEP_FAILED:
             cell.state, cell.elapsed = "failed", (now - cell.started) if cell.started else 0.0
@@ -180,6 +186,8 @@ class PlainProgress:
         )
         if cell.state == "failed":
             detail += f" ({event.data.get('error', '')})"
+        elif cell.state == "degraded":
+            detail += f" ({cell.reason})"
         print(
             f"[{time.monotonic() - self._board.started:6.1f}s] {name}: {detail}",
             file=self._stream,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from storyloom.apps.novel.models import NovelInput, input_error
+from storyloom.documents import load_document
 from storyloom.errors import InputError
 
 __all__ = ["load_novel_input", "novel_input_from"]
@@ -30,14 +29,5 @@ def novel_input_from(data: Any, *, what: str, overrides: dict[str, Any] | None =
 
 def load_novel_input(path: Path, *, overrides: dict[str, Any] | None = None) -> NovelInput:
     """A NovelInput from `path` (.json is JSON, anything else YAML, which also reads JSON)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise InputError(f"cannot read the input file {path}: {reason}.") from exc
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"the input file {path} is not valid JSON or YAML: {first}.") from exc
+    data = load_document(path)
     return novel_input_from(data, what=f"input file {path}", overrides=overrides)

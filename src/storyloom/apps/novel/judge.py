@@ -13,8 +13,10 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from storyloom.apps.novel.models import AgentRun, JudgeMatch, JudgeReport, TokenUsage, VersionResult
+from storyloom.agents import AgentRun
+from storyloom.apps.novel.models import JudgeMatch, JudgeReport, VersionResult
 from storyloom.apps.novel.schemas import JudgeVerdict
+from storyloom.llm.types import Usage
 
 __all__ = ["Verdict", "knockout", "tie_break"]
 
@@ -83,7 +85,7 @@ async def knockout(versions: Sequence[VersionResult], verdict: Verdict) -> Judge
             runs.extend(match_runs)
         alive = nxt
     winner = alive[0].index
-    usage = TokenUsage()
+    usage = Usage()
     for r in runs:
         usage = usage.add(r.usage)
     degraded = [r.degraded for r in runs if r.degraded]
@@ -93,6 +95,8 @@ async def knockout(versions: Sequence[VersionResult], verdict: Verdict) -> Judge
         reasons=[reason for m in matches if m.winner == winner for reason in m.reasons],
         calls=sum(r.calls for r in runs),
         usage=usage,
+        cost_usd=round(sum(r.cost_usd for r in runs), 8),
+        decided=any(m.tie_break is None for m in matches),
         elapsed_s=round(time.perf_counter() - start, 4),
         degraded=f"{len(degraded)} judge calls abstained: {degraded[0]}" if degraded else None,
     )

@@ -6,11 +6,15 @@ that dump to JSON (the job service stores them, the CLI writes them to chapter.j
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from storyloom.agents import AgentRun
 from storyloom.errors import InputError
+from storyloom.llm.types import Usage
+from storyloom.validation import from_validation
 
 __all__ = [
     "DEFAULT_TARGET_LENGTH",
@@ -18,12 +22,13 @@ __all__ = [
     "ChapterRequest",
     "ChapterResult",
     "Character",
+    "Degradation",
     "JudgeMatch",
     "JudgeReport",
     "Language",
     "NovelInput",
-    "TokenUsage",
     "VersionResult",
+    "detect_language",
     "input_error",
 ]
 
@@ -31,6 +36,18 @@ Language = Literal["zh", "en"]
 
 # zh counts characters, en counts words: a typical web-novel chapter in each.
 DEFAULT_TARGET_LENGTH: dict[str, int] = {"zh": 2000, "en": 1200}
+
+
+_CJK = re.compile("[\u3400-\u9fff\uf900-\ufaff]")
+_LETTERS = re.compile(r"[A-Za-z\u00c0-\u024f]")
+
+
+def detect_language(text: str) -> Language:
+    """zh when Chinese characters make up a fifth of the letters, else en: enough to tell the two
+    apart from an outline (a Chinese outline naming "Mara" is still Chinese)."""
+    cjk = len(_CJK.findall(text))
+    latin_words = len(_LETTERS.findall(text)) / 5  # letters of a word count like one character
+    return "zh" if cjk and cjk >= 0.2 * (cjk + latin_words) else "en"
 
 
 def _not_blank(value: str, what: str) -> str:
@@ -69,12 +86,20 @@ class NovelInput(BaseModel):
     target_length: int | None = Field(
         default=None, ge=100, le=20000, description="zh: characters, en: words; default 2000 / 1200"
     )
-    language: Language = "zh"
+    language: Language = Field(default="zh", description="zh or en; when absent, detected from the outlines")
 
     @field_validator("chapter_outline")
     @classmethod
     def _outline(cls, v: str) -> str:
         return _not_blank(v, "the chapter outline")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _detect_language(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("language") is None:
+            text = f"{data.get('chapter_outline') or ''}\n{data.get('overall_outline') or ''}"
+            data = {**data, "language": detect_language(text)}
+        return data
 
     @property
     def length_goal(self) -> int:
@@ -97,35 +122,6 @@ class ChapterRequest(BaseModel):
     max_revise_rounds: int = Field(default=2, ge=0, le=5)
 
 
-class TokenUsage(BaseModel):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def add(self, other: TokenUsage) -> TokenUsage:
-        return TokenUsage(
-            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
-            completion_tokens=self.completion_tokens + other.completion_tokens,
-        )
-
-
-class AgentRun(BaseModel):
-    """How one agent step went: model, tokens, time, and whether its output had to be degraded."""
-
-    agent: str
-    model: str = ""
-    usage: TokenUsage = Field(default_factory=TokenUsage)
-    calls: int = 0
-    model_s: float = 0.0  # time spent waiting for model calls (the bench's critical path uses it)
-    elapsed_s: float = 0.0  # the step's wall time
-    degraded: str | None = None  # why the output is a default or fallback; None when it is the model's
-    error: str | None = None  # the step failed and the flow's policy replaced or skipped it
-    notes: list[str] = Field(default_factory=list)  # repairs and retries that still gave a real answer
-
-
 class VersionResult(BaseModel):
     """One candidate version; a failed one keeps its error and whatever steps finished."""
 
@@ -135,12 +131,14 @@ class VersionResult(BaseModel):
     text: str = ""
     error: str | None = None
     quality_score: int | None = None
+    quality_measured: bool = True  # False: the score is the threshold used as a default, not a judgement
     issues: list[str] = Field(default_factory=list)
     summary: str = ""
     revise_rounds: int = 0
     length: int = 0
     length_score: float = 0.0
-    usage: TokenUsage = Field(default_factory=TokenUsage)
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float = 0.0
     agents: list[AgentRun] = Field(default_factory=list)
     degraded: list[str] = Field(default_factory=list)  # agent names whose output was degraded
 
@@ -161,9 +159,19 @@ class JudgeReport(BaseModel):
     matches: list[JudgeMatch] = Field(default_factory=list)
     reasons: list[str] = Field(default_factory=list)  # why the winner won its matches
     calls: int = 0
-    usage: TokenUsage = Field(default_factory=TokenUsage)
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float = 0.0
     elapsed_s: float = 0.0
     degraded: str | None = None
+    decided: bool = True  # False: no match had a clear winner; the choice is the tie-break's
+
+
+class Degradation(BaseModel):
+    """One agent whose output is not the model's own (a default, a kept draft, a cut stream)."""
+
+    agent: str
+    version: int | None = None  # None: the shared director or the judge
+    reason: str
 
 
 class ChapterResult(BaseModel):
@@ -174,12 +182,14 @@ class ChapterResult(BaseModel):
     target_length: int
     versions: list[VersionResult]
     chosen: int  # 1-based index into versions
-    chosen_by: Literal["judge", "only", "user"]
+    chosen_by: Literal["judge", "tie-break", "only", "user"]
     judge: JudgeReport | None = None
     plan: dict[str, object] = Field(default_factory=dict)
     director: AgentRun | None = None  # the shared plan's agent run (tokens, time, degradation)
     summary: str = ""  # of the chosen version: the next chapter's previous_summary
-    usage: TokenUsage = Field(default_factory=TokenUsage)
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float = 0.0
+    degraded: list[Degradation] = Field(default_factory=list)  # every degraded agent, in one place
     elapsed_s: float = 0.0
     step_times: dict[str, float] = Field(default_factory=dict)
 
@@ -194,8 +204,4 @@ class ChapterResult(BaseModel):
 
 def input_error(exc: ValidationError, what: str = "input") -> InputError:
     """One sentence naming the first bad field, for the CLI and the API's messages."""
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or what
-    msg = str(first["msg"]).removeprefix("Value error, ")
-    more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-    return InputError(f"invalid {what}: {where}: {msg}{more}.")
+    return from_validation(exc, what)

@@ -17,9 +17,10 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storyloom.apps.novel.tables import chapter_versions, chapters, projects
 from storyloom.errors import InputError, StoreError
 from storyloom.store.database import Database
-from storyloom.store.schema import chapter_versions, chapters, jobs, projects
+from storyloom.store.schema import jobs
 
 __all__ = ["Chapter", "ChapterVersion", "NewVersion", "Project", "ProjectStore", "versions_from_result"]
 

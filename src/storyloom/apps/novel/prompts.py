@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from storyloom.agents.parsing import prompt_schema
 from storyloom.apps.novel.models import NovelInput
-from storyloom.apps.novel.parsing import prompt_schema
 from storyloom.llm.types import Message
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""initial schema
+"""initial schema (the engine's core tables; apps migrate their own)
 
 Revision ID: 0001
 Revises: (none)
@@ -85,24 +85,6 @@ def upgrade() -> None:
         batch_op.create_index("ix_jobs_parent", ["parent_id"], unique=False)
 
     op.create_table(
-        "projects",
-        sa.Column("id", sa.String(length=32), nullable=False),
-        sa.Column("tenant", sa.String(length=64), server_default="default", nullable=False),
-        sa.Column("title", sa.String(length=300), nullable=False),
-        sa.Column("premise", sa.Text(), server_default="", nullable=False),
-        sa.Column("outline", sa.Text(), server_default="", nullable=False),
-        sa.Column("characters", sa.JSON(), nullable=False),
-        sa.Column("style", sa.Text(), server_default="", nullable=False),
-        sa.Column("genre", sa.String(length=100), server_default="", nullable=False),
-        sa.Column("language", sa.String(length=8), server_default="zh", nullable=False),
-        sa.Column("created_at", sa.Double(), nullable=False),
-        sa.Column("updated_at", sa.Double(), nullable=False),
-        sa.PrimaryKeyConstraint("id"),
-    )
-    with op.batch_alter_table("projects", schema=None) as batch_op:
-        batch_op.create_index("ix_projects_tenant", ["tenant"], unique=False)
-
-    op.create_table(
         "usage",
         sa.Column(
             "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
@@ -131,55 +113,15 @@ def upgrade() -> None:
         sa.Column("cost_usd", sa.Double(), nullable=False),
         sa.PrimaryKeyConstraint("day", "tenant", "model"),
     )
-    op.create_table(
-        "chapters",
-        sa.Column("id", sa.String(length=32), nullable=False),
-        sa.Column("project_id", sa.String(length=32), nullable=False),
-        sa.Column("index", sa.Integer(), nullable=False),
-        sa.Column("title", sa.String(length=300), server_default="", nullable=False),
-        sa.Column("outline", sa.Text(), server_default="", nullable=False),
-        sa.Column("summary", sa.Text(), nullable=True),
-        sa.Column("current_version_id", sa.String(length=32), nullable=True),
-        sa.Column("created_at", sa.Double(), nullable=False),
-        sa.Column("updated_at", sa.Double(), nullable=False),
-        sa.ForeignKeyConstraint(["project_id"], ["projects.id"], ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("project_id", "index", name="uq_chapters_project_index"),
-    )
-    op.create_table(
-        "chapter_versions",
-        sa.Column("id", sa.String(length=32), nullable=False),
-        sa.Column("chapter_id", sa.String(length=32), nullable=False),
-        sa.Column("job_id", sa.String(length=32), nullable=True),
-        sa.Column("index", sa.Integer(), nullable=False),
-        sa.Column("text", sa.Text(), nullable=False),
-        sa.Column("scores", sa.JSON(), nullable=False),
-        sa.Column("chosen", sa.Boolean(), server_default=sa.false(), nullable=False),
-        sa.Column("created_at", sa.Double(), nullable=False),
-        sa.ForeignKeyConstraint(["chapter_id"], ["chapters.id"], ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("chapter_id", "job_id", "index", name="uq_chapter_versions_job_index"),
-    )
-    with op.batch_alter_table("chapter_versions", schema=None) as batch_op:
-        batch_op.create_index("ix_chapter_versions_chapter", ["chapter_id"], unique=False)
 
 
 def downgrade() -> None:
 
-    with op.batch_alter_table("chapter_versions", schema=None) as batch_op:
-        batch_op.drop_index("ix_chapter_versions_chapter")
-
-    op.drop_table("chapter_versions")
-    op.drop_table("chapters")
     op.drop_table("usage_daily")
     with op.batch_alter_table("usage", schema=None) as batch_op:
         batch_op.drop_index("ix_usage_ts")
 
     op.drop_table("usage")
-    with op.batch_alter_table("projects", schema=None) as batch_op:
-        batch_op.drop_index("ix_projects_tenant")
-
-    op.drop_table("projects")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_index("ix_jobs_parent")
         batch_op.drop_index("ix_jobs_lease")

@@ -9,11 +9,12 @@ from fastapi import APIRouter, Depends, Header
 from fastapi.responses import StreamingResponse
 
 from storyloom.api.deps import NOT_FOUND, QUEUE_FULL, SSE_OK, ServicesDep, Tenant, bind_job_id
-from storyloom.api.presenters import chapter_content, execution_time
-from storyloom.api.schemas import GenerateRequest, GenerateResponse, TaskResult, TaskStatus
+from storyloom.api.presenters import execution_time
 from storyloom.api.services import Services
 from storyloom.api.streams import job_events_response
 from storyloom.apps.novel.models import ChapterRequest
+from storyloom.apps.novel.routes.presenters import chapter_content
+from storyloom.apps.novel.routes.schemas import GenerateRequest, GenerateResponse, TaskResult, TaskStatus
 from storyloom.jobs.models import Job, JobStatus
 
 __all__ = ["router"]
@@ -33,8 +34,8 @@ async def _submit(
         max_parallel=body.max_parallel or defaults.writer_max_parallel_requests,
     )
     return await services.submit(
-        "chapter",
-        request.model_dump(mode="json"),
+        "novel",
+        {"input": request.model_dump(mode="json")},
         priority=body.priority,
         idempotency_key=key or body.idempotency_key,
         tenant=tenant,

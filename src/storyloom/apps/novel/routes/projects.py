@@ -6,11 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
 
-from storyloom.api.chapters import submit_chapter_job
 from storyloom.api.deps import NOT_FOUND, QUEUE_FULL, ServicesDep, Tenant
 from storyloom.api.errors import NotFoundError
-from storyloom.api.presenters import chapter_out, job_out, project_out, version_out
-from storyloom.api.schemas import (
+from storyloom.api.presenters import job_out
+from storyloom.api.services import Services
+from storyloom.apps.novel.projects import Chapter, Project
+from storyloom.apps.novel.routes.presenters import chapter_out, project_out, version_out
+from storyloom.apps.novel.routes.project_jobs import project_store, submit_chapter_job
+from storyloom.apps.novel.routes.schemas import (
     ChapterCreate,
     ChapterOut,
     ChapterSubmitted,
@@ -19,8 +22,6 @@ from storyloom.api.schemas import (
     ProjectPatch,
     VersionOut,
 )
-from storyloom.api.services import Services
-from storyloom.apps.novel.projects import Chapter, Project
 
 __all__ = ["router"]
 
@@ -30,7 +31,7 @@ IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_le
 
 
 async def _project(services: Services, project_id: str, tenant: str) -> Project:
-    project = await services.projects.get_project(project_id, tenant=tenant)
+    project = await project_store(services).get_project(project_id, tenant=tenant)
     if project is None:
         raise NotFoundError(f"no project {project_id!r}.")
     return project
@@ -38,7 +39,7 @@ async def _project(services: Services, project_id: str, tenant: str) -> Project:
 
 async def _chapter(services: Services, project_id: str, chapter_id: str, tenant: str) -> Chapter:
     await _project(services, project_id, tenant)
-    chapter = await services.projects.get_chapter(chapter_id, project_id=project_id)
+    chapter = await project_store(services).get_chapter(chapter_id, project_id=project_id)
     if chapter is None:
         raise NotFoundError(f"no chapter {chapter_id!r} in project {project_id!r}.")
     return chapter
@@ -46,15 +47,16 @@ async def _chapter(services: Services, project_id: str, chapter_id: str, tenant:
 
 async def _chapter_view(services: Services, chapter: Chapter) -> ChapterOut:
     jobs = [
-        await services.queue.get(job_id) for job_id in await services.projects.chapter_job_ids(chapter.id)
+        await services.queue.get(job_id)
+        for job_id in await project_store(services).chapter_job_ids(chapter.id)
     ]
-    return chapter_out(chapter, await services.projects.list_versions(chapter.id), jobs)
+    return chapter_out(chapter, await project_store(services).list_versions(chapter.id), jobs)
 
 
 @router.post("", response_model=ProjectOut, status_code=status.HTTP_201_CREATED)
 async def create_project(body: ProjectCreate, services: ServicesDep, tenant: Tenant) -> ProjectOut:
     fields = body.model_dump(mode="json")
-    return project_out(await services.projects.create_project(tenant=tenant, **fields))
+    return project_out(await project_store(services).create_project(tenant=tenant, **fields))
 
 
 @router.get("", response_model=list[ProjectOut])
@@ -64,7 +66,7 @@ async def list_projects(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[ProjectOut]:
-    found = await services.projects.list_projects(tenant=tenant, limit=limit, offset=offset)
+    found = await project_store(services).list_projects(tenant=tenant, limit=limit, offset=offset)
     return [project_out(p) for p in found]
 
 
@@ -78,7 +80,7 @@ async def update_project(
     project_id: str, body: ProjectPatch, services: ServicesDep, tenant: Tenant
 ) -> ProjectOut:
     changes = body.model_dump(mode="json", exclude_unset=True, exclude_none=True)
-    project = await services.projects.update_project(project_id, changes, tenant=tenant)
+    project = await project_store(services).update_project(project_id, changes, tenant=tenant)
     if project is None:
         raise NotFoundError(f"no project {project_id!r}.")
     return project_out(project)
@@ -86,7 +88,7 @@ async def update_project(
 
 @router.delete("/{project_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
 async def delete_project(project_id: str, services: ServicesDep, tenant: Tenant) -> Response:
-    if not await services.projects.delete_project(project_id, tenant=tenant):
+    if not await project_store(services).delete_project(project_id, tenant=tenant):
         raise NotFoundError(f"no project {project_id!r}.")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -108,7 +110,7 @@ async def write_chapter(
     project = await _project(services, project_id, tenant)
     if idempotency_key:
         body = body.model_copy(update={"idempotency_key": idempotency_key})
-    chapter = await services.projects.upsert_chapter(
+    chapter = await project_store(services).upsert_chapter(
         project.id, index=body.index, title=body.title, outline=body.outline
     )
     job, _ = await submit_chapter_job(services, project, chapter, body, tenant=tenant)
@@ -118,7 +120,7 @@ async def write_chapter(
 @router.get("/{project_id}/chapters", response_model=list[ChapterOut], responses=NOT_FOUND)
 async def list_chapters(project_id: str, services: ServicesDep, tenant: Tenant) -> list[ChapterOut]:
     await _project(services, project_id, tenant)
-    return [await _chapter_view(services, c) for c in await services.projects.list_chapters(project_id)]
+    return [await _chapter_view(services, c) for c in await project_store(services).list_chapters(project_id)]
 
 
 @router.get("/{project_id}/chapters/{chapter_id}", response_model=ChapterOut, responses=NOT_FOUND)
@@ -134,7 +136,7 @@ async def list_versions(
 ) -> list[VersionOut]:
     chapter = await _chapter(services, project_id, chapter_id, tenant)
     await _chapter_view(services, chapter)  # stores versions of jobs that finished meanwhile
-    return [version_out(v) for v in await services.projects.list_versions(chapter.id)]
+    return [version_out(v) for v in await project_store(services).list_versions(chapter.id)]
 
 
 @router.post(
@@ -147,7 +149,7 @@ async def choose_version(
 ) -> VersionOut:
     """Make this version the chapter's text (the others stay, unchosen)."""
     chapter = await _chapter(services, project_id, chapter_id, tenant)
-    version = await services.projects.choose_version(chapter.id, version_id)
+    version = await project_store(services).choose_version(chapter.id, version_id)
     if version is None:
         raise NotFoundError(f"no version {version_id!r} of chapter {chapter_id!r}.")
     return version_out(version)

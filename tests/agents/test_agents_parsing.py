@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from storyloom.apps.novel.parsing import json_candidates, parse_structured, prompt_schema
+from storyloom.agents.parsing import json_candidates, parse_structured, prompt_schema
 from storyloom.apps.novel.schemas import CreationPlan, JudgeVerdict, QualityReport
 from storyloom.errors import OutputParseError
 

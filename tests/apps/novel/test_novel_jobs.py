@@ -9,9 +9,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from storyloom.app import AppServices, default_handlers
 from storyloom.apps.novel.agents import AgentModels
 from storyloom.apps.novel.projects import ProjectStore
+from storyloom.registry import AppRegistry
+from storyloom.runner import WorkerServices, app_handlers
 from storyloom.jobs import JobQueue, JobStatus
 from storyloom.jobs.worker import Worker, WorkerConfig
 from storyloom.llm.client import HttpModelClient
@@ -19,7 +20,7 @@ from storyloom.store import Database
 from storyloom.store.schema import usage
 
 
-def chapter_payload(outline: str, *, versions: int = 2) -> dict[str, Any]:
+def chapter_request(outline: str, *, versions: int = 2) -> dict[str, Any]:
     return {
         "input": {"chapter_outline": outline, "genre": "武侠", "target_length": 300, "language": "zh"},
         "versions": versions,
@@ -37,23 +38,26 @@ async def _until_terminal(queue: JobQueue, ids: list[str], timeout_s: float = 60
 
 
 async def test_chapter_and_book_jobs_run_for_real(tmp_path: Path, sim: Any) -> None:
+    registry = AppRegistry.discover()
     db = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
-    await db.migrate()
+    await db.migrate(registry.migrations())
     queue = JobQueue(db)
     client = HttpModelClient(sim.url, None, connect_timeout_s=5, ttft_timeout_s=30, total_timeout_s=60)
-    services = AppServices(db=db, client=client, models=AgentModels(default="sim-writer"), book_poll_s=0.1)
+    services = WorkerServices(
+        db=db, registry=registry, client=client, models=AgentModels(default="sim-writer")
+    )
     store = ProjectStore(db)
     project = await store.create_project(title="剑", premise="少年学剑")
     chapter = await store.upsert_chapter(project.id, index=1, title="第一章", outline="拜师")
     one = await queue.submit(
-        "chapter",
-        {**chapter_payload("拜师"), "project_id": project.id, "chapter_id": chapter.id},
+        "novel",
+        {"input": chapter_request("拜师"), "project_id": project.id, "chapter_id": chapter.id},
         tenant="t1",
     )
-    book = await queue.submit("book", {"chapters": [chapter_payload("下山"), chapter_payload("比武")]})
+    book = await queue.submit("novel.book", {"chapters": [chapter_request("下山"), chapter_request("比武")]})
     worker = Worker(
         db,
-        default_handlers(),
+        app_handlers(registry),
         config=WorkerConfig(concurrency=10, heartbeat_s=0.2, poll_s=0.05, schedule_every_s=None),
         services=services,
         queue=queue,
@@ -67,7 +71,10 @@ async def test_chapter_and_book_jobs_run_for_real(tmp_path: Path, sim: Any) -> N
         await client.aclose()
     done = await queue.get(one.id)
     assert done.status is JobStatus.COMPLETED, done.error
-    assert done.result is not None and len(done.result["versions"]) == 2 and done.result["summary"]
+    assert done.result is not None
+    chapter_result = done.result["result"]
+    assert len(chapter_result["versions"]) == 2 and chapter_result["summary"]
+    assert done.result["text"] == chapter_result["versions"][chapter_result["chosen"] - 1]["text"]
     versions = await store.list_versions(chapter.id)
     assert len(versions) == 2 and all(v.job_id == one.id and v.text for v in versions)
     kinds = [e.kind for e in await queue.events(one.id, limit=10_000)]
@@ -75,7 +82,11 @@ async def test_chapter_and_book_jobs_run_for_real(tmp_path: Path, sim: Any) -> N
     assert "step.finished" in kinds
     async with db.read() as conn:
         rows = (await conn.execute(sa.select(usage).where(usage.c.job_id == one.id))).all()
-    assert rows and all(r.tenant == "t1" and r.prompt_tokens > 0 for r in rows)
+    assert rows and all(r.tenant == "t1" and r.prompt_tokens > 0 and r.step for r in rows)
+    # Every call counts, the judge's included: one usage row per model call, summed into the result.
+    assert sum(r.calls for r in rows) == done.result["usage"]["calls"]
+    assert any(r.step.startswith("judge/") for r in rows)
+    assert done.result["usage"]["total_tokens"] == sum(r.prompt_tokens + r.completion_tokens for r in rows)
 
     finished_book = await queue.get(book.id)
     assert finished_book.status is JobStatus.COMPLETED, finished_book.error

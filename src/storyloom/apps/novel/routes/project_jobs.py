@@ -1,18 +1,23 @@
 """Chapter jobs of a project: build the request from the project and submit it.
 
-The job's handler (`storyloom.app`) stores the versions before the job counts as completed, so
+The job's handler (`apps.novel.jobs`) stores the versions before the job counts as completed, so
 the API only reads them.
 """
 
 from __future__ import annotations
 
-from storyloom.api.schemas import ChapterCreate
 from storyloom.api.services import Services
 from storyloom.apps.novel.models import ChapterRequest, Character, NovelInput
-from storyloom.apps.novel.projects import Chapter, Project
+from storyloom.apps.novel.projects import Chapter, Project, ProjectStore
+from storyloom.apps.novel.routes.schemas import ChapterCreate
 from storyloom.jobs.models import Job
 
-__all__ = ["submit_chapter_job"]
+__all__ = ["project_store", "submit_chapter_job"]
+
+
+def project_store(services: Services) -> ProjectStore:
+    store: ProjectStore = services.shared("novel.projects", lambda: ProjectStore(services.db))
+    return store
 
 
 def _overall_outline(project: Project) -> str:
@@ -35,10 +40,8 @@ async def submit_chapter_job(
         ),
         versions=body.versions,
         max_parallel=body.max_parallel,
-        previous_summary=await services.projects.previous_summary(project.id, chapter.index),
+        previous_summary=await project_store(services).previous_summary(project.id, chapter.index),
     )
-    payload = {**request.model_dump(mode="json"), "project_id": project.id, "chapter_id": chapter.id}
+    payload = {"input": request.model_dump(mode="json"), "project_id": project.id, "chapter_id": chapter.id}
     key = f"project:{project.id}:{body.idempotency_key}" if body.idempotency_key else None
-    return await services.submit(
-        "chapter", payload, priority=body.priority, idempotency_key=key, tenant=tenant
-    )
+    return await services.submit("novel", payload, priority=body.priority, idempotency_key=key, tenant=tenant)

@@ -18,7 +18,35 @@ if TYPE_CHECKING:
     from storyloom.config import Settings
     from storyloom.sim import SimConfig
 
-__all__ = ["register", "sim_config_for_write"]
+__all__ = ["degradation_lines", "register", "sim_config_for_write", "summary_line"]
+
+
+def _chosen_by(result: ChapterResult) -> str:
+    if result.chosen_by == "tie-break":
+        rules = {m.tie_break for m in (result.judge.matches if result.judge else []) if m.tie_break}
+        return f"tie: {', '.join(sorted(rules)) or 'tie-break'}"
+    return f"chosen by {result.chosen_by}"
+
+
+def summary_line(result: ChapterResult) -> str:
+    """The CLI's last line: which version and why, its quality and length, tokens and cost."""
+    chosen = result.chosen_version
+    unit = "characters" if result.language == "zh" else "words"
+    quality = f"quality {chosen.quality_score}" if chosen.quality_measured else "quality not measured"
+    return (
+        f"version {chosen.index} of {len(result.versions)} ({_chosen_by(result)}), {quality}, "
+        f"{chosen.length} {unit} (length score {chosen.length_score:.0f}), "
+        f"{result.usage.total_tokens} tokens, ${result.cost_usd:.4f}, {result.elapsed_s:.1f}s"
+    )
+
+
+def degradation_lines(result: ChapterResult) -> list[str]:
+    """One line per degraded agent, so a default is never mistaken for the model's answer."""
+    lines = []
+    for d in result.degraded:
+        where = d.agent if d.version is None else f"v{d.version} {d.agent}"
+        lines.append(f"degraded: {where}: {d.reason}")
+    return lines
 
 
 def register(app: typer.Typer) -> None:
@@ -51,29 +79,23 @@ def register(app: typer.Typer) -> None:
         out_dir = _out_dir(out)
         result = _run(settings, request, quiet=quiet)
         md, js = _save(result, request, out_dir)
-        chosen = result.chosen_version
-        unit = "characters" if result.language == "zh" else "words"
-        typer.echo(
-            f"wrote {md} and {js}: version {chosen.index} of {len(result.versions)} "
-            f"(chosen by {result.chosen_by}), quality {chosen.quality_score}, {chosen.length} {unit} "
-            f"(length score {chosen.length_score:.0f}), {result.usage.total_tokens} tokens, "
-            f"{result.elapsed_s:.1f}s"
-        )
+        for line in degradation_lines(result):
+            typer.echo(line, err=True)
+        typer.echo(f"wrote {md} and {js}: {summary_line(result)}")
 
 
 def _settings(**overrides: Any) -> Settings:
     from pydantic import ValidationError
 
     from storyloom.config import Settings
+    from storyloom.validation import from_validation
 
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
         settings = Settings(**given)
         settings.provider()  # resolve now: a missing key or model is a one-sentence error up front
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"invalid setting {where}: {first['msg']}.") from exc
+        raise from_validation(exc, "settings", error=ConfigError) from exc
     return settings
 
 
@@ -217,7 +239,9 @@ def _save(result: ChapterResult, request: ChapterRequest, out: Path) -> tuple[Pa
     unit = "字" if result.language == "zh" else "words"
     header = (
         f"<!-- storyloom: version {chosen.index} of {len(result.versions)} ({chosen.style_hint}), "
-        f"chosen by {result.chosen_by}; quality {chosen.quality_score}; {chosen.length} {unit}, "
+        f"{_chosen_by(result)}; "
+        f"{'quality ' + str(chosen.quality_score) if chosen.quality_measured else 'quality not measured'}; "
+        f"{chosen.length} {unit}, "
         f"length score {chosen.length_score:.0f} -->"
     )
     md = out / "chapter.md"

@@ -1,0 +1,35 @@
+"""The kit every LLM step uses: metered calls through the gateway, defensive structured output,
+prose with cut-stream handling, and `ctx.llm` (one usage type: `storyloom.llm.Usage`)."""
+
+from storyloom.agents.call import AgentCall, CallRecord, OnCall
+from storyloom.agents.handle import LLMHandle, ModelChoice, RunLLM, agent_call, as_messages
+from storyloom.agents.parsing import Parsed, json_candidates, parse_structured, prompt_schema
+from storyloom.agents.prose import ask_text, clean_prose
+from storyloom.agents.run import AgentRun
+from storyloom.agents.services import RunServices, ToolCaller
+from storyloom.agents.structured import JSON_MAX_TOKENS, ask_json, schema_block, stricter, wire_schema
+
+__all__ = [
+    "JSON_MAX_TOKENS",
+    "AgentCall",
+    "AgentRun",
+    "CallRecord",
+    "LLMHandle",
+    "ModelChoice",
+    "OnCall",
+    "Parsed",
+    "RunLLM",
+    "RunServices",
+    "ToolCaller",
+    "agent_call",
+    "as_messages",
+    "ask_json",
+    "ask_text",
+    "clean_prose",
+    "json_candidates",
+    "parse_structured",
+    "prompt_schema",
+    "schema_block",
+    "stricter",
+    "wire_schema",
+]

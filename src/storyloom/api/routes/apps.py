@@ -1,0 +1,87 @@
+"""/api/apps: every installed app, and submitting a job of any of them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, ValidationError
+
+from storyloom.api.deps import NOT_FOUND, QUEUE_FULL, ServicesDep, Tenant
+from storyloom.api.presenters import job_out
+from storyloom.api.schemas import IdempotencyKey, JobOut, Priority, Strict
+from storyloom.app import App
+
+__all__ = ["AppJobIn", "AppOut", "router"]
+
+router = APIRouter(prefix="/api/apps", tags=["apps"])
+
+IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)]
+
+
+class AppOut(BaseModel):
+    name: str
+    title: str
+    description: str
+    model: str = Field(description="its name as a chat model on /v1/chat/completions")
+    input_schema: dict[str, Any]
+    kinds: list[str] = Field(description="the job kinds it runs")
+
+
+class AppJobIn(Strict):
+    input: dict[str, Any] = Field(description="the app's input, as its input_schema says")
+    priority: int = Priority
+    idempotency_key: str | None = IdempotencyKey
+
+
+def app_out(app: App[Any]) -> AppOut:
+    return AppOut(
+        name=app.name,
+        title=app.display_title,
+        description=app.description,
+        model=f"storyloom/{app.name}",
+        input_schema=app.input_schema(),
+        kinds=list(app.kinds),
+    )
+
+
+@router.get("", response_model=list[AppOut])
+async def list_apps(services: ServicesDep) -> list[AppOut]:
+    return [app_out(app) for app in services.registry]
+
+
+@router.get("/{name}", response_model=AppOut, responses=NOT_FOUND)
+async def get_app(name: str, services: ServicesDep) -> AppOut:
+    return app_out(services.registry.get(name))
+
+
+@router.post(
+    "/{name}/jobs",
+    response_model=JobOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={**NOT_FOUND, **QUEUE_FULL},
+)
+async def submit_app_job(
+    name: str,
+    body: AppJobIn,
+    services: ServicesDep,
+    tenant: Tenant,
+    idempotency_key: IdempotencyHeader = None,
+) -> JobOut:
+    """Queue a job of app `name`; follow it at `events_url`, read it at /api/jobs/{id}."""
+    app = services.registry.get(name)
+    try:
+        run_input = app.input.model_validate(body.input)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", "input", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from exc
+    job, _ = await services.submit(
+        app.name,
+        {"input": run_input.model_dump(mode="json")},
+        priority=body.priority,
+        idempotency_key=idempotency_key or body.idempotency_key,
+        tenant=tenant,
+    )
+    return job_out(job, app=app.name)

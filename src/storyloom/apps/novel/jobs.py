@@ -1,0 +1,108 @@
+"""The novel's job kinds: `novel` writes one chapter, `novel.book` chains chapters.
+
+A chapter job runs `run_chapter` with the job's durable sink and checkpoints and metered model
+access (the runner's), and stores its versions when it belongs to a project chapter. A book job
+is a parent that enqueues its chapters as children, each waiting for (`depends_on`) the previous
+one and reading its summary when it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from storyloom.apps.novel.chapter import run_chapter
+from storyloom.apps.novel.models import ChapterRequest, ChapterResult
+from storyloom.apps.novel.projects import ProjectStore, versions_from_result
+from storyloom.errors import InputError, StoryloomError
+from storyloom.jobs.models import JobStatus
+from storyloom.runner import AppJob
+
+__all__ = ["BOOK_KIND", "CHAPTER_KIND", "book_job", "chapter_job"]
+
+CHAPTER_KIND = "novel"
+BOOK_KIND = "novel.book"
+_BOOK_POLL_S = 1.0
+
+
+async def chapter_job(job: AppJob[ChapterRequest]) -> ChapterResult:
+    request = job.input
+    if request.previous_summary is None and job.job.depends_on:
+        previous = await job.queue.get(job.job.depends_on)
+        summary = ((previous.result or {}).get("result") or {}).get("summary")
+        if isinstance(summary, str) and summary:
+            request = request.model_copy(update={"previous_summary": summary[:5000]})
+    result = await run_chapter(
+        request,
+        run_id=job.id,
+        services=job.run_services(language=request.input.language),
+        sink=job.ctx.sink,
+        checkpoints=job.ctx.checkpoints,
+        coalesce=job.services.pacing,
+    )
+    job.degraded.extend(
+        {"step": d.agent if d.version is None else f"v{d.version}/{d.agent}", "reason": d.reason}
+        for d in result.degraded
+    )
+    chapter_id = job.payload.get("chapter_id")
+    if isinstance(chapter_id, str):
+        await _store_versions(job, chapter_id, result)
+    return result
+
+
+async def _store_versions(job: AppJob[Any], chapter_id: str, result: ChapterResult) -> None:
+    store: ProjectStore = job.shared("projects", lambda: ProjectStore(job.db))
+    if await store.get_chapter(chapter_id) is None:
+        return  # deleted while the job ran
+    versions, summary = versions_from_result(result.model_dump(mode="json"))
+    await store.save_versions(chapter_id, job.id, versions, summary=summary)
+
+
+async def book_job(job: AppJob[Any]) -> dict[str, Any]:
+    """Enqueue the chapters as children (idempotently, so a re-run finds them) and wait for them."""
+    chapters = job.payload.get("chapters")
+    if not isinstance(chapters, list) or not chapters:
+        raise InputError("a book job needs a non-empty list 'chapters' of chapter requests.")
+    child_ids: list[str] = []
+    previous: str | None = None
+    for i, chapter in enumerate(chapters, start=1):
+        if not isinstance(chapter, dict):
+            raise InputError(f"chapter {i} of the book is not an object.")
+        child = await job.queue.submit(
+            CHAPTER_KIND,
+            {"input": chapter},
+            priority=job.priority,
+            idempotency_key=f"book:{job.id}:chapter:{i}",
+            tenant=job.tenant,
+            parent_id=job.id,
+            depends_on=previous,
+        )
+        child_ids.append(child.id)
+        previous = child.id
+    job.emit("book.chapters", job_ids=child_ids)
+    done: set[str] = set()
+    while True:
+        kids = {k.id: k for k in await job.queue.children(job.id)}
+        for cid in child_ids:
+            kid = kids.get(cid)
+            if kid is not None and kid.status.is_terminal and cid not in done:
+                done.add(cid)
+                job.emit("book.chapter_done", job_id=cid, status=kid.status.value)
+        if len(done) == len(child_ids):
+            break
+        await asyncio.sleep(_BOOK_POLL_S)
+    failed = [cid for cid in child_ids if kids[cid].status is not JobStatus.COMPLETED]
+    if failed:
+        raise StoryloomError(
+            f"{len(failed)} of {len(child_ids)} chapters did not complete: {failed[0]} first"
+        )
+    return {
+        "chapters": [
+            {
+                "job_id": cid,
+                "summary": ((kids[cid].result or {}).get("result") or {}).get("summary", ""),
+                "status": "completed",
+            }
+            for cid in child_ids
+        ]
+    }

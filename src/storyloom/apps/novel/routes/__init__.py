@@ -1,0 +1,12 @@
+"""The novel's HTTP routes: the seed's `/api/novel/*` contract and `/api/projects/*`."""
+
+from fastapi import APIRouter
+
+from storyloom.apps.novel.routes.projects import router as projects_router
+from storyloom.apps.novel.routes.seed import router as seed_router
+
+__all__ = ["router"]
+
+router = APIRouter()
+router.include_router(seed_router)
+router.include_router(projects_router)
