@@ -154,8 +154,11 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 async def db(db_url: str) -> AsyncIterator[Database]:
+    from storyloom.registry import AppRegistry
+
     database = Database.from_url(db_url, pool_size=4)
-    await database.migrate()
+    await database.migrate(AppRegistry.discover().migrations())  # the engine's tables and the apps'
+
     try:
         yield database
     finally:

@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from _api_support import Served, serve_app
+
+from support.api_server import Served, serve_app
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _api_support import ActingWorker, Served, chapter_result, free_port, novel_input, serve_app
 
 from storyloom.api.services import ApiOptions
 from storyloom.store.database import Database
+from support.api_server import ActingWorker, Served, chapter_result, free_port, novel_input, serve_app
 
 
 async def test_health_follows_the_supervisors_worker_count(tmp_path: Path) -> None:

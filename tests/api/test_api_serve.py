@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from _api_support import novel_input
+
+from support.api_server import novel_input
 
 pytestmark = pytest.mark.slow
 
@@ -186,8 +187,9 @@ async def test_stop_and_restart_mid_run_loses_nothing(tmp_path: Path) -> None:
 
 async def test_route_tables_are_built_before_the_first_request(tmp_path: Path) -> None:
     """FastAPI builds them lazily; the lifespan's warm-up keeps that out of the first users' wait."""
-    from _api_support import serve_app
     from fastapi import routing
+
+    from support.api_server import serve_app
 
     async with serve_app(tmp_path) as api:
         built: list[str] = []

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-from _api_support import ActingWorker, Served, chapter_result, novel_input, serve_app
 
 from storyloom.api.services import ApiOptions
 from storyloom.api.sse import SseEvent, event_stream
+from support.api_server import ActingWorker, Served, chapter_result, novel_input, serve_app
 
 
 async def _frames(response: httpx.Response) -> AsyncIterator[dict[str, str]]:

@@ -63,8 +63,11 @@ def _start_worker(url: str, sim_url: str, worker_id: str) -> subprocess.Popen[by
 
 
 def _payload(i: int) -> dict[str, Any]:
+    """A novel job's input (flat: the chapter's fields and its options)."""
     return {
-        "input": {"chapter_outline": f"第{i}章：风雪夜归人", "target_length": 300, "language": "zh"},
+        "chapter_outline": f"第{i}章：风雪夜归人",
+        "target_length": 300,
+        "language": "zh",
         "versions": 2,
         "max_parallel": 2,
     }
@@ -84,7 +87,7 @@ async def test_kill_dash_nine_costs_only_the_steps_in_flight(db_url: str, slow_s
     db = Database.from_url(url)
     await db.migrate()
     queue = JobQueue(db)
-    ids = [(await queue.submit("chapter", _payload(i))).id for i in range(8)]
+    ids = [(await queue.submit("novel", {"input": _payload(i)})).id for i in range(8)]
 
     async def n_checkpoints() -> int:
         async with db.read() as conn:
@@ -200,7 +203,7 @@ async def test_supervisor_restarts_killed_worker_and_scales_on_backlog(tmp_path:
         await _wait(restarted, 20, "the supervisor to restart the killed worker")
         assert sup.restarts == 1
 
-        ids = [(await queue.submit("chapter", _payload(i), max_attempts=1)).id for i in range(16)]
+        ids = [(await queue.submit("novel", {"input": _payload(i)}, max_attempts=1)).id for i in range(16)]
 
         async def scaled() -> bool:
             return sup.worker_count == 2

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from storyloom.apps.novel import agents
 from storyloom.agents import AgentCall
+from storyloom.apps.novel import agents
 from storyloom.apps.novel.agents import AgentModels
 from storyloom.apps.novel.models import AgentRun, ChapterRequest, NovelInput
 from storyloom.errors import OutputParseError, ProviderUnavailable, StreamCutError

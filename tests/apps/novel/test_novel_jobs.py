@@ -11,18 +11,22 @@ import sqlalchemy as sa
 
 from storyloom.apps.novel.agents import AgentModels
 from storyloom.apps.novel.projects import ProjectStore
-from storyloom.registry import AppRegistry
-from storyloom.runner import WorkerServices, app_handlers
 from storyloom.jobs import JobQueue, JobStatus
 from storyloom.jobs.worker import Worker, WorkerConfig
 from storyloom.llm.client import HttpModelClient
+from storyloom.registry import AppRegistry
+from storyloom.runner import WorkerServices, app_handlers
 from storyloom.store import Database
 from storyloom.store.schema import usage
 
 
 def chapter_request(outline: str, *, versions: int = 2) -> dict[str, Any]:
+    """A novel job's input: the chapter's fields and its options, flat."""
     return {
-        "input": {"chapter_outline": outline, "genre": "武侠", "target_length": 300, "language": "zh"},
+        "chapter_outline": outline,
+        "genre": "武侠",
+        "target_length": 300,
+        "language": "zh",
         "versions": versions,
         "max_parallel": 2,
     }

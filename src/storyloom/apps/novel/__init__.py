@@ -16,6 +16,7 @@ from storyloom.apps.novel.chapter import choose_version, run_chapter, write_chap
 from storyloom.apps.novel.length import count_length, length_score
 from storyloom.apps.novel.models import (
     AgentRun,
+    ChapterInput,
     ChapterRequest,
     ChapterResult,
     Character,
@@ -29,6 +30,7 @@ from storyloom.apps.novel.models import (
 __all__ = [
     "AgentModels",
     "AgentRun",
+    "ChapterInput",
     "ChapterRequest",
     "ChapterResult",
     "Character",
@@ -46,7 +48,7 @@ __all__ = [
 ]
 
 
-def _from_messages(messages: Sequence[Mapping[str, Any]]) -> ChapterRequest:
+def _from_messages(messages: Sequence[Mapping[str, Any]]) -> ChapterInput:
     """As a chat model: the last user message is the chapter outline, earlier ones the story so far."""
     from storyloom.errors import InputError
 
@@ -54,7 +56,7 @@ def _from_messages(messages: Sequence[Mapping[str, Any]]) -> ChapterRequest:
     if not users or not users[-1].strip():
         raise InputError("the conversation has no user message to write a chapter from.")
     story = "\n\n".join(users[:-1])[-20000:]
-    return ChapterRequest(input=NovelInput(chapter_outline=users[-1], overall_outline=story), versions=1)
+    return ChapterInput(chapter_outline=users[-1], overall_outline=story, versions=1)
 
 
 def _routes() -> Any:
@@ -84,11 +86,11 @@ async def _book(job: Any) -> dict[str, Any]:
     return await book_job(job)
 
 
-app: App[ChapterRequest] = App(
+app: App[ChapterInput] = App(
     name="novel",
     title="Novel chapter",
     description="One chapter: a shared plan, N candidate versions written in parallel, a judge picks one.",
-    input=ChapterRequest,
+    input=ChapterInput,
     handler=_chapter,
     text=lambda result: result.text if isinstance(result, ChapterResult) else str(result.get("text", "")),
     from_messages=_from_messages,

@@ -12,7 +12,7 @@ import asyncio
 from typing import Any
 
 from storyloom.apps.novel.chapter import run_chapter
-from storyloom.apps.novel.models import ChapterRequest, ChapterResult
+from storyloom.apps.novel.models import ChapterInput, ChapterRequest, ChapterResult
 from storyloom.apps.novel.projects import ProjectStore, versions_from_result
 from storyloom.errors import InputError, StoryloomError
 from storyloom.jobs.models import JobStatus
@@ -25,8 +25,8 @@ BOOK_KIND = "novel.book"
 _BOOK_POLL_S = 1.0
 
 
-async def chapter_job(job: AppJob[ChapterRequest]) -> ChapterResult:
-    request = job.input
+async def chapter_job(job: AppJob[ChapterInput]) -> ChapterResult:
+    request = job.input.request()
     if request.previous_summary is None and job.job.depends_on:
         previous = await job.queue.get(job.job.depends_on)
         summary = ((previous.result or {}).get("result") or {}).get("summary")
@@ -68,9 +68,11 @@ async def book_job(job: AppJob[Any]) -> dict[str, Any]:
     for i, chapter in enumerate(chapters, start=1):
         if not isinstance(chapter, dict):
             raise InputError(f"chapter {i} of the book is not an object.")
+        if isinstance(chapter.get("input"), dict):  # a nested ChapterRequest: flatten it
+            chapter = ChapterInput.of(ChapterRequest.model_validate(chapter)).model_dump(mode="json")
         child = await job.queue.submit(
             CHAPTER_KIND,
-            {"input": chapter},
+            {"input": ChapterInput.model_validate(chapter).model_dump(mode="json")},
             priority=job.priority,
             idempotency_key=f"book:{job.id}:chapter:{i}",
             tenant=job.tenant,

@@ -19,6 +19,7 @@ from storyloom.validation import from_validation
 __all__ = [
     "DEFAULT_TARGET_LENGTH",
     "AgentRun",
+    "ChapterInput",
     "ChapterRequest",
     "ChapterResult",
     "Character",
@@ -120,6 +121,29 @@ class ChapterRequest(BaseModel):
     # Revise while the quality score is below the threshold, at most max_revise_rounds rounds.
     quality_threshold: int = Field(default=70, ge=0, le=100)
     max_revise_rounds: int = Field(default=2, ge=0, le=5)
+
+
+class ChapterInput(NovelInput):
+    """The novel app's job input: a `NovelInput` and the chapter's options in one flat object, so
+    `{"input": {"chapter_outline": "...", "versions": 3}}` is a whole job (`ChapterRequest` is the
+    same thing nested, as the flow reads it)."""
+
+    versions: int = Field(default=2, ge=1, le=10)
+    max_parallel: int = Field(default=3, ge=1, le=10)
+    previous_summary: str | None = Field(default=None, max_length=5000)
+    quality_threshold: int = Field(default=70, ge=0, le=100)
+    max_revise_rounds: int = Field(default=2, ge=0, le=5)
+
+    def request(self) -> ChapterRequest:
+        options = {"versions", "max_parallel", "previous_summary", "quality_threshold", "max_revise_rounds"}
+        return ChapterRequest(
+            input=NovelInput.model_validate(self.model_dump(exclude=options)),
+            **self.model_dump(include=options),
+        )
+
+    @classmethod
+    def of(cls, request: ChapterRequest) -> ChapterInput:
+        return cls.model_validate({**request.input.model_dump(), **request.model_dump(exclude={"input"})})
 
 
 class VersionResult(BaseModel):

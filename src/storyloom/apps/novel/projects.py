@@ -377,7 +377,7 @@ class ProjectStore:
         """Ids of the chapter jobs submitted for this chapter (payload.chapter_id), newest first."""
         query = (
             sa.select(jobs.c.id)
-            .where(jobs.c.kind == "chapter", jobs.c.payload["chapter_id"].as_string() == chapter_id)
+            .where(jobs.c.kind == "novel", jobs.c.payload["chapter_id"].as_string() == chapter_id)
             .order_by(jobs.c.created_at.desc())
             .limit(limit)
         )

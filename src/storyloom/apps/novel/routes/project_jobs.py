@@ -7,7 +7,7 @@ the API only reads them.
 from __future__ import annotations
 
 from storyloom.api.services import Services
-from storyloom.apps.novel.models import ChapterRequest, Character, NovelInput
+from storyloom.apps.novel.models import ChapterInput, ChapterRequest, Character, NovelInput
 from storyloom.apps.novel.projects import Chapter, Project, ProjectStore
 from storyloom.apps.novel.routes.schemas import ChapterCreate
 from storyloom.jobs.models import Job
@@ -42,6 +42,10 @@ async def submit_chapter_job(
         max_parallel=body.max_parallel,
         previous_summary=await project_store(services).previous_summary(project.id, chapter.index),
     )
-    payload = {"input": request.model_dump(mode="json"), "project_id": project.id, "chapter_id": chapter.id}
+    payload = {
+        "input": ChapterInput.of(request).model_dump(mode="json"),
+        "project_id": project.id,
+        "chapter_id": chapter.id,
+    }
     key = f"project:{project.id}:{body.idempotency_key}" if body.idempotency_key else None
     return await services.submit("novel", payload, priority=body.priority, idempotency_key=key, tenant=tenant)

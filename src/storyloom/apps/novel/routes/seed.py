@@ -12,7 +12,7 @@ from storyloom.api.deps import NOT_FOUND, QUEUE_FULL, SSE_OK, ServicesDep, Tenan
 from storyloom.api.presenters import execution_time
 from storyloom.api.services import Services
 from storyloom.api.streams import job_events_response
-from storyloom.apps.novel.models import ChapterRequest
+from storyloom.apps.novel.models import ChapterInput, ChapterRequest
 from storyloom.apps.novel.routes.presenters import chapter_content
 from storyloom.apps.novel.routes.schemas import GenerateRequest, GenerateResponse, TaskResult, TaskStatus
 from storyloom.jobs.models import Job, JobStatus
@@ -35,7 +35,7 @@ async def _submit(
     )
     return await services.submit(
         "novel",
-        {"input": request.model_dump(mode="json")},
+        {"input": ChapterInput.of(request).model_dump(mode="json")},
         priority=body.priority,
         idempotency_key=key or body.idempotency_key,
         tenant=tenant,

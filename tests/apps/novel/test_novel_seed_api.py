@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from _api_support import ActingWorker, Served, chapter_result, novel_input, serve_app
-
 from storyloom.api.services import ApiOptions
+from support.api_server import ActingWorker, Served, chapter_result, novel_input, serve_app
 
 
 async def test_generate_status_result_round_trip(api: Served) -> None:
@@ -22,9 +21,9 @@ async def test_generate_status_result_round_trip(api: Served) -> None:
     assert pending["status"] == "pending" and pending["chapter_content"] is None
 
     job = await api.queue.get(task)
-    assert job.kind == "chapter"
+    assert job.kind == "novel"
     assert job.payload["input"]["chapter_outline"] == novel_input()["chapter_outline"]
-    assert job.payload["versions"] == 2  # settings' default version count
+    assert job.payload["input"]["versions"] == 2  # settings' default version count
 
     worker = ActingWorker(api)
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from _api_support import ActingWorker, Served, chapter_result
+from support.api_server import ActingWorker, Served, chapter_result
 
 
 async def test_project_crud(api: Served) -> None:
@@ -68,7 +68,7 @@ async def test_chapter_job_versions_and_choose(api: Served) -> None:
     assert again.json()["job"]["id"] == job["id"]
 
     stored = await api.queue.get(job["id"])
-    assert stored.payload["versions"] == 3
+    assert stored.payload["input"]["versions"] == 3
     assert stored.payload["chapter_id"] == chapter["id"]
     assert stored.payload["input"]["characters"][0]["name"] == "Lin"
     assert "A courier learns the sword." in stored.payload["input"]["overall_outline"]
@@ -100,7 +100,7 @@ async def test_chapter_job_versions_and_choose(api: Served) -> None:
     # the next chapter gets the previous chapter's summary as context
     nxt = (await api.client.post(f"/api/projects/{pid}/chapters", json={"outline": "The duel."})).json()
     assert nxt["chapter"]["index"] == 2
-    assert (await api.queue.get(nxt["job"]["id"])).payload["previous_summary"] == "Lin met the swordsman."
+    assert (await api.queue.get(nxt["job"]["id"])).payload["input"]["previous_summary"] == "Lin met the swordsman."
     listed = (await api.client.get(f"/api/projects/{pid}/chapters")).json()
     assert [c["index"] for c in listed] == [1, 2]
 

@@ -16,6 +16,7 @@ from storyloom.api.app import create_app
 from storyloom.api.services import ApiOptions
 from storyloom.config import Settings
 from storyloom.jobs.queue import JobQueue
+from storyloom.registry import AppRegistry
 from storyloom.store.database import Database
 
 
@@ -39,7 +40,9 @@ async def serve_app(
 ) -> AsyncIterator[Served]:
     """create_app on uvicorn (127.0.0.1, free port) in this event loop, plus a client and a queue."""
     settings = Settings(data_dir=data_dir, _env_file=None)  # type: ignore[call-arg]
-    app = create_app(settings, options=options or ApiOptions(heartbeat_s=0.5), database=database)
+    app = create_app(
+        settings, registry=AppRegistry.discover(), options=options or ApiOptions(heartbeat_s=0.5), database=database
+    )
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False)
@@ -106,6 +109,10 @@ class ActingWorker:
         if isinstance(chapter_id, str):
             versions, summary = versions_from_result(result)
             await ProjectStore(self.served.db).save_versions(chapter_id, job_id, versions, summary=summary)
+        if job.kind == "novel":  # the runner's envelope around the app's result
+            chosen = result["versions"][int(result["chosen"]) - 1]  # type: ignore[index]
+            usage = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+            result = {"result": result, "text": chosen["text"], "usage": usage, "degraded": []}
         assert await self.served.queue.complete(job_id, self.name, result)
 
     async def close(self) -> None:

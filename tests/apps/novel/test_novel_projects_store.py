@@ -1,29 +1,10 @@
-"""`store.projects.ProjectStore` on both databases: the same statements on SQLite and PostgreSQL."""
+"""`apps.novel.projects.ProjectStore` on both databases: the same statements on SQLite and PostgreSQL."""
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from storyloom.apps.novel.projects import NewVersion, ProjectStore, versions_from_result
 from storyloom.jobs.queue import JobQueue
 from storyloom.store.database import Database
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    database = Database.from_url(url)
-    await database.migrate()
-    try:
-        yield database
-    finally:
-        await database.close()
 
 
 async def test_projects_chapters_versions_on_both_databases(db: Database) -> None:
@@ -36,7 +17,7 @@ async def test_projects_chapters_versions_on_both_databases(db: Database) -> Non
     same = await store.upsert_chapter(project.id, index=1, outline="one, revised")
     assert same.id == first.id and same.outline == "one, revised"
 
-    job = await JobQueue(db).submit("chapter", {"chapter_id": first.id, "input": {}}, tenant="t1")
+    job = await JobQueue(db).submit("novel", {"chapter_id": first.id, "input": {}}, tenant="t1")
     assert await store.chapter_job_ids(first.id) == [job.id]
     assert await store.chapter_job_ids(second.id) == []
 
