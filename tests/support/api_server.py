@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -36,12 +37,19 @@ class Served:
 
 @asynccontextmanager
 async def serve_app(
-    data_dir: Path, options: ApiOptions | None = None, *, database: Database | None = None
+    data_dir: Path,
+    options: ApiOptions | None = None,
+    *,
+    database: Database | None = None,
+    registry: AppRegistry | None = None,
 ) -> AsyncIterator[Served]:
     """create_app on uvicorn (127.0.0.1, free port) in this event loop, plus a client and a queue."""
     settings = Settings(data_dir=data_dir, _env_file=None)  # type: ignore[call-arg]
     app = create_app(
-        settings, registry=AppRegistry.discover(), options=options or ApiOptions(heartbeat_s=0.5), database=database
+        settings,
+        registry=registry or AppRegistry.discover(),
+        options=options or ApiOptions(heartbeat_s=0.5),
+        database=database,
     )
     port = free_port()
     server = uvicorn.Server(
@@ -141,3 +149,30 @@ def chapter_result(texts: list[str], chosen: int = 1) -> dict[str, object]:
         "summary": "Lin met the swordsman.",
         "elapsed_s": 1.5,
     }
+
+
+@asynccontextmanager
+async def running_worker(served: Served, registry: AppRegistry, sim_url: str) -> AsyncIterator[Any]:
+    """A real worker in this event loop running the registry's apps against the simulator."""
+    from storyloom.agents import ModelChoice
+    from storyloom.jobs.worker import Worker, WorkerConfig
+    from storyloom.llm.client import HttpModelClient
+    from storyloom.runner import WorkerServices, app_handlers
+
+    client = HttpModelClient(sim_url, None, connect_timeout_s=5, ttft_timeout_s=30, total_timeout_s=60)
+    services = WorkerServices(
+        db=served.db, registry=registry, client=client, models=ModelChoice(default="sim-writer")
+    )
+    worker = Worker(
+        served.db,
+        app_handlers(registry),
+        config=WorkerConfig(concurrency=50, heartbeat_s=0.2, poll_s=0.05, schedule_every_s=None),
+        services=services,
+    )
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await task
+        await client.aclose()

@@ -76,8 +76,9 @@ def _include_routes(app: FastAPI, registry: AppRegistry) -> None:
     from storyloom.api.routes.apps import router as apps_router
     from storyloom.api.routes.health import router as health_router
     from storyloom.api.routes.jobs import router as jobs_router
+    from storyloom.api.routes.openai import router as openai_router
 
-    for router in (apps_router, jobs_router, health_router):
+    for router in (apps_router, jobs_router, openai_router, health_router):
         app.include_router(router)
     for plugin in registry:
         if plugin.routes is not None:

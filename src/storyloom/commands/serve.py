@@ -73,7 +73,9 @@ def register(app: typer.Typer) -> None:
             typer.echo(url)
             sys.stdout.flush()
 
-        eventloop.run(run_service(config, on_ready=ready))
+        from storyloom.registry import AppRegistry
+
+        eventloop.run(run_service(config, AppRegistry.discover(), on_ready=ready))
 
 
 def parse_worker_range(text: str) -> tuple[int, int]:

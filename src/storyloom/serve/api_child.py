@@ -59,6 +59,7 @@ class ChildSpec(BaseModel):
 
 async def run_api_child(spec: ChildSpec) -> None:
     from storyloom.api.app import create_app
+    from storyloom.registry import AppRegistry
     from storyloom.commands._settings import load_settings
     from storyloom.gctune import tune_gc
     from storyloom.jobs.events import EventHub
@@ -84,6 +85,7 @@ async def run_api_child(spec: ChildSpec) -> None:
         options = ApiOptions(**spec.api, worker_count=CensusReader(spec.census))
         app = create_app(
             settings,
+            registry=AppRegistry.discover(),
             options=options,
             database=db,
             queue=JobQueue(db, hub=hub, max_backlog=options.max_pending),

@@ -29,6 +29,7 @@ from storyloom.api.services import ApiOptions
 from storyloom.config import Settings
 from storyloom.errors import ConfigError
 from storyloom.logs import get_logger
+from storyloom.registry import AppRegistry
 
 if TYPE_CHECKING:
     from storyloom.serve.api_processes import ApiProcesses
@@ -97,8 +98,11 @@ async def _simulator(config_path: Path | None, seed: int) -> AsyncIterator[str]:
             drain.cancel()
 
 
-async def run_service(config: ServeConfig, *, on_ready: Callable[[str], None] | None = None) -> None:
-    """Run until SIGTERM/SIGINT. `on_ready(url)` is called once the API accepts connections."""
+async def run_service(
+    config: ServeConfig, registry: AppRegistry, *, on_ready: Callable[[str], None] | None = None
+) -> None:
+    """Serve `registry`'s apps until SIGTERM/SIGINT. `on_ready(url)` is called once the API
+    accepts connections. (The worker processes load the same installed apps themselves.)"""
     from storyloom.api.app import create_app
     from storyloom.gctune import tune_gc
     from storyloom.jobs.events import EventHub
@@ -127,7 +131,7 @@ async def run_service(config: ServeConfig, *, on_ready: Callable[[str], None] | 
             env = simulator_env(sim_url, settings)
         db = Database.from_url(database_url)
         stack.push_async_callback(db.close)
-        await db.migrate()
+        await db.migrate(registry.migrations())
         hub = EventHub(db)
         await hub.start()
         stack.push_async_callback(hub.stop)
@@ -157,6 +161,7 @@ async def run_service(config: ServeConfig, *, on_ready: Callable[[str], None] | 
 
         app = create_app(
             settings,
+            registry=registry,
             options=replace(config.api, worker_count=supervisor.live_workers),
             database=db,
             queue=JobQueue(db, hub=hub, max_backlog=config.api.max_pending),
