@@ -14,7 +14,7 @@ import typer
 
 from storyloom.errors import UserError
 
-__all__ = ["app", "main"]
+__all__ = ["app", "bench_app", "main"]
 
 app = typer.Typer(
     name="storyloom",
@@ -40,9 +40,9 @@ def _register_all() -> None:
 
 def _register_apps() -> None:
     """Each installed app's own sub-commands (e.g. the novel's `write`)."""
-    from storyloom.registry import AppRegistry
+    from storyloom.registry import installed_apps
 
-    for plugin in AppRegistry.discover():
+    for plugin in installed_apps():
         if plugin.cli is not None:
             plugin.cli(app)
 

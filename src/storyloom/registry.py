@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -21,7 +21,16 @@ from storyloom.app import App
 from storyloom.errors import ConfigError, NotFoundError
 from storyloom.logs import get_logger
 
-__all__ = ["ENTRY_POINT_GROUP", "AppNotFoundError", "AppRegistry", "BrokenApp"]
+__all__ = [
+    "APPS_VARIABLE",
+    "ENTRY_POINT_GROUP",
+    "AppNotFoundError",
+    "AppRegistry",
+    "BrokenApp",
+    "installed_apps",
+]
+
+APPS_VARIABLE = "STORYLOOM_APPS"  # more apps by target, e.g. "mypkg.apps:app,tools.demo:app"
 
 ENTRY_POINT_GROUP = "storyloom.apps"
 _BUILTIN_PACKAGE = "storyloom.apps"
@@ -64,11 +73,20 @@ class AppRegistry:
             self._kinds[kind] = app
 
     @classmethod
-    def discover(cls, *, extra: Iterable[App[Any]] = ()) -> AppRegistry:
-        """Every installed app (entry points, then the built-in packages), plus `extra`."""
+    def discover(cls, *, extra: Iterable[App[Any]] = (), targets: Iterable[str] = ()) -> AppRegistry:
+        """Every installed app (entry points, then the built-in packages), plus `extra` and the
+        apps named by `targets` ("module:attribute", loaded first: they may replace nothing)."""
         registry = cls()
         for app in extra:
             registry.add(app)
+        for target in targets:
+            module_name, _, attr = target.strip().partition(":")
+            try:
+                loaded = getattr(importlib.import_module(module_name), attr or "app")
+            except Exception as exc:
+                registry._broken(target, target, exc)
+                continue
+            registry._add_loaded(target, target, loaded)
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             if ep.name in registry:
                 continue
@@ -140,3 +158,14 @@ class AppRegistry:
     def migrations(self) -> list[tuple[str, Path]]:
         """(app name, folder of its alembic revisions) for every app with tables: `Database.migrate`."""
         return [(app.name, app.tables.migrations) for app in self if app.tables is not None]
+
+
+def installed_apps(environ: Mapping[str, str] | None = None) -> AppRegistry:
+    """The registry a process of `storyloom` uses: every installed app plus those `STORYLOOM_APPS`
+    names (read here, at the edge: every command and child process builds its registry this way,
+    so a worker runs exactly the apps its API serves)."""
+    import os
+
+    env = os.environ if environ is None else environ
+    targets = [t for t in env.get(APPS_VARIABLE, "").split(",") if t.strip()]
+    return AppRegistry.discover(targets=targets)

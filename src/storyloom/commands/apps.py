@@ -13,9 +13,9 @@ def register(app: typer.Typer) -> None:
     @app.command("apps")
     def apps(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
         """List the apps this installation runs (built-in and installed plug-ins)."""
-        from storyloom.registry import AppRegistry
+        from storyloom.registry import installed_apps
 
-        registry = AppRegistry.discover()
+        registry = installed_apps()
         rows = [
             {
                 "name": a.name,

@@ -18,7 +18,7 @@ T = TypeVar("T")
 def _with_queue(data_dir: Path | None, database_url: str | None, fn: Callable[[Any], Awaitable[T]]) -> T:
     from storyloom.commands._settings import load_settings
     from storyloom.jobs.queue import JobQueue
-    from storyloom.registry import AppRegistry
+    from storyloom.registry import installed_apps
     from storyloom.store.database import Database
 
     settings = load_settings(data_dir=data_dir, database_url=database_url)
@@ -26,7 +26,7 @@ def _with_queue(data_dir: Path | None, database_url: str | None, fn: Callable[[A
     async def go() -> T:
         db = Database.from_url(settings.resolved_database_url())
         try:
-            await db.migrate(AppRegistry.discover().migrations())
+            await db.migrate(installed_apps().migrations())
             return await fn(JobQueue(db))
         finally:
             await db.close()

@@ -54,11 +54,11 @@ def register(app: typer.Typer) -> None:
 
         from storyloom.commands._settings import load_settings
         from storyloom.progress import LiveSteps, PlainSteps
-        from storyloom.registry import AppRegistry
+        from storyloom.registry import installed_apps
         from storyloom.runner import job_payload
         from storyloom.serve.local import run_local_job
 
-        registry = AppRegistry.discover()
+        registry = installed_apps()
         target = registry.get(name)
         payload = job_payload(target, parse_input(input_value))
         settings = load_settings(data_dir=data_dir, database_url=database_url)

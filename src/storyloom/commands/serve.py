@@ -73,9 +73,9 @@ def register(app: typer.Typer) -> None:
             typer.echo(url)
             sys.stdout.flush()
 
-        from storyloom.registry import AppRegistry
+        from storyloom.registry import installed_apps
 
-        eventloop.run(run_service(config, AppRegistry.discover(), on_ready=ready))
+        eventloop.run(run_service(config, installed_apps(), on_ready=ready))
 
 
 def parse_worker_range(text: str) -> tuple[int, int]:

@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         from storyloom.commands._settings import load_settings
         from storyloom.jobs.worker import WorkerConfig
         from storyloom.logs import configure_logging
-        from storyloom.registry import AppRegistry
+        from storyloom.registry import installed_apps
         from storyloom.serve.worker_process import run_supervised, run_worker_process
 
         settings = load_settings(data_dir=data_dir, database_url=database_url)
@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
             schedule_every_s=5.0 if schedule else None,
         )
         try:
-            registry = AppRegistry.discover()
+            registry = installed_apps()
             if processes > 1:
                 eventloop.run(run_supervised(settings, config, registry, processes=processes))
             else:

@@ -42,7 +42,7 @@ class DeltaPacing:
 
 
 class DeltaCoalescer:
-    __slots__ = ("_handle", "_interval", "_loop", "_pending", "_run_id", "_sink", "_streaming")
+    __slots__ = ("_handle", "_interval", "_loop", "_pending", "_run_id", "_since", "_sink", "_streaming")
 
     def __init__(self, sink: EventSink, run_id: str, interval: float | DeltaPacing) -> None:
         self._sink = sink
@@ -50,6 +50,9 @@ class DeltaCoalescer:
         self._interval = interval
         self._loop = asyncio.get_running_loop()
         self._pending: dict[str, list[str]] = {}
+        # When each pending text's first token arrived: delta events carry it (`data.since`), so a
+        # client can tell the coalescing delay from the delivery delay.
+        self._since: dict[str, float] = {}
         self._handle: asyncio.TimerHandle | None = None
         self._streaming: set[str] = set()  # counted in a DeltaPacing
 
@@ -69,9 +72,10 @@ class DeltaCoalescer:
             return
         interval_s = self._interval_s()
         if interval_s <= 0:
-            self._emit(path, text)
+            self._emit(path, text, time.time())
             return
         self._pending[path] = [text]
+        self._since[path] = time.time()
         if self._handle is None:
             self._handle = self._loop.call_later(interval_s, self._on_timer)
 
@@ -80,7 +84,7 @@ class DeltaCoalescer:
         if self._pending:
             buf = self._pending.pop(path, None)
             if buf is not None:
-                self._emit(path, "".join(buf))
+                self._emit(path, "".join(buf), self._since.pop(path, 0.0))
 
     def finish(self, path: str) -> None:
         """The step ended: emit its pending text and stop counting it as streaming."""
@@ -91,8 +95,9 @@ class DeltaCoalescer:
 
     def flush_all(self) -> None:
         pending, self._pending = self._pending, {}
+        since, self._since = self._since, {}
         for path, buf in pending.items():
-            self._emit(path, "".join(buf))
+            self._emit(path, "".join(buf), since.get(path, 0.0))
 
     def close(self) -> None:
         """Flush everything and disarm the timer (end of the run)."""
@@ -111,5 +116,6 @@ class DeltaCoalescer:
         self._handle = None
         self.flush_all()
 
-    def _emit(self, path: str, text: str) -> None:
-        self._sink.emit(Event(self._run_id, EventKind.STEP_DELTA, path, time.time(), {"text": text}))
+    def _emit(self, path: str, text: str, since: float) -> None:
+        data = {"text": text, "since": round(since, 4)}
+        self._sink.emit(Event(self._run_id, EventKind.STEP_DELTA, path, time.time(), data))

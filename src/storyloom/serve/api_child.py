@@ -59,12 +59,12 @@ class ChildSpec(BaseModel):
 
 async def run_api_child(spec: ChildSpec) -> None:
     from storyloom.api.app import create_app
-    from storyloom.registry import AppRegistry
     from storyloom.commands._settings import load_settings
     from storyloom.gctune import tune_gc
     from storyloom.jobs.events import EventHub
     from storyloom.jobs.queue import JobQueue
     from storyloom.jobs.wake import listen_for_wakes
+    from storyloom.registry import installed_apps
     from storyloom.serve.census import CensusReader
     from storyloom.serve.server import api_server, start_server
     from storyloom.store.database import Database
@@ -85,7 +85,7 @@ async def run_api_child(spec: ChildSpec) -> None:
         options = ApiOptions(**spec.api, worker_count=CensusReader(spec.census))
         app = create_app(
             settings,
-            registry=AppRegistry.discover(),
+            registry=installed_apps(),
             options=options,
             database=db,
             queue=JobQueue(db, hub=hub, max_backlog=options.max_pending),

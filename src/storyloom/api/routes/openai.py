@@ -85,24 +85,37 @@ async def chat_completions(
         app = services.registry.get(name)
     except NotFoundError:
         known = ", ".join(f"{_PREFIX}{n}" for n in services.registry.names) or "none"
-        return _error(404, f"The model {body.model!r} does not exist (models: {known}).", "invalid_request_error", "model_not_found")
+        return _error(
+            404,
+            f"The model {body.model!r} does not exist (models: {known}).",
+            "invalid_request_error",
+            "model_not_found",
+        )
     messages = [m.model_dump(exclude_none=True) for m in body.messages]
     try:
         run_input = app.input_from_messages(messages)
     except UserError as exc:
         return _error(400, str(exc), "invalid_request_error")
     job, _ = await services.submit(
-        app.name, {"input": run_input.model_dump(mode="json")}, priority=5, idempotency_key=None, tenant=tenant
+        app.name,
+        {"input": run_input.model_dump(mode="json")},
+        priority=5,
+        idempotency_key=None,
+        tenant=tenant,
     )
     headers = {"X-Storyloom-Job-Id": job.id}
     if body.stream:
         return StreamingResponse(
-            _stream(services, app, job, body.model), media_type="text/event-stream", headers={**SSE_HEADERS, **headers}
+            _stream(services, app, job, body.model),
+            media_type="text/event-stream",
+            headers={**SSE_HEADERS, **headers},
         )
     finished = await _wait(services, job)
     envelope = finished.result or {}
     if finished.status.value != "completed":
-        return _error(502, f"the {app.name} job {job.id} {finished.status.value}: {finished.error}", "server_error")
+        return _error(
+            502, f"the {app.name} job {job.id} {finished.status.value}: {finished.error}", "server_error"
+        )
     usage = envelope.get("usage") or {}
     headers["X-Storyloom-Cost-Usd"] = f"{float(usage.get('cost_usd') or 0.0):.8f}"
     return JSONResponse(

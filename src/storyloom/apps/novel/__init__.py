@@ -65,8 +65,6 @@ def _routes() -> Any:
     return router
 
 
-
-
 def _cli(app: Any) -> None:
     from storyloom.apps.novel.cli import register
 
