@@ -8,6 +8,9 @@ model misbehaves is decided here, in one place:
   a default built from what we have, with `run.degraded` saying why;
 - optional structured agents (director, plot, quality, judge) also degrade on provider errors;
   Character and Scene raise instead, so the flow's SKIP policy lets synthesis go on without them;
+- except errors no default can stand in for, because every later call would meet them too: a
+  provider that refuses our key (ProviderAuthError) or a spent budget (BudgetExceededError) always
+  propagate, so the chapter fails at once and permanently instead of being written from defaults;
 - prose agents keep a cut stream's partial text; an empty answer is retried once; Optimize and
   Revise fall back to the text they were given, Synthesis fails its version.
 """
@@ -24,7 +27,13 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from storyloom.config import Settings
-from storyloom.errors import OutputParseError, ProviderError, StreamCutError
+from storyloom.errors import (
+    BudgetExceededError,
+    OutputParseError,
+    ProviderAuthError,
+    ProviderError,
+    StreamCutError,
+)
 from storyloom.llm.tokens import estimate_tokens
 from storyloom.llm.types import CallMeta, ChatRequest, DeltaCallback, Message, ModelClient
 from storyloom.novel import prompts
@@ -61,6 +70,8 @@ AGENTS = ("director", "plot", "character", "scene", "synthesis", "optimize", "qu
 M = TypeVar("M", bound=BaseModel)
 
 _JSON_MAX_TOKENS = 1500
+# Never degraded into a default or a kept text: they recur on every call of the run.
+_NOT_DEGRADABLE = (ProviderAuthError, BudgetExceededError)
 _TEMPERATURE = {"quality": 0.2, "judge": 0.1, "synthesis": 0.9, "optimize": 0.7, "revise": 0.7}
 
 
@@ -166,7 +177,7 @@ async def ask_json(
             text = exc.partial_text  # the repairer can often close a cut JSON object
             _note(call.run, "stream cut")
         except ProviderError as exc:
-            if not optional:
+            if not optional or isinstance(exc, _NOT_DEGRADABLE):
                 raise
             call.run.degraded = f"provider error, used a default: {exc}"
             return default()
@@ -346,6 +357,8 @@ async def revise(call: AgentCall, req: ChapterRequest, text: str, issues: list[s
     try:
         revised = await ask_text(call, messages, max_tokens=_max_tokens(inp.length_goal, inp.language))
     except (OutputParseError, ProviderError) as exc:
+        if isinstance(exc, _NOT_DEGRADABLE):
+            raise
         call.run.degraded = f"{type(exc).__name__}: {exc}; kept the previous text"
         return text
     if call.run.degraded:

@@ -23,7 +23,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
-from storyloom.errors import AllVersionsFailedError, InputError, StepFailedError
+from storyloom.errors import AllVersionsFailedError, InputError, StepFailedError, is_permanent
 from storyloom.flow import CheckpointStore, DeltaPacing, EventSink, Flow, OnError, StepContext, run_flow
 from storyloom.llm.types import CallMeta, ModelClient
 from storyloom.novel import agents
@@ -264,9 +264,11 @@ async def _versions(ctx: StepContext) -> list[dict[str, Any]]:
     inputs = [{"index": i + 1, "hint": style_hint(lang, i), "plan": plan} for i in range(req.versions)]
     outcomes = await ctx.fan_out(version_flow(req.max_revise_rounds), inputs, max_parallel=req.max_parallel)
     versions: list[dict[str, Any]] = []
+    permanent: list[bool] = []  # per failed version: could a re-run of the job not help?
     for v, outcome in zip(inputs, outcomes, strict=True):
         if not outcome.ok or outcome.value is None:
             versions.append(_failed_version(v["index"], v["hint"], outcome.error))
+            permanent.append(outcome.error is not None and is_permanent(outcome.error))
             continue
         version = dict(outcome.value.outputs["final"])
         # Steps the flow skipped or replaced: say which and why, next to the agents that ran.
@@ -276,7 +278,9 @@ async def _versions(ctx: StepContext) -> list[dict[str, Any]]:
             version["degraded"] = sorted({*version["degraded"], name})
         versions.append(version)
     if not any(v["ok"] for v in versions):
-        raise AllVersionsFailedError([str(v["error"]) for v in versions])
+        # Every version refused for a reason no re-run can fix (a rejected key, a spent budget):
+        # the worker fails the job at once instead of paying for more attempts.
+        raise AllVersionsFailedError([str(v["error"]) for v in versions], permanent=all(permanent))
     return versions
 
 
