@@ -363,8 +363,9 @@ async def test_adaptive_limit_backs_off_on_429s(sim: SimHandle) -> None:
 async def test_metrics_are_exported(sim: SimHandle) -> None:
     from prometheus_client import REGISTRY, generate_latest
 
-    g = gw(dep(sim.url, name="metrics-dep", max_concurrency=4))
+    g = gw(dep(sim.url, name="metrics-dep", max_concurrency=4), lease_ttl_s=0.3)
     await g.chat(req(tenant="m-tenant"))
+    await asyncio.sleep(0.3)  # the renewer refreshes the breaker gauges every lease_ttl_s / 3
     await g.aclose()
     text = generate_latest(REGISTRY).decode()
     for name in (
@@ -376,3 +377,5 @@ async def test_metrics_are_exported(sim: SimHandle) -> None:
     ):
         assert name in text
     assert 'storyloom_llm_tokens_total{kind="prompt",model="m",tenant="m-tenant"}' in text
+    assert 'storyloom_llm_breaker_opens{deployment="metrics-dep"} 0.0' in text
+    assert 'storyloom_llm_breaker_state{deployment="metrics-dep"} 0.0' in text

@@ -269,3 +269,41 @@ async def test_after_closing_concurrency_ramps_back(backend: LimitBackend) -> No
     later = [await backend.acquire([ask], 0, 30) for _ in range(13)]
     assert [isinstance(g, Grant) for g in later] == [True] * 12 + [False]  # all 16, then concurrency
     assert isinstance(later[12], Denied) and later[12].reason == "concurrency"
+
+
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+async def test_a_state_of_the_old_layout_is_taken_over(
+    store: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # A data dir (SQLite) or a Redis written before issue 10 holds breakers with "probe" and slot
+    # lists; they are replaced by a fresh breaker instead of failing every acquire.
+    import json
+    import sqlite3
+
+    import redis
+
+    ask = Ask(name(), None, None, 4)
+    old = {
+        "rpm": [None, 0.0],
+        "tpm": [None, 0.0],
+        "leases": {},
+        "blocked_until": 0.0,
+        "claims": {},
+        "br": {"state": "closed", "slots": [[1, 2, 3]], "open_until": 0.0, "probe": None, "trips": 0},
+    }
+    if store == "sqlite":
+        path = tmp_path / "old.db"
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE llm_limits (name TEXT PRIMARY KEY, state TEXT NOT NULL)")
+            conn.execute("INSERT INTO llm_limits VALUES (?, ?)", (ask.name, json.dumps(old)))
+        url = f"sqlite:///{path}"
+    else:
+        url = request.getfixturevalue("redis_url")
+        redis.Redis.from_url(url).set(f"storyloom:llm:{ask.name}", json.dumps(old))
+    b = LimitBackend.from_url(url, POLICY)
+    g = await b.acquire([ask], 0, 30)
+    assert isinstance(g, Grant)
+    await b.release(ask, g.lease_id, Outcome("fail"))
+    snap = (await b.snapshot([ask.name]))[ask.name]
+    await b.aclose()
+    assert "probe" not in snap["br"] and snap["br"]["state"] == "closed" and snap["starts"] == {}

@@ -73,13 +73,20 @@ async def test_agents_never_degrade_an_auth_error_into_a_default(sim: Any) -> No
     assert is_permanent(info.value) and sim.stats()["unauthorized"] == 1
 
 
-async def test_every_version_refused_is_a_permanent_failure_and_a_transient_one_is_not(sim: Any) -> None:
+@pytest.mark.parametrize("agent", ["synthesis", "character", "optimize"])
+async def test_every_version_refused_is_a_permanent_failure_and_a_transient_one_is_not(
+    sim: Any, agent: str
+) -> None:
+    # The director's key is good; one agent's model has a key the provider refuses. Synthesis fails
+    # its version; Character and Optimize would be skipped or replaced by the flow, but a refused
+    # key is not a degradation to write a chapter around: those versions fail as well.
     sim.configure(api_keys=[GOOD], models={"m-synthesis-5xx": {"faults": {"error_5xx": 1.0}}})
     g = _gateway(sim, key_of={"sim-writer": GOOD, "m-bad-key": WRONG, "m-synthesis-5xx": GOOD})
     request = ChapterRequest(input=INPUT, versions=2)
-    bad_key = AgentModels("sim-writer", {"synthesis": "m-bad-key"})  # the director's key is good
     with pytest.raises(AllVersionsFailedError) as refused:
-        await write_chapter(request, client=g, models=bad_key, run_id="p1")
+        await write_chapter(
+            request, client=g, models=AgentModels("sim-writer", {agent: "m-bad-key"}), run_id="p1"
+        )
     assert refused.value.permanent and is_permanent(refused.value)
     assert all("ProviderAuthError" in e and WRONG not in e for e in refused.value.errors)
     flaky = AgentModels("sim-writer", {"synthesis": "m-synthesis-5xx"})

@@ -441,6 +441,7 @@ class Gateway:
                     now = time.time()
                     for name, st in (await self.backend.snapshot(names)).items():
                         self.metrics.breaker_state.labels(name).set(_BREAKER_CODES[breaker_state(st, now)])
+                        self.metrics.breaker_opens.labels(name).set(st["br"].get("opens", 0))
             except ProviderError as exc:
                 log.warning("llm lease renewal failed: %s", exc)
 

@@ -50,6 +50,7 @@ from storyloom.novel.schemas import (
 
 __all__ = [
     "AGENTS",
+    "NOT_DEGRADABLE",
     "AgentCall",
     "AgentModels",
     "ask_json",
@@ -71,7 +72,7 @@ M = TypeVar("M", bound=BaseModel)
 
 _JSON_MAX_TOKENS = 1500
 # Never degraded into a default or a kept text: they recur on every call of the run.
-_NOT_DEGRADABLE = (ProviderAuthError, BudgetExceededError)
+NOT_DEGRADABLE: tuple[type[ProviderError], ...] = (ProviderAuthError, BudgetExceededError)
 _TEMPERATURE = {"quality": 0.2, "judge": 0.1, "synthesis": 0.9, "optimize": 0.7, "revise": 0.7}
 
 
@@ -177,7 +178,7 @@ async def ask_json(
             text = exc.partial_text  # the repairer can often close a cut JSON object
             _note(call.run, "stream cut")
         except ProviderError as exc:
-            if not optional or isinstance(exc, _NOT_DEGRADABLE):
+            if not optional or isinstance(exc, NOT_DEGRADABLE):
                 raise
             call.run.degraded = f"provider error, used a default: {exc}"
             return default()
@@ -357,7 +358,7 @@ async def revise(call: AgentCall, req: ChapterRequest, text: str, issues: list[s
     try:
         revised = await ask_text(call, messages, max_tokens=_max_tokens(inp.length_goal, inp.language))
     except (OutputParseError, ProviderError) as exc:
-        if isinstance(exc, _NOT_DEGRADABLE):
+        if isinstance(exc, NOT_DEGRADABLE):
             raise
         call.run.degraded = f"{type(exc).__name__}: {exc}; kept the previous text"
         return text

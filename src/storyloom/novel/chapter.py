@@ -27,7 +27,7 @@ from storyloom.errors import AllVersionsFailedError, InputError, StepFailedError
 from storyloom.flow import CheckpointStore, DeltaPacing, EventSink, Flow, OnError, StepContext, run_flow
 from storyloom.llm.types import CallMeta, ModelClient
 from storyloom.novel import agents
-from storyloom.novel.agents import AgentCall, AgentModels
+from storyloom.novel.agents import NOT_DEGRADABLE, AgentCall, AgentModels
 from storyloom.novel.judge import knockout
 from storyloom.novel.length import count_length, length_score
 from storyloom.novel.models import (
@@ -266,9 +266,14 @@ async def _versions(ctx: StepContext) -> list[dict[str, Any]]:
     versions: list[dict[str, Any]] = []
     permanent: list[bool] = []  # per failed version: could a re-run of the job not help?
     for v, outcome in zip(inputs, outcomes, strict=True):
-        if not outcome.ok or outcome.value is None:
-            versions.append(_failed_version(v["index"], v["hint"], outcome.error))
-            permanent.append(outcome.error is not None and is_permanent(outcome.error))
+        error = outcome.error
+        if outcome.ok and outcome.value is not None:
+            # A step the flow skipped or replaced (Character, Scene, Optimize) on a refused key or
+            # a spent budget: the version is not written from defaults, it fails as it would have.
+            error = next((e for e in outcome.value.errors.values() if isinstance(e, NOT_DEGRADABLE)), None)
+        if not outcome.ok or outcome.value is None or error is not None:
+            versions.append(_failed_version(v["index"], v["hint"], error))
+            permanent.append(error is not None and is_permanent(error))
             continue
         version = dict(outcome.value.outputs["final"])
         # Steps the flow skipped or replaced: say which and why, next to the agents that ran.
