@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header
@@ -12,6 +11,7 @@ from storyloom.api.deps import NOT_FOUND, QUEUE_FULL, SSE_OK, ServicesDep, Tenan
 from storyloom.api.presenters import chapter_content, execution_time
 from storyloom.api.schemas import GenerateRequest, GenerateResponse, TaskResult, TaskStatus
 from storyloom.api.services import Services
+from storyloom.api.sse import format_named
 from storyloom.api.streams import job_events_response
 from storyloom.jobs.models import Job, JobStatus
 from storyloom.novel.models import ChapterRequest
@@ -64,10 +64,8 @@ async def generate_stream(
     """Queue a chapter and stream its events. The first message (no id) names the task; reconnect
     with GET /api/jobs/{task_id}/events and Last-Event-ID."""
     job, _ = await _submit(services, body, idempotency_key, tenant)
-    hello = json.dumps({"kind": "task", "task_id": job.id, "status": job.status.value})
-    return job_events_response(
-        services, job, 0, preamble=f"data: {hello}\n\n".encode(), headers={"X-Task-Id": job.id}
-    )
+    hello = format_named("task", {"kind": "task", "task_id": job.id, "status": job.status.value})
+    return job_events_response(services, job, 0, preamble=hello, headers={"X-Task-Id": job.id})
 
 
 @router.get("/status/{task_id}", response_model=TaskStatus, responses=NOT_FOUND)
