@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["NOT_BLANK", "NOT_BLANK_SCHEMA", "PY_WHITESPACE", "not_blank"]
+__all__ = ["NOT_BLANK", "NOT_BLANK_SCHEMA", "PY_WHITESPACE", "not_a_bool", "not_blank"]
 
 # Every character for which str.isspace() is true (a test walks all of Unicode to check it).
 PY_WHITESPACE = (
@@ -36,3 +36,13 @@ def not_blank(value: str, what: str) -> str:
     if not value.strip():
         raise ValueError(f"{what} must not be empty")
     return value.strip()
+
+
+def not_a_bool(value: Any) -> Any:
+    """For `field_validator(..., mode="before")` on integer fields: an integer as JSON Schema means
+    it. pydantic's lax mode reads `true` as 1, and its strict mode refuses `5.0`, which JSON Schema
+    counts as an integer; this refuses the one and keeps the other. (An `Annotated` validator
+    would do it per type, but pydantic then loses `minimum`/`maximum` of an optional field.)"""
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not true or false")
+    return value

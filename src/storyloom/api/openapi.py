@@ -7,7 +7,9 @@ generated document once, on every operation, so routes added later (auth, apps) 
 - 422 -> `ValidationErrorOut`, and the FastAPI components go;
 - every 4xx/5xx documented without a body (`responses={404: {"description": ...}}`) -> `ErrorOut`;
 - 503 (the database) on every operation; 400 and 413 on every operation with a request body;
-- 422 on every operation that takes any input (a path, query, header or body), since any may be bad.
+- 422 on every operation that takes any input (a path, query, header or body), since any may be bad;
+- an optional header or query parameter is its type, not `anyOf [type, null]`: absent means None,
+  and no client can send a null (a fuzzer sends the text "null", which the type refuses).
 
 `api/errors.py` makes the bodies; a test fuzzes the live server against this document.
 """
@@ -20,7 +22,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
-from storyloom.api.schemas import ErrorOut, FieldError, ValidationErrorOut
+from storyloom.api.schemas import ErrorOut, FieldError, JobEventOut, TaskFrameOut, ValidationErrorOut
 
 __all__ = ["install_openapi"]
 
@@ -42,10 +44,10 @@ _RETRY_AFTER = {
 }
 
 
-def _error_schemas() -> dict[str, Any]:
-    _, doc = models_json_schema(
-        [(m, "serialization") for m in (ErrorOut, FieldError, ValidationErrorOut)], ref_template=_REF
-    )
+def _extra_schemas() -> dict[str, Any]:
+    """Models no route names as its response_model: error bodies, and the SSE frames' `data`."""
+    models = (ErrorOut, FieldError, ValidationErrorOut, JobEventOut, TaskFrameOut)
+    _, doc = models_json_schema([(m, "serialization") for m in models], ref_template=_REF)
     defs: dict[str, Any] = doc["$defs"]
     return defs
 
@@ -56,6 +58,23 @@ def _json(schema: dict[str, str]) -> dict[str, Any]:
 
 def _takes_input(operation: dict[str, Any]) -> bool:
     return bool(operation.get("parameters") or operation.get("requestBody"))
+
+
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    options = schema.get("anyOf")
+    if not isinstance(options, list):
+        return schema
+    kept = [o for o in options if o != {"type": "null"}]
+    if len(kept) != 1 or len(kept) == len(options):
+        return schema
+    rest = {k: v for k, v in schema.items() if k != "anyOf"}
+    return {**rest, **kept[0]}
+
+
+def _parameters_without_null(operation: dict[str, Any]) -> None:
+    for parameter in operation.get("parameters", []):
+        if parameter.get("in") in ("query", "header") and isinstance(parameter.get("schema"), dict):
+            parameter["schema"] = _without_null(parameter["schema"])
 
 
 def _document_errors(operation: dict[str, Any]) -> None:
@@ -93,11 +112,12 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     for path_item in doc.get("paths", {}).values():
         for operation in path_item.values():
             if isinstance(operation, dict) and "responses" in operation:
+                _parameters_without_null(operation)
                 _document_errors(operation)
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
-    schemas.update(_error_schemas())
+    schemas.update(_extra_schemas())
     return doc
 
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from storyloom.novel.models import Character, Language, NovelInput
-from storyloom.validation import NOT_BLANK_SCHEMA, not_blank
+from storyloom.validation import NOT_BLANK_SCHEMA, not_a_bool, not_blank
 
 __all__ = [
     "ChapterCreate",
@@ -18,11 +18,13 @@ __all__ = [
     "GenerateRequest",
     "GenerateResponse",
     "HealthOut",
+    "JobEventOut",
     "JobOut",
     "MetricsOut",
     "ProjectCreate",
     "ProjectOut",
     "ProjectPatch",
+    "TaskFrameOut",
     "TaskResult",
     "TaskStatus",
     "ValidationErrorOut",
@@ -81,6 +83,8 @@ class GenerateRequest(_Strict):
     versions: int | None = Field(default=None, ge=1, le=10, description="candidate versions (default 2)")
     max_parallel: int | None = Field(default=None, ge=1, le=10)
     idempotency_key: str | None = IdempotencyKey
+
+    _integers = field_validator("priority", "versions", "max_parallel", mode="before")(not_a_bool)
 
 
 class GenerateResponse(BaseModel):
@@ -144,6 +148,24 @@ class JobOut(BaseModel):
     events_url: str
 
 
+class JobEventOut(BaseModel):
+    """One entry of a job's event log: the JSON `data:` of an SSE frame (`id:` = seq, `event:` = kind)."""
+
+    seq: int = Field(description="the job's event offset, from 1; resume after it with Last-Event-ID")
+    kind: str = Field(description="`job.submitted`, `step.delta`, ...; last job.completed|failed|cancelled")
+    step: str | None
+    ts: float
+    data: dict[str, Any]
+
+
+class TaskFrameOut(BaseModel):
+    """The first frame of POST /api/novel/generate/stream (`event: task`, no `id:`): the job it follows."""
+
+    kind: Literal["task"]
+    task_id: str
+    status: str
+
+
 # -- projects, chapters, versions -----------------------------------------------------------------
 
 
@@ -198,6 +220,10 @@ class ChapterCreate(_Strict):
     max_parallel: int = Field(default=3, ge=1, le=10)
     priority: int = Priority
     idempotency_key: str | None = ProjectIdempotencyKey
+
+    _integers = field_validator(
+        "index", "target_length", "versions", "max_parallel", "priority", mode="before"
+    )(not_a_bool)
 
     @field_validator("outline")
     @classmethod

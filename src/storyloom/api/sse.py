@@ -25,6 +25,7 @@ __all__ = [
     "SSE_ENDED",
     "SSE_HEADERS",
     "SSE_OK",
+    "SSE_SUBMITTED",
     "EventLike",
     "SseEvent",
     "event_stream",
@@ -42,17 +43,40 @@ SSE_HEADERS = {
     "Connection": "keep-alive",
 }
 
-_SSE_BODY = {
-    "schema": {
-        "type": "string",
-        "description": "frames `id: <seq>`, `event: <kind>`, `data: {seq, kind, step, ts, data}`;"
-        " comments `: ping` while idle",
+
+
+def _event_schema(*data_models: str) -> dict[str, Any]:
+    """One SSE event as OpenAPI describes it (and schemathesis checks it): its fields as strings,
+    `data` a JSON document of one of `data_models` (components/schemas, added by api/openapi.py)."""
+    refs = [{"$ref": f"#/components/schemas/{name}"} for name in data_models]
+    return {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^[0-9]+$", "description": "the event's seq"},
+            "event": {"type": "string", "description": "the event's kind"},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": refs[0] if len(refs) == 1 else {"anyOf": refs},
+            },
+        },
+        "description": "one frame; `: ping` comments come while nothing happens",
     }
-}
+
+
+def _sse_ok(*data_models: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {
+            "content": {"text/event-stream": {"schema": _event_schema(*data_models)}},
+            "description": "server-sent events, until the job's terminal event",
+        }
+    }
+
+
 # OpenAPI `responses` of the routes that stream (FastAPI's `responses=`).
-SSE_OK: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/event-stream": _SSE_BODY}, "description": "server-sent events"}
-}
+SSE_OK = _sse_ok("JobEventOut")
+SSE_SUBMITTED = _sse_ok("TaskFrameOut", "JobEventOut")  # the first frame names the task
 SSE_ENDED: dict[int | str, dict[str, Any]] = {
     204: {
         "description": "the job has ended and the client has every event (Last-Event-ID at or past its"

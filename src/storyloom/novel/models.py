@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from storyloom.errors import InputError
-from storyloom.validation import NOT_BLANK_SCHEMA, not_blank
+from storyloom.validation import NOT_BLANK_SCHEMA, not_a_bool, not_blank
 
 __all__ = [
     "DEFAULT_TARGET_LENGTH",
@@ -65,6 +65,8 @@ class NovelInput(BaseModel):
         default=None, ge=100, le=20000, description="zh: characters, en: words; default 2000 / 1200"
     )
     language: Language = "zh"
+
+    _integers = field_validator("target_length", mode="before")(not_a_bool)
 
     @field_validator("chapter_outline")
     @classmethod

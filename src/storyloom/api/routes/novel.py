@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header
 from fastapi.responses import StreamingResponse
 
-from storyloom.api.deps import NOT_FOUND, QUEUE_FULL, SSE_OK, ServicesDep, Tenant, bind_job_id
+from storyloom.api.deps import NOT_FOUND, QUEUE_FULL, ServicesDep, Tenant, bind_job_id
 from storyloom.api.presenters import chapter_content, execution_time
 from storyloom.api.schemas import GenerateRequest, GenerateResponse, TaskResult, TaskStatus
 from storyloom.api.services import Services
-from storyloom.api.sse import format_named
+from storyloom.api.sse import SSE_SUBMITTED, format_named
 from storyloom.api.streams import job_events_response
 from storyloom.jobs.models import Job, JobStatus
 from storyloom.novel.models import ChapterRequest
@@ -56,7 +56,7 @@ async def generate(
 @router.post(
     "/generate/stream",
     response_class=StreamingResponse,
-    responses={**SSE_OK, **QUEUE_FULL},
+    responses={**SSE_SUBMITTED, **QUEUE_FULL},
 )
 async def generate_stream(
     body: GenerateRequest, services: ServicesDep, tenant: Tenant, idempotency_key: IdempotencyHeader = None
