@@ -20,7 +20,9 @@ Two bodies, both in the OpenAPI document (`api/openapi.py` puts them on every op
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -28,7 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import compile_path
 
 from storyloom.api.schemas import ErrorOut, FieldError, ValidationErrorOut
 from storyloom.errors import (
@@ -106,15 +108,26 @@ def _not_json() -> JSONResponse:
     )
 
 
-def _allowed_methods(request: Request) -> str:
-    """Every method of every route on this path: Starlette's own 405 names only the first route's,
-    and a path such as /api/jobs/{id} is two routes (GET, DELETE)."""
+_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+@functools.lru_cache(maxsize=256)
+def _path_regex(template: str) -> re.Pattern[str]:
+    return compile_path(template)[0]
+
+
+def _allowed_methods(request: Request, fallback: str) -> str:
+    """Every documented method of this path: Starlette's own 405 names only the first route's, and
+    a path such as /api/jobs/{id} is two routes (GET, DELETE). Read from the OpenAPI document, the
+    one list of routes and methods every router (included, mounted) ends up in."""
+    path = request.scope.get("route_path") or request.url.path
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        route_methods = getattr(route, "methods", None)
-        if route_methods and route.matches(request.scope)[0] is not Match.NONE:
-            methods |= set(route_methods)
-    return ", ".join(sorted(methods))
+    for template, item in request.app.openapi().get("paths", {}).items():
+        if _path_regex(template).match(path):
+            methods |= {m.upper() for m in item if m in _METHODS}
+    if "GET" in methods:
+        methods.add("HEAD")  # Starlette answers HEAD wherever there is a GET
+    return ", ".join(sorted(methods)) or fallback
 
 
 async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
@@ -125,7 +138,7 @@ async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
         return _not_json()
     headers = dict(exc.headers or {})
     if exc.status_code == 405:
-        headers["Allow"] = _allowed_methods(request)
+        headers["Allow"] = _allowed_methods(request, headers.get("Allow", ""))
     message = _sentence(str(exc.detail)) if exc.detail else "request refused."
     return error_response(exc.status_code, message, headers=headers or None)
 
