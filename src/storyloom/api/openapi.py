@@ -91,6 +91,8 @@ def _document_errors(operation: dict[str, Any]) -> None:
             continue
         if status == "422":
             response["content"] = _json(_INVALID)
+            if response.get("description") == "Validation Error":  # FastAPI's own
+                response["description"] = _DESCRIPTIONS["422"]
         elif "content" not in response:
             response["content"] = _json(_ERROR)
         if status in ("429", "503"):
