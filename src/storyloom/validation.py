@@ -28,7 +28,7 @@ def _escaped(chars: str) -> str:
 NOT_BLANK = f"[^{_escaped(PY_WHITESPACE)}]"
 # For `Field(json_schema_extra=...)` beside a `not_blank` validator: the schema says it, the
 # validator checks it with a sentence instead of pydantic's "should match pattern '[^\u0009...'".
-NOT_BLANK_SCHEMA: dict[str, Any] = {"pattern": NOT_BLANK}
+NOT_BLANK_SCHEMA: dict[str, Any] = {"pattern": NOT_BLANK, "minLength": 1}
 
 
 def not_blank(value: str, what: str) -> str:

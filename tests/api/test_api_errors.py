@@ -170,3 +170,17 @@ def test_the_document_declares_our_error_bodies_on_every_operation() -> None:
     events = doc["paths"]["/api/jobs/{job_id}/events"]["get"]["responses"]
     assert set(events) >= {"200", "204", "404", "422"}
     assert list(events["200"]["content"]) == ["text/event-stream"]
+
+
+def test_the_not_blank_pattern_and_the_server_agree_on_every_whitespace() -> None:
+    """What the schema calls blank (jsonschema-rs, as schemathesis checks) is what strip() removes."""
+    import sys
+
+    import jsonschema_rs
+
+    from storyloom.validation import NOT_BLANK_SCHEMA, PY_WHITESPACE
+
+    assert set(PY_WHITESPACE) == {c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace()}
+    schema = jsonschema_rs.validator_for({"type": "string", **NOT_BLANK_SCHEMA})
+    for text in ["", " ", *PY_WHITESPACE, "\ufeff", "\u200b", " a ", "\x00"]:
+        assert schema.is_valid(text) == bool(text.strip()), repr(text)

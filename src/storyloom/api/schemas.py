@@ -210,7 +210,6 @@ class ChapterCreate(_Strict):
     )
     title: str = Field(default="", max_length=300)
     outline: str = Field(
-        min_length=1,
         max_length=20000,
         description="what this chapter must do",
         json_schema_extra=NOT_BLANK_SCHEMA,

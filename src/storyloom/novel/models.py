@@ -39,7 +39,7 @@ class Character(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    name: str = Field(min_length=1, max_length=100, json_schema_extra=NOT_BLANK_SCHEMA)
+    name: str = Field(max_length=100, json_schema_extra=NOT_BLANK_SCHEMA)
     role: str = Field(default="", max_length=200)
     traits: list[str] = Field(default_factory=list, max_length=20)
     background: str = Field(default="", max_length=2000)
@@ -57,7 +57,7 @@ class NovelInput(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     overall_outline: str = Field(default="", max_length=20000)
-    chapter_outline: str = Field(min_length=1, max_length=20000, json_schema_extra=NOT_BLANK_SCHEMA)
+    chapter_outline: str = Field(max_length=20000, json_schema_extra=NOT_BLANK_SCHEMA)
     genre: str = Field(default="", max_length=100)
     characters: list[Character] = Field(default_factory=list, max_length=30)
     style: str = Field(default="", max_length=1000)
