@@ -122,7 +122,8 @@ def run_schemathesis(service: LiveService, out: Path, *extra: str) -> dict[str, 
     for name, value in service.headers.items():
         command += ["--header", f"{name}: {value}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEMATHESIS_")}
-    run = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    # cwd: schemathesis keeps a cache (.schemathesis/) in its working directory
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=out)
     (out / "schemathesis.txt").write_text(run.stdout + run.stderr)
     reports = sorted((out / "report").glob("*.json"))
     assert reports, f"schemathesis wrote no report:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
