@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 
 from storyloom.api.app import create_app
 from storyloom.api.services import ApiOptions
@@ -35,11 +36,19 @@ class Served:
 
 @asynccontextmanager
 async def serve_app(
-    data_dir: Path, options: ApiOptions | None = None, *, database: Database | None = None
+    data_dir: Path,
+    options: ApiOptions | None = None,
+    *,
+    database: Database | None = None,
+    extend: Callable[[FastAPI], None] | None = None,
 ) -> AsyncIterator[Served]:
-    """create_app on uvicorn (127.0.0.1, free port) in this event loop, plus a client and a queue."""
+    """create_app on uvicorn (127.0.0.1, free port) in this event loop, plus a client and a queue.
+
+    `extend(app)` may add routes first (to raise what no real route can raise yet)."""
     settings = Settings(data_dir=data_dir, _env_file=None)  # type: ignore[call-arg]
     app = create_app(settings, options=options or ApiOptions(heartbeat_s=0.5), database=database)
+    if extend is not None:
+        extend(app)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False)

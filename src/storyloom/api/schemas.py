@@ -4,38 +4,74 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from storyloom.novel.models import Character, Language, NovelInput
+from storyloom.validation import NOT_BLANK_SCHEMA, not_a_bool, not_blank
 
 __all__ = [
     "ChapterCreate",
     "ChapterOut",
     "ChapterSubmitted",
+    "ErrorOut",
+    "FieldError",
     "GenerateRequest",
     "GenerateResponse",
     "HealthOut",
+    "JobEventOut",
     "JobOut",
     "MetricsOut",
     "ProjectCreate",
     "ProjectOut",
     "ProjectPatch",
+    "TaskFrameOut",
     "TaskResult",
     "TaskStatus",
+    "ValidationErrorOut",
     "VersionOut",
 ]
 
 Priority = Field(default=5, ge=0, le=9, description="0..9, higher runs first")
-IdempotencyKey = Field(
-    default=None,
-    min_length=1,
-    max_length=200,
-    description="A repeated submission with the same key returns the same job (the header wins).",
+_IDEMPOTENCY = (
+    "A repeated submission with the same key and body returns the same job; the same key with another"
+    " body is refused (422). The Idempotency-Key header wins."
 )
+IdempotencyKey = Field(default=None, min_length=1, max_length=200, description=_IDEMPOTENCY)
+# A project's keys are stored as `project:<id>:<key>` in a 200-character column.
+ProjectIdempotencyKey = Field(default=None, min_length=1, max_length=150, description=_IDEMPOTENCY)
+# The chapters table's `index` is a 32-bit integer on PostgreSQL; no book comes near this.
+MAX_CHAPTER_INDEX = 100_000
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+# -- errors: every refusal has one of these two bodies (`api/errors.py` makes them) ---------------
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx/5xx answer but 422: `message` is one sentence; `detail` the same (FastAPI's name)."""
+
+    detail: str
+    message: str
+    limit: str | None = Field(
+        default=None, description="429 only: the limit that refused the request (`queue` or a tenant limit)"
+    )
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="where, dotted and without the location: `novel_input.chapter_outline`")
+    loc: list[str] = Field(description="where, as FastAPI says it: `[\"body\", \"novel_input\", ...]`")
+    message: str
+    type: str = Field(description="pydantic's error type, e.g. `missing`, `string_too_long`")
+
+
+class ValidationErrorOut(BaseModel):
+    """422: the request does not match the schema (or reuses an idempotency key for another body)."""
+
+    detail: list[FieldError]
+    message: str
 
 
 # -- the seed's contract (/api/novel/...) ---------------------------------------------------------
@@ -47,6 +83,8 @@ class GenerateRequest(_Strict):
     versions: int | None = Field(default=None, ge=1, le=10, description="candidate versions (default 2)")
     max_parallel: int | None = Field(default=None, ge=1, le=10)
     idempotency_key: str | None = IdempotencyKey
+
+    _integers = field_validator("priority", "versions", "max_parallel", mode="before")(not_a_bool)
 
 
 class GenerateResponse(BaseModel):
@@ -110,6 +148,24 @@ class JobOut(BaseModel):
     events_url: str
 
 
+class JobEventOut(BaseModel):
+    """One entry of a job's event log: the JSON `data:` of an SSE frame (`id:` = seq, `event:` = kind)."""
+
+    seq: int = Field(description="the job's event offset, from 1; resume after it with Last-Event-ID")
+    kind: str = Field(description="`job.submitted`, `step.delta`, ...; last job.completed|failed|cancelled")
+    step: str | None
+    ts: float
+    data: dict[str, Any]
+
+
+class TaskFrameOut(BaseModel):
+    """The first frame of POST /api/novel/generate/stream (`event: task`, no `id:`): the job it follows."""
+
+    kind: Literal["task"]
+    task_id: str
+    status: str
+
+
 # -- projects, chapters, versions -----------------------------------------------------------------
 
 
@@ -149,14 +205,29 @@ class ProjectOut(BaseModel):
 class ChapterCreate(_Strict):
     """Write (or rewrite) a chapter of the project: the project supplies outline, characters, style."""
 
-    index: int | None = Field(default=None, ge=1, description="chapter number; default: the next one")
+    index: int | None = Field(
+        default=None, ge=1, le=MAX_CHAPTER_INDEX, description="chapter number; default: the next one"
+    )
     title: str = Field(default="", max_length=300)
-    outline: str = Field(min_length=1, max_length=20000, description="what this chapter must do")
+    outline: str = Field(
+        max_length=20000,
+        description="what this chapter must do",
+        json_schema_extra=NOT_BLANK_SCHEMA,
+    )
     target_length: int | None = Field(default=None, ge=100, le=20000)
     versions: int = Field(default=2, ge=1, le=10)
     max_parallel: int = Field(default=3, ge=1, le=10)
     priority: int = Priority
-    idempotency_key: str | None = IdempotencyKey
+    idempotency_key: str | None = ProjectIdempotencyKey
+
+    _integers = field_validator(
+        "index", "target_length", "versions", "max_parallel", "priority", mode="before"
+    )(not_a_bool)
+
+    @field_validator("outline")
+    @classmethod
+    def _outline(cls, v: str) -> str:
+        return not_blank(v, "the chapter outline")
 
 
 class VersionOut(BaseModel):
