@@ -90,7 +90,12 @@ class Settings(BaseSettings):
     # Unset: Redis when STORYLOOM_REDIS_URL is set, else a SQLite file in data_dir when limits are set.
     limits_url: str | None = None
     tenant_weights: dict[str, float] = Field(default_factory=dict)
-    tenant_budgets_usd: dict[str, float] = Field(default_factory=dict)
+    tenant_budgets_usd: dict[str, float] = Field(default_factory=dict)  # lifetime spend per tenant
+    # Per UTC day / month, reset at each period's start (STORYLOOM_TENANT_DAILY_BUDGETS_USD='{"a": 5}').
+    tenant_daily_budgets_usd: dict[str, float] = Field(default_factory=dict)
+    tenant_monthly_budgets_usd: dict[str, float] = Field(default_factory=dict)
+    tenant_daily_budgets_tokens: dict[str, int] = Field(default_factory=dict)
+    tenant_monthly_budgets_tokens: dict[str, int] = Field(default_factory=dict)
     fallback_models: dict[str, list[str]] = Field(default_factory=dict)
     llm_cache_ttl_s: float = Field(default=0.0, ge=0)  # 0: the exact-match cache is off
     # How long one model call of a step may keep retrying a failing model before the step's own

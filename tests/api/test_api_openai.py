@@ -9,12 +9,12 @@ from typing import Any
 
 import openai
 import pytest
-from support.api_server import Served, running_worker, serve_app
 
 from storyloom.registry import AppRegistry
+from support.api_server import Served, running_worker, serve_app
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "apps"))
-from haiku_app import app as haiku  # noqa: E402
+from haiku_app import app as haiku
 
 
 @pytest.fixture
@@ -34,7 +34,9 @@ async def test_models_list_every_app(live: tuple[Served, openai.AsyncOpenAI]) ->
     assert {"storyloom/haiku", "storyloom/novel"} <= ids
 
 
-async def test_a_chat_completion_is_a_job_with_real_usage(live: tuple[Served, openai.AsyncOpenAI], sim: Any) -> None:
+async def test_a_chat_completion_is_a_job_with_real_usage(
+    live: tuple[Served, openai.AsyncOpenAI], sim: Any
+) -> None:
     served, client = live
     before = sim.stats()["total_tokens"]
     raw = await client.chat.completions.with_raw_response.create(
@@ -74,7 +76,9 @@ async def test_streaming_sends_progress_as_reasoning_then_the_answer(
             delta: Any = choice.delta
             if delta.content:
                 content.append(delta.content)
-            extra = getattr(delta, "reasoning_content", None) or (delta.model_extra or {}).get("reasoning_content")
+            extra = getattr(delta, "reasoning_content", None) or (delta.model_extra or {}).get(
+                "reasoning_content"
+            )
             if extra:
                 reasoning.append(extra)
     assert "".join(content).strip()
@@ -85,6 +89,10 @@ async def test_streaming_sends_progress_as_reasoning_then_the_answer(
 async def test_errors_come_in_openai_shape(live: tuple[Served, openai.AsyncOpenAI]) -> None:
     _, client = live
     with pytest.raises(openai.NotFoundError, match="does not exist"):
-        await client.chat.completions.create(model="storyloom/nope", messages=[{"role": "user", "content": "x"}])
+        await client.chat.completions.create(
+            model="storyloom/nope", messages=[{"role": "user", "content": "x"}]
+        )
     with pytest.raises(openai.BadRequestError, match="no user message"):
-        await client.chat.completions.create(model="storyloom/haiku", messages=[{"role": "system", "content": "x"}])
+        await client.chat.completions.create(
+            model="storyloom/haiku", messages=[{"role": "system", "content": "x"}]
+        )

@@ -100,7 +100,9 @@ def test_an_installed_app_is_served_everywhere(plugin_python: Path, served: str,
 
     client = openai.OpenAI(base_url=f"{served}/v1", api_key="unused-on-loopback")
     before = provider.stats()["total_tokens"]
-    answer = client.chat.completions.create(model="storyloom/haiku", messages=[{"role": "user", "content": "ice"}])
+    answer = client.chat.completions.create(
+        model="storyloom/haiku", messages=[{"role": "user", "content": "ice"}]
+    )
     assert answer.choices[0].message.content and answer.usage is not None
     assert answer.usage.total_tokens == provider.stats()["total_tokens"] - before
 

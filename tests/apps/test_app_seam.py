@@ -38,7 +38,11 @@ async def test_the_smallest_app_runs_as_a_metered_durable_job(tmp_path: Path, si
     seen: list[StoredEvent] = []
     before = sim.stats()["total_tokens"]
     job = await run_local_job(
-        _settings(tmp_path, sim), registry, "haiku", job_payload(haiku, HaikuInput(topic="rain")), on_event=seen.append
+        _settings(tmp_path, sim),
+        registry,
+        "haiku",
+        job_payload(haiku, HaikuInput(topic="rain")),
+        on_event=seen.append,
     )
     assert job.status is JobStatus.COMPLETED, job.error
     envelope = job.result

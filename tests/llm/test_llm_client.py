@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from storyloom.errors import (
     BadRequestError,
     BadResponseError,
+    ProviderAuthError,
     ProviderConnectionError,
     ProviderError,
     ProviderTimeout,
@@ -101,7 +102,8 @@ async def test_non_streaming_json_answer() -> None:
         (429, {"retry-after": "3"}, RateLimitError, 3.0),
         (503, {}, ProviderUnavailable, None),
         (400, {}, BadRequestError, None),
-        (401, {}, BadRequestError, None),
+        (401, {}, ProviderAuthError, None),
+        (403, {}, ProviderAuthError, None),
         (404, {}, BadRequestError, None),
         (422, {}, BadRequestError, None),
         (408, {}, ProviderError, None),
@@ -120,7 +122,31 @@ async def test_status_codes_become_typed_errors(
         await c.aclose()
     assert type(info.value) is kind
     assert info.value.status == status and info.value.retry_after_s == retry_after
-    assert info.value.retryable is (kind is not BadRequestError)
+    assert info.value.retryable is not issubclass(kind, BadRequestError)
+
+
+async def test_a_rejected_key_is_one_fixed_sentence_without_the_body_or_the_key(sim: SimHandle) -> None:
+    # Providers echo part of the key in a 401 body ("Incorrect API key provided: sk-abc***xyz").
+    secret = "sk-live-0123456789abcdef"
+    sim.configure(api_keys=["the-right-key"])
+    c = HttpModelClient(sim.url, secret, name="primary")
+    with pytest.raises(ProviderAuthError) as info:
+        await c.chat(req())
+    await c.aclose()
+    message = str(info.value)
+    assert info.value.status == 401 and not info.value.retryable
+    assert "primary" in message and "HTTP 401" in message and sim.url.split("//")[1] in message
+    assert secret not in message and "Incorrect API key" not in message
+    assert sim.stats()["unauthorized"] == 1
+
+
+def test_urls_in_messages_lose_their_credentials() -> None:
+    from storyloom.llm.client import _safe_url
+
+    assert (
+        _safe_url("https://user:pw@api.example.com:8443/v1?key=sk-1#x") == "https://api.example.com:8443/v1"
+    )
+    assert HttpModelClient("https://u:sk-2@h/v1", None).name == "https://h/v1"
 
 
 def test_retry_after_http_date() -> None:

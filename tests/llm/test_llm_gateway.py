@@ -93,13 +93,16 @@ def test_deployments_document_and_bad_config(tmp_path: Path) -> None:
         "  - {model: writer, name: k2, base_url: 'http://b/v1', provider_model: deepseek-chat}\n"
         "fallbacks: {writer: [local]}\n"
         "tenants: {alice: {weight: 2, budget_usd: 1.5}}\n"
-        "gateway: {lease_ttl_s: 10, breaker: {min_failures: 3}}\n"
+        "gateway: {lease_ttl_s: 10, breaker: {minimum_calls: 3, half_open_calls: 2, ramp_s: 0},\n"
+        "          ttft: {floor_s: 1.5, factor: 4}}\n"
     )
     cfg = load_gateway_config(Settings(deployments=str(doc), data_dir=tmp_path))
     assert [d.name for d in cfg.for_model("writer")] == ["k1", "k2"]
     assert cfg.for_model("writer")[1].provider_model == "deepseek-chat"
     assert cfg.fallbacks == {"writer": ("local",)} and cfg.tenant_weights == {"alice": 2.0}
-    assert cfg.tenant_budgets_usd == {"alice": 1.5} and cfg.breaker.min_failures == 3
+    assert cfg.tenant_budgets_usd == {"alice": 1.5} and cfg.breaker.minimum_calls == 3
+    assert cfg.breaker.half_open_calls == 2 and cfg.breaker.ramp_s == 0
+    assert cfg.ttft.floor_s == 1.5 and cfg.ttft.factor == 4 and cfg.ttft.adaptive
     assert cfg.limits_url.startswith("sqlite:///")  # limits configured: shared by the machine's processes
     # an unknown model rides the default model's deployments (same keys, same limits)
     assert [(d.name, d.provider_model) for d in cfg.for_model("quality")] == [
@@ -108,6 +111,8 @@ def test_deployments_document_and_bad_config(tmp_path: Path) -> None:
     ]
     with pytest.raises(ConfigError, match="rpm"):
         load_gateway_config(Settings(deployments='[{"model": "x", "base_url": "http://a", "rpm": 0}]'))
+    with pytest.raises(ConfigError, match="min_failures"):  # the streak rule is gone: say so
+        load_gateway_config(Settings(deployments="{gateway: {breaker: {min_failures: 3}}}"))
     with pytest.raises(ConfigError, match="cannot read"):
         load_gateway_config(Settings(deployments=str(tmp_path / "missing.yaml")))
     with pytest.raises(ConfigError, match="sim_url"):
@@ -275,8 +280,10 @@ async def test_fallback_chain_before_the_first_token(sim: SimHandle) -> None:
     assert g.counts["fallbacks"] == 1
 
 
-async def test_breaker_moves_traffic_and_probes_one_at_a_time(sim: SimHandle) -> None:
-    policy = BreakerPolicy(min_failures=5, failure_rate=0.5, window_s=60, open_s=0.5, max_open_s=1)
+async def test_breaker_moves_traffic_probes_a_few_and_ramps_back(sim: SimHandle) -> None:
+    policy = BreakerPolicy(
+        minimum_calls=5, window_s=60, open_s=0.5, max_open_s=1, half_open_calls=2, ramp_s=0.5
+    )
     with run_sim_in_thread(SimConfig(faults={"error_5xx": 1.0})) as bad:
         g = gw(dep(bad.url, name="bad"), dep(sim.url, name="good"), breaker=policy)
         results = await asyncio.gather(*[g.chat(req()) for _ in range(20)])
@@ -287,13 +294,32 @@ async def test_breaker_moves_traffic_and_probes_one_at_a_time(sim: SimHandle) ->
         await asyncio.sleep(0.8)
         before = bad.stats()["requests"]
         await asyncio.gather(*[g.chat(req()) for _ in range(20)])
-        assert bad.stats()["requests"] - before == 1  # half-open: exactly one probe, it failed
+        probes = bad.stats()["requests"] - before
+        assert 1 <= probes <= policy.half_open_calls  # half-open: at most 2 probes, they failed
         bad.configure(faults={"error_5xx": 0.0})
         await asyncio.sleep(1.6)
-        await asyncio.gather(*[g.chat(req()) for _ in range(4)])  # a good probe closes it
+        await asyncio.gather(*[g.chat(req()) for _ in range(4)])  # good probes close it
+        await asyncio.sleep(policy.ramp_s)  # the ramp back to its full share
         await asyncio.gather(*[g.chat(req()) for _ in range(20)])
         assert bad.stats()["completed"] >= 5  # traffic came back
+        snap = (await g.backend.snapshot(["bad"]))["bad"]
         await g.aclose()
+    assert snap["br"]["state"] == "closed" and snap["br"]["opens"] >= 2
+
+
+async def test_fast_failures_do_not_open_the_breaker_while_good_calls_stream() -> None:
+    # Issue 10: 5xx answers come back at once, good ones after seconds. 30% of calls fail; by
+    # completion order the first outcomes are all failures, which tripped the old breaker.
+    with run_sim_in_thread(
+        SimConfig(seed=3, default=ModelProfile(latency_s=0.5, ttft_s=0.05), faults={"error_5xx": 0.3})
+    ) as flaky:
+        g = gw(dep(flaky.url), breaker=BreakerPolicy(minimum_calls=5), max_attempts=6)
+        results = await asyncio.gather(*[g.chat(req()) for _ in range(60)])
+        snap = (await g.backend.snapshot(["d1"]))["d1"]
+        await g.aclose()
+        faults = flaky.stats()["faults"]["error_5xx"]
+    assert all(r.text for r in results) and faults >= 10
+    assert snap["br"]["opens"] == 0
 
 
 async def test_cache_keys_by_variant_and_is_off_for_sampled_calls(sim: SimHandle) -> None:
@@ -337,8 +363,9 @@ async def test_adaptive_limit_backs_off_on_429s(sim: SimHandle) -> None:
 async def test_metrics_are_exported(sim: SimHandle) -> None:
     from prometheus_client import REGISTRY, generate_latest
 
-    g = gw(dep(sim.url, name="metrics-dep", max_concurrency=4))
+    g = gw(dep(sim.url, name="metrics-dep", max_concurrency=4), lease_ttl_s=0.3)
     await g.chat(req(tenant="m-tenant"))
+    await asyncio.sleep(0.3)  # the renewer refreshes the breaker gauges every lease_ttl_s / 3
     await g.aclose()
     text = generate_latest(REGISTRY).decode()
     for name in (
@@ -350,3 +377,5 @@ async def test_metrics_are_exported(sim: SimHandle) -> None:
     ):
         assert name in text
     assert 'storyloom_llm_tokens_total{kind="prompt",model="m",tenant="m-tenant"}' in text
+    assert 'storyloom_llm_breaker_opens{deployment="metrics-dep"} 0.0' in text
+    assert 'storyloom_llm_breaker_state{deployment="metrics-dep"} 0.0' in text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 
 from storyloom.api.app import create_app
 from storyloom.api.services import ApiOptions
@@ -42,8 +43,11 @@ async def serve_app(
     *,
     database: Database | None = None,
     registry: AppRegistry | None = None,
+    extend: Callable[[FastAPI], None] | None = None,
 ) -> AsyncIterator[Served]:
-    """create_app on uvicorn (127.0.0.1, free port) in this event loop, plus a client and a queue."""
+    """create_app on uvicorn (127.0.0.1, free port) in this event loop, plus a client and a queue.
+
+    `extend(app)` may add routes first (to raise what no real route can raise yet)."""
     settings = Settings(data_dir=data_dir, _env_file=None)  # type: ignore[call-arg]
     app = create_app(
         settings,
@@ -51,6 +55,8 @@ async def serve_app(
         options=options or ApiOptions(heartbeat_s=0.5),
         database=database,
     )
+    if extend is not None:
+        extend(app)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False)

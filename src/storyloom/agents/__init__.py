@@ -7,10 +7,18 @@ from storyloom.agents.parsing import Parsed, json_candidates, parse_structured, 
 from storyloom.agents.prose import ask_text, clean_prose
 from storyloom.agents.run import AgentRun
 from storyloom.agents.services import RunServices, ToolCaller
-from storyloom.agents.structured import JSON_MAX_TOKENS, ask_json, schema_block, stricter, wire_schema
+from storyloom.agents.structured import (
+    JSON_MAX_TOKENS,
+    NOT_DEGRADABLE,
+    ask_json,
+    schema_block,
+    stricter,
+    wire_schema,
+)
 
 __all__ = [
     "JSON_MAX_TOKENS",
+    "NOT_DEGRADABLE",
     "AgentCall",
     "AgentRun",
     "CallRecord",

@@ -5,7 +5,8 @@ policy, in one place for every app: parse what came (`agents.parsing`); if nothi
 once more with a firm "JSON only" note; if that fails too, use the caller's `default()` and record
 why in the run (`AgentRun.degraded`), or raise `OutputParseError` when there is no default.
 Provider errors degrade only when the caller says the step is optional, and never when the
-provider refused the request itself (bad key, bad request): a default cannot fix those.
+provider refused the request itself (bad key, bad request) or the budget is spent: a default
+cannot fix those, and every later call of the run would meet them too.
 """
 
 from __future__ import annotations
@@ -19,14 +20,23 @@ from pydantic import BaseModel
 
 from storyloom.agents.call import AgentCall
 from storyloom.agents.parsing import parse_structured, prompt_schema
-from storyloom.errors import BadRequestError, OutputParseError, ProviderError, StreamCutError
+from storyloom.errors import (
+    BadRequestError,
+    BudgetExceededError,
+    OutputParseError,
+    ProviderError,
+    StreamCutError,
+)
 from storyloom.llm.types import Message
 
-__all__ = ["JSON_MAX_TOKENS", "ask_json", "schema_block", "stricter", "wire_schema"]
+__all__ = ["JSON_MAX_TOKENS", "NOT_DEGRADABLE", "ask_json", "schema_block", "stricter", "wire_schema"]
 
 M = TypeVar("M", bound=BaseModel)
 
 JSON_MAX_TOKENS = 1500
+# Never degraded into a default or a kept text: they recur on every call of the run (a provider
+# that refuses the request or our key, a spent budget), so a default would hide a dead run.
+NOT_DEGRADABLE: tuple[type[ProviderError], ...] = (BadRequestError, BudgetExceededError)
 
 _STRICT = {
     "zh": "上一次的回答无法解析。请严格只输出一个符合上面 JSON Schema 的 JSON 对象，"
@@ -80,10 +90,8 @@ async def ask_json(
         except StreamCutError as exc:
             text = exc.partial_text  # the repairer can often close a cut JSON object
             call.run.notes.append("stream cut")
-        except BadRequestError:
-            raise
         except ProviderError as exc:
-            if not optional or default is None:
+            if not optional or default is None or isinstance(exc, NOT_DEGRADABLE):
                 raise
             call.run.degraded = f"provider error, used a default: {exc}"
             return default()

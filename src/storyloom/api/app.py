@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from storyloom.api.errors import install_error_handlers
 from storyloom.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from storyloom.api.openapi import install_openapi
 from storyloom.api.services import ApiOptions, Services
 from storyloom.config import Settings
 from storyloom.registry import AppRegistry
@@ -54,6 +55,7 @@ def create_app(
     )
     install_error_handlers(app)
     _include_routes(app, apps)
+    install_openapi(app)
     # Outermost first: request id/log wraps the body limit so 413s are logged with an id too.
     app.add_middleware(BodyLimitMiddleware, max_bytes=opts.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)

@@ -10,14 +10,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import structlog
-from fastapi import Depends, Header, HTTPException, Query, Request
+from fastapi import Depends, Header, Query, Request
 
 from storyloom.api.services import Services
-from storyloom.api.sse import parse_after
+from storyloom.api.sse import MAX_EVENT_ID, SSE_ENDED, SSE_OK
 
 __all__ = [
     "NOT_FOUND",
     "QUEUE_FULL",
+    "SSE_ENDED",
     "SSE_OK",
     "After",
     "Responses",
@@ -46,13 +47,16 @@ async def bind_job_id(request: Request) -> None:
 
 
 async def get_after(
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-    after: Annotated[int | None, Query(ge=0, description="resume after this event id")] = None,
+    last_event_id: Annotated[
+        int | None,
+        Header(alias="Last-Event-ID", ge=0, le=MAX_EVENT_ID, description="resume after this event id"),
+    ] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_EVENT_ID, description="resume after this event id")
+    ] = None,
 ) -> int:
-    try:
-        return parse_after(last_event_id, after)
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from exc
+    """The offset to resume after: Last-Event-ID (what EventSource sends) wins over ?after=."""
+    return last_event_id if last_event_id is not None else after or 0
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
@@ -62,5 +66,11 @@ After = Annotated[int, Depends(get_after)]
 
 Responses = dict[int | str, dict[str, Any]]
 NOT_FOUND: Responses = {404: {"description": "no such job, task, project, chapter or version"}}
-QUEUE_FULL: Responses = {429: {"description": "the queue is full; retry after Retry-After seconds"}}
-SSE_OK: Responses = {200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}}
+# The submit routes' refusals (the name is older than the 422).
+QUEUE_FULL: Responses = {
+    429: {"description": "the queue is full; retry after Retry-After seconds"},
+    422: {
+        "description": "the request does not match this schema, or its Idempotency-Key was used"
+        " with another body"
+    },
+}

@@ -14,11 +14,13 @@ import structlog
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from storyloom.api.errors import error_body
 from storyloom.logs import get_logger
 
 __all__ = ["BodyLimitMiddleware", "RequestContextMiddleware"]
 
 _log = get_logger("storyloom.api")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class _BodyTooLarge(HTTPException):
@@ -29,14 +31,18 @@ class _BodyTooLarge(HTTPException):
 
 
 class BodyLimitMiddleware:
-    """Answer 413 when a body is over `max_bytes`: by Content-Length up front, else while streaming in."""
+    """Answer 413 when a body is over `max_bytes`: by Content-Length up front, else while streaming in.
+
+    Only for methods whose routes read a body (POST, PUT, PATCH): a GET's body is never read, so
+    refusing it would be a status no GET operation documents.
+    """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
         for name, value in scope["headers"]:
@@ -44,7 +50,7 @@ class BodyLimitMiddleware:
                 try:
                     declared = int(value)
                 except ValueError:
-                    await _send_json(send, 400, {"detail": "Content-Length is not a number."})
+                    await _send_json(send, 400, "Content-Length is not a number.")
                     return
                 if declared > self.max_bytes:
                     await self._reject(send)
@@ -74,7 +80,7 @@ class BodyLimitMiddleware:
                 await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
-        await _send_json(send, 413, {"detail": f"request body is larger than {self.max_bytes} bytes."})
+        await _send_json(send, 413, f"request body is larger than {self.max_bytes} bytes.")
 
 
 class RequestContextMiddleware:
@@ -115,8 +121,9 @@ class RequestContextMiddleware:
                 )
 
 
-async def _send_json(send: Send, status: int, body: dict[str, str]) -> None:
-    payload = json.dumps(body).encode()
+async def _send_json(send: Send, status: int, message: str) -> None:
+    """An `ErrorOut` answer from below the app (its exception handlers are not reachable here)."""
+    payload = json.dumps(error_body(message)).encode()
     await send(
         {
             "type": "http.response.start",

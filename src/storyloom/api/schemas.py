@@ -1,4 +1,5 @@
-"""Request and response bodies of the HTTP API (pydantic, so /docs shows them and bad input is a 422)."""
+"""Request and response bodies of the engine's HTTP API (pydantic, so /docs shows them and bad
+input is a 422). Apps declare their own next to their routes."""
 
 from __future__ import annotations
 
@@ -6,19 +7,60 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["HealthOut", "IdempotencyKey", "JobOut", "MetricsOut", "Priority", "Strict"]
+__all__ = [
+    "IDEMPOTENCY_HELP",
+    "DegradedOut",
+    "ErrorOut",
+    "FieldError",
+    "HealthOut",
+    "IdempotencyKey",
+    "JobEventOut",
+    "JobOut",
+    "MetricsOut",
+    "Priority",
+    "Strict",
+    "TaskFrameOut",
+    "UsageOut",
+    "ValidationErrorOut",
+]
 
 Priority = Field(default=5, ge=0, le=9, description="0..9, higher runs first")
-IdempotencyKey = Field(
-    default=None,
-    min_length=1,
-    max_length=200,
-    description="A repeated submission with the same key returns the same job (the header wins).",
+IDEMPOTENCY_HELP = (
+    "A repeated submission with the same key and body returns the same job; the same key with another"
+    " body is refused (422). The Idempotency-Key header wins."
 )
+IdempotencyKey = Field(default=None, min_length=1, max_length=200, description=IDEMPOTENCY_HELP)
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+# -- errors: every refusal has one of these two bodies (`api/errors.py` makes them) ---------------
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx/5xx answer but 422: `message` is one sentence; `detail` the same (FastAPI's name)."""
+
+    detail: str
+    message: str
+    limit: str | None = Field(
+        default=None, description="429 only: the limit that refused the request (`queue` or a tenant limit)"
+    )
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="where, dotted and without the location: `novel_input.chapter_outline`")
+    loc: list[str] = Field(description='where, as FastAPI says it: `["body", "novel_input", ...]`')
+    message: str
+    type: str = Field(description="pydantic's error type, e.g. `missing`, `string_too_long`")
+
+
+class ValidationErrorOut(BaseModel):
+    """422: the request does not match the schema (or reuses an idempotency key for another body)."""
+
+    detail: list[FieldError]
+    message: str
 
 
 class HealthOut(BaseModel):
@@ -77,3 +119,21 @@ class JobOut(BaseModel):
     cost_usd: float = 0.0
     degraded: list[DegradedOut] = Field(default_factory=list, description="steps whose output is a default")
     events_url: str
+
+
+class JobEventOut(BaseModel):
+    """One entry of a job's event log: the JSON `data:` of an SSE frame (`id:` = seq, `event:` = kind)."""
+
+    seq: int = Field(description="the job's event offset, from 1; resume after it with Last-Event-ID")
+    kind: str = Field(description="`job.submitted`, `step.delta`, ...; last job.completed|failed|cancelled")
+    step: str | None
+    ts: float
+    data: dict[str, Any]
+
+
+class TaskFrameOut(BaseModel):
+    """The first frame of POST /api/novel/generate/stream (`event: task`, no `id:`): the job it follows."""
+
+    kind: Literal["task"]
+    task_id: str
+    status: str

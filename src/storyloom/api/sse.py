@@ -2,7 +2,9 @@
 
 One async generator per connection on Starlette's StreamingResponse: no thread, no buffer beyond
 the subscription's own, so hundreds of open streams cost little. Every event carries `id: <seq>`
-(the job's event offset), so a client resumes with `Last-Event-ID` exactly after what it saw.
+(the job's event offset), so a client resumes with `Last-Event-ID` exactly after what it saw, and
+`event: <kind>`, so a browser listens per kind (`addEventListener("step.delta", ...)`); an
+EventSource's `onmessage` sees only frames without a name, which this API never sends.
 
 Events come in batches (whatever is ready at once) and a batch goes out as one write: each write
 passes through every middleware's `send` and costs a syscall, which at 500 streams was a fifth of
@@ -19,19 +21,66 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 __all__ = [
+    "MAX_EVENT_ID",
+    "SSE_ENDED",
     "SSE_HEADERS",
+    "SSE_OK",
+    "SSE_SUBMITTED",
     "EventLike",
     "SseEvent",
     "event_stream",
     "format_comment",
     "format_event",
-    "parse_after",
+    "format_named",
 ]
+
+# Event ids are the `seq` column, a 32-bit integer on PostgreSQL: a bigger id cannot exist.
+MAX_EVENT_ID = 2**31 - 1
 
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
     "Connection": "keep-alive",
+}
+
+
+def _event_schema(*data_models: str) -> dict[str, Any]:
+    """One SSE event as OpenAPI describes it (and schemathesis checks it): its fields as strings,
+    `data` a JSON document of one of `data_models` (components/schemas, added by api/openapi.py)."""
+    refs = [{"$ref": f"#/components/schemas/{name}"} for name in data_models]
+    return {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^[0-9]+$", "description": "the event's seq"},
+            "event": {"type": "string", "description": "the event's kind"},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": refs[0] if len(refs) == 1 else {"anyOf": refs},
+            },
+        },
+        "description": "one frame; `: ping` comments come while nothing happens",
+    }
+
+
+def _sse_ok(*data_models: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {
+            "content": {"text/event-stream": {"schema": _event_schema(*data_models)}},
+            "description": "server-sent events, until the job's terminal event",
+        }
+    }
+
+
+# OpenAPI `responses` of the routes that stream (FastAPI's `responses=`).
+SSE_OK = _sse_ok("JobEventOut")
+SSE_SUBMITTED = _sse_ok("TaskFrameOut", "JobEventOut")  # the first frame names the task
+SSE_ENDED: dict[int | str, dict[str, Any]] = {
+    204: {
+        "description": "the job has ended and the client has every event (Last-Event-ID at or past its"
+        " end): nothing to stream, and a browser's EventSource stops reconnecting"
+    }
 }
 
 
@@ -62,25 +111,24 @@ class SseEvent:
 
 
 def format_event(event: EventLike) -> bytes:
-    # No `event:` field: the seed's clients read everything through EventSource.onmessage.
     doc = {"seq": event.seq, "kind": event.kind, "step": event.step, "ts": event.ts, "data": event.data}
     body = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
-    return f"id: {event.seq}\ndata: {body}\n\n".encode()
+    return f"id: {event.seq}\nevent: {_field(event.kind)}\ndata: {body}\n\n".encode()
+
+
+def format_named(kind: str, doc: dict[str, Any]) -> bytes:
+    """A frame without an id (it moves no resume point): the submit-and-stream route's first one."""
+    body = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    return f"event: {_field(kind)}\ndata: {body}\n\n".encode()
+
+
+def _field(value: str) -> str:
+    # A line break would end the field and start another: kinds never have one, but be sure.
+    return value.replace("\r", " ").replace("\n", " ")
 
 
 def format_comment(text: str) -> bytes:
     return f": {text}\n\n".encode()
-
-
-def parse_after(last_event_id: str | None, after: int | None) -> int:
-    """The offset to resume after: Last-Event-ID wins over ?after=; 0 means from the start."""
-    if last_event_id is not None and last_event_id.strip():
-        try:
-            value = int(last_event_id.strip())
-        except ValueError as exc:
-            raise ValueError("Last-Event-ID must be an event id (an integer) sent by this stream.") from exc
-        return max(value, 0)
-    return max(after or 0, 0)
 
 
 async def event_stream(

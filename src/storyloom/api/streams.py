@@ -1,4 +1,10 @@
-"""A job's events as an SSE response: replay from an offset, then follow live until the job ends."""
+"""A job's events as an SSE response: replay from an offset, then follow live until the job ends.
+
+A resume (`Last-Event-ID`) that can get nothing more, because the job has ended and the client
+has its last event, answers 204: the one answer that makes a browser's EventSource stop
+reconnecting. A resume past the end of a running job's log (an id this job never sent) follows
+what comes next and ends with the job, instead of waiting for ids that will never come.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +12,30 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import sqlalchemy as sa
+from fastapi import Response
 from fastapi.responses import StreamingResponse
 
 from storyloom.api.metrics import EVENT_LAG, HUB_LAG, SSE_OPEN, STEP_DURATION
 from storyloom.api.services import Services
 from storyloom.api.sse import SSE_HEADERS, EventLike, event_stream
+from storyloom.errors import JobNotFoundError
 from storyloom.jobs.events import Subscription
 from storyloom.jobs.models import TERMINAL_EVENT_KINDS, Job
+from storyloom.store.schema import events
 
-__all__ = ["job_events_response"]
+__all__ = ["job_events_response", "resume_job_events"]
 
 _PAGE = 500
 
 
 async def _finished_job_events(
-    services: Services, job_id: str, after: int
+    services: Services, job_id: str, after: int, first: Sequence[EventLike] | None = None
 ) -> AsyncIterator[Sequence[EventLike]]:
     """A finished job's log, paged; ends even if retention already removed the terminal event."""
     while True:
-        page = await services.queue.events(job_id, after, _PAGE)
+        page = first if first is not None else await services.queue.events(job_id, after, _PAGE)
+        first = None
         if page:
             yield page
         if len(page) < _PAGE:
@@ -74,6 +85,52 @@ async def _counted(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         SSE_OPEN.dec()
 
 
+async def _last_seq(services: Services, job_id: str) -> int:
+    query = sa.select(sa.func.coalesce(sa.func.max(events.c.seq), 0)).where(events.c.job_id == job_id)
+    async with services.db.read() as conn:
+        return int(await conn.scalar(query) or 0)
+
+
+async def resume_job_events(services: Services, job_id: str, after: int) -> Response:
+    """GET /api/jobs/{id}/events: 200 and the events after `after`, or 204 when none can come."""
+    job, subscription = await services.hub.open(job_id, after)
+    if job is not None and after and not job.status.is_terminal:
+        last = await _last_seq(services, job_id)
+        if last < after:  # an id past this job's log: follow from where the log really is
+            subscription.close()
+            after = last
+            job, subscription = await services.hub.open(job_id, after)
+    if job is None:
+        raise JobNotFoundError(f"no job {job_id!r}")
+    if job.status.is_terminal:
+        subscription.close()  # retention may have removed its end: the finished path copes
+        first = await services.queue.events(job_id, after, _PAGE)
+        if not first:
+            return Response(status_code=204)
+        return _respond(services, _finished_job_events(services, job_id, after, first))
+    return job_events_response(services, job, after, subscription=subscription)
+
+
+def _respond(
+    services: Services,
+    source: AsyncIterator[Sequence[EventLike]],
+    *,
+    preamble: bytes = b"",
+    headers: dict[str, str] | None = None,
+) -> StreamingResponse:
+    body = event_stream(
+        source,
+        heartbeat_s=services.options.heartbeat_s,
+        is_terminal=_is_terminal,
+        on_sent=_observer(time.time()),
+        preamble=preamble,
+        closing=services.closing,
+    )
+    return StreamingResponse(
+        _counted(body), media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})}
+    )
+
+
 def job_events_response(
     services: Services,
     job: Job,
@@ -93,14 +150,4 @@ def job_events_response(
         source = _finished_job_events(services, job.id, after)
     else:
         source = _live_job_events(services, job.id, after, subscription)
-    body = event_stream(
-        source,
-        heartbeat_s=services.options.heartbeat_s,
-        is_terminal=_is_terminal,
-        on_sent=_observer(time.time()),
-        preamble=preamble,
-        closing=services.closing,
-    )
-    return StreamingResponse(
-        _counted(body), media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})}
-    )
+    return _respond(services, source, preamble=preamble, headers=headers)

@@ -14,16 +14,17 @@ import uuid
 from abc import ABC, abstractmethod
 
 from storyloom.errors import ConfigError
-from storyloom.limits.state import (
-    Ask,
-    BreakerPolicy,
-    Claim,
-    Denied,
-    Grant,
-    Outcome,
-    State,
+from storyloom.limits.budgets import (
+    BudgetDenied,
+    BudgetHold,
+    BudgetLimits,
+    BudgetUsage,
+    Period,
+    PeriodSpec,
     budget_key,
+    period_specs,
 )
+from storyloom.limits.state import Ask, BreakerPolicy, Claim, Denied, Grant, Outcome, State
 
 __all__ = ["LimitBackend"]
 
@@ -79,39 +80,68 @@ class LimitBackend(ABC):
         return await self._snapshot(names)
 
     async def reserve_budget(
-        self, tenant: str, budget_usd: float, amount_usd: float, hold_ttl_s: float
-    ) -> tuple[str | None, float, float]:
-        """Hold `amount_usd` of the tenant's budget, atomically against everything settled and held
-        by every process sharing this backend: (hold id or None if it would not fit, spent, held).
+        self,
+        tenant: str,
+        limits: BudgetLimits,
+        amount_usd: float,
+        amount_tokens: int,
+        hold_ttl_s: float,
+        *,
+        now: float | None = None,
+    ) -> BudgetHold | BudgetDenied:
+        """Hold the call's worst case against every budget period of the tenant that has a limit
+        (lifetime, this UTC month, this UTC day), atomically against everything settled and held by
+        every process sharing this backend; nothing is held when any period would be overshot.
 
-        The hold is a lease: renew it with `renew({budget_key(tenant): [hold_id]}, ttl)`."""
+        The hold is a lease in each period's document: renew it with
+        `renew({key: [hold.hold_id] for key in hold.keys}, ttl)`. `now` picks the periods (the
+        day and month containing it; default: the present), not the holds' clock."""
+        specs = period_specs(tenant, limits, time.time() if now is None else now)
         hold_id = f"{os.getpid():x}.{uuid.uuid4().hex[:16]}"
-        ok, spent, held = await self._reserve_budget(
-            budget_key(tenant), budget_usd, amount_usd, hold_id, hold_ttl_s, time.time()
+        if not specs:
+            return BudgetHold(hold_id, ())
+        index, usage = await self._reserve_budget(
+            specs, amount_usd, amount_tokens, hold_id, hold_ttl_s, time.time()
         )
-        return (hold_id if ok else None), spent, held
+        if index < 0:
+            return BudgetHold(hold_id, tuple(s.key for s in specs))
+        spec = specs[index]
+        over_usd = spec.usd is not None and usage.spent_usd + usage.held_usd + amount_usd > spec.usd
+        return BudgetDenied(spec, "usd" if over_usd else "tokens", usage)
 
-    async def settle_budget(self, tenant: str, hold_id: str, actual_usd: float) -> None:
-        """Replace the hold by the real cost (0.0 releases it: the call failed without usage)."""
-        await self._settle_budget(budget_key(tenant), hold_id, actual_usd, time.time())
+    async def settle_budget(self, hold: BudgetHold, actual_usd: float, actual_tokens: int = 0) -> None:
+        """Replace the hold by the real cost in each of its periods (0 releases it: no usage)."""
+        if hold.keys:
+            await self._settle_budget(list(hold.keys), hold.hold_id, actual_usd, actual_tokens, time.time())
 
-    async def budget_usage(self, tenant: str) -> tuple[float, float]:
-        """(settled USD, USD held by calls in flight) of the tenant, across all processes."""
-        return await self._budget_usage(budget_key(tenant), time.time())
+    async def budget_usage(
+        self, tenant: str, period: Period = "total", now: float | None = None
+    ) -> BudgetUsage:
+        """Settled and held USD and tokens of the tenant in the period containing `now`, all processes."""
+        at = time.time() if now is None else now
+        return await self._budget_usage(budget_key(tenant, period, at), time.time())
 
     async def aclose(self) -> None:
         return None
 
     @abstractmethod
     async def _reserve_budget(
-        self, key: str, budget_usd: float, amount_usd: float, hold_id: str, ttl_s: float, now: float
-    ) -> tuple[bool, float, float]: ...
+        self,
+        specs: list[PeriodSpec],
+        amount_usd: float,
+        amount_tokens: int,
+        hold_id: str,
+        ttl_s: float,
+        now: float,
+    ) -> tuple[int, BudgetUsage]: ...
 
     @abstractmethod
-    async def _settle_budget(self, key: str, hold_id: str, actual_usd: float, now: float) -> None: ...
+    async def _settle_budget(
+        self, keys: list[str], hold_id: str, actual_usd: float, actual_tokens: int, now: float
+    ) -> None: ...
 
     @abstractmethod
-    async def _budget_usage(self, key: str, now: float) -> tuple[float, float]: ...
+    async def _budget_usage(self, key: str, now: float) -> BudgetUsage: ...
 
     @abstractmethod
     async def _acquire(

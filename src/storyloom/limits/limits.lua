@@ -1,31 +1,46 @@
--- The rules of storyloom/limits/state.py, for Redis: one key per deployment holding the same
--- JSON document, changed atomically by this script. Keep the two in step (tests run both).
--- ARGV[1] = command, ARGV[2] = JSON arguments; KEYS = the deployments' state keys.
+-- The rules of storyloom/limits/state.py, breaker.py and budgets.py, for Redis: one key per
+-- deployment (or tenant budget period) holding the same JSON document, changed atomically by this
+-- script. Keep them in step: the contract tests run every backend against the same expectations.
+-- ARGV[1] = command, ARGV[2] = JSON arguments; KEYS = the documents' keys.
 local cmd = ARGV[1]
 local a = cjson.decode(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local SLOTS = 6
+local SLOTS = 12  -- breaker.SLOTS
 local NULL = cjson.null
+local pol = a.policy
+
+local function new_breaker()
+  return {state = 'closed', slots = {}, open_until = 0, trips = 0, probes = {}, probe_ok = 0,
+          probe_fail = 0, closed_at = 0, peak = 0, opens = 0}
+end
 
 local function load(key)
   local raw = redis.call('GET', key)
+  local st
   if not raw then
-    return {rpm = {NULL, 0}, tpm = {NULL, 0}, leases = {}, blocked_until = 0, claims = {},
-            br = {state = 'closed', slots = {}, open_until = 0, probe = NULL, trips = 0}}
+    st = {rpm = {NULL, 0}, tpm = {NULL, 0}, leases = {}, starts = {}, blocked_until = 0, claims = {},
+          br = new_breaker()}
+  else
+    st = cjson.decode(raw)
   end
-  return cjson.decode(raw)
+  if st.spent == nil then  -- a deployment (not a budget): a breaker of the old layout starts afresh
+    if type(st.br) ~= 'table' or st.br.probes == nil then st.br = new_breaker() end
+    if st.starts == nil then st.starts = {} end
+  end
+  return st
 end
 
+local function is_null(v) return v == nil or v == NULL end
+
 local function save(key, st, ttl)
-  if st.spent ~= nil then  -- a tenant budget: what was spent must not expire with idleness
+  if st.spent ~= nil then  -- a tenant budget: kept until its period is long over (lifetime: forever)
     redis.call('SET', key, cjson.encode(st))
+    if not is_null(st.expires_at) then redis.call('EXPIREAT', key, math.ceil(st.expires_at)) end
   else
     redis.call('SET', key, cjson.encode(st), 'EX', ttl)
   end
 end
-
-local function is_null(v) return v == nil or v == NULL end
 
 local function rate(quota, ask)
   local cap = math.max(1.0, ask.headroom * quota)
@@ -67,7 +82,12 @@ local function prune(st)
   for lid, exp in pairs(st.leases) do
     if exp <= now then st.leases[lid] = nil end
   end
-  if not is_null(st.br.probe) and st.leases[st.br.probe] == nil then st.br.probe = NULL end
+  for lid in pairs(st.starts) do
+    if st.leases[lid] == nil then st.starts[lid] = nil end
+  end
+  for lid in pairs(st.br.probes) do
+    if st.leases[lid] == nil then st.br.probes[lid] = nil end
+  end
 end
 
 -- wait: -1 = unknown (poll), else seconds
@@ -106,6 +126,82 @@ local function settle_claims(states, granted)
   end
 end
 
+-- the breaker (breaker.py) -------------------------------------------------------------------------
+local function slot_of(x) return math.floor(x / (pol.window_s / SLOTS)) end
+
+local function ramp_full(br, conc)
+  if is_null(conc) then return math.max(br.peak, pol.half_open_calls) end
+  return conc
+end
+
+local function ramp_cap(br, conc)
+  if br.state ~= 'closed' or pol.ramp_s <= 0 or now >= br.closed_at + pol.ramp_s then return nil end
+  local share = pol.ramp_start + (1.0 - pol.ramp_start) * (now - br.closed_at) / pol.ramp_s
+  return math.max(pol.half_open_calls, math.floor(ramp_full(br, conc) * share))
+end
+
+local function ramp_wait(br, conc)
+  local step = pol.ramp_s / math.max(1.0, ramp_full(br, conc) * (1.0 - pol.ramp_start))
+  return math.max(0.001, math.min(br.closed_at + pol.ramp_s - now, step))
+end
+
+local function trip(br, retry_after, jitter)
+  local period = math.min(pol.max_open_s, pol.open_s * (2 ^ math.min(br.trips, 4))) * (1.0 + 0.5 * jitter)
+  if not is_null(retry_after) then period = math.max(period, retry_after) end
+  br.state = 'open'; br.open_until = now + period; br.trips = br.trips + 1
+  br.opens = (br.opens or 0) + 1
+  br.probes = {}; br.probe_ok = 0; br.probe_fail = 0; br.slots = {}; br.closed_at = 0
+end
+
+local function rate_reached(st, slots, cur, lo)
+  local in_flight = {}
+  for _, s in pairs(st.starts) do
+    if s >= lo then in_flight[s] = (in_flight[s] or 0) + 1 end
+  end
+  local fails, oks, pending = 0, 0, 0
+  for j = cur, lo, -1 do
+    local c = slots[tostring(j)]
+    if c ~= nil then oks = oks + c[1]; fails = fails + c[2] end
+    pending = pending + (in_flight[j] or 0)
+    if fails + oks >= pol.minimum_calls and fails >= pol.failure_rate * (fails + oks + pending) then
+      return true
+    end
+  end
+  return false
+end
+
+local function on_outcome(st, was_probe, start_slot, ok, retry_after, jitter)
+  local br = st.br
+  if was_probe then
+    if br.state ~= 'half_open' then return end
+    if ok then br.probe_ok = br.probe_ok + 1 else br.probe_fail = br.probe_fail + 1 end
+    local n, r = pol.half_open_calls, pol.failure_rate
+    if br.probe_fail >= r * n then
+      trip(br, retry_after, jitter)
+    elseif n - br.probe_ok < r * n then
+      br.state = 'closed'; br.slots = {}; br.trips = 0; br.probes = {}; br.closed_at = now
+    end
+    return
+  end
+  if br.state ~= 'closed' then return end
+  local cur = slot_of(now)
+  local lo = cur - SLOTS + 1
+  local slots = {}
+  for k, v in pairs(br.slots) do
+    if tonumber(k) >= lo then slots[k] = v end
+  end
+  local slot = cur
+  if not is_null(start_slot) then slot = start_slot end
+  if slot >= lo then
+    local key = tostring(slot)
+    local c = slots[key]
+    if c == nil then c = {0, 0}; slots[key] = c end
+    if ok then c[1] = c[1] + 1 else c[2] = c[2] + 1 end
+  end
+  br.slots = slots
+  if not ok and rate_reached(st, slots, cur, lo) then trip(br, retry_after, jitter) end
+end
+
 if cmd == 'acquire' then
   local asks, states = a.asks, {}
   local best, best_load, best_probe = nil, nil, false
@@ -121,11 +217,11 @@ if cmd == 'acquire' then
       if now < br.open_until then
         soonest = sooner(soonest, br.open_until - now); by_breaker = by_breaker + 1; skip = true
       else
-        br.state = 'half_open'
+        br.state = 'half_open'; br.probes = {}; br.probe_ok = 0; br.probe_fail = 0
       end
     end
     if not skip and br.state == 'half_open' then
-      if not is_null(br.probe) then
+      if count(br.probes) + br.probe_ok + br.probe_fail >= pol.half_open_calls then
         soonest = sooner(soonest, -1); by_breaker = by_breaker + 1; skip = true
       else
         probe = true
@@ -138,6 +234,12 @@ if cmd == 'acquire' then
     local n_ahead, tokens_ahead = ahead(st, a.claim)
     if not skip and not is_null(ask.concurrency) and busy + n_ahead >= ask.concurrency then
       soonest = sooner(soonest, -1); reason = 'concurrency'; skip = true
+    end
+    if not skip then
+      local cap = ramp_cap(br, ask.concurrency)
+      if cap ~= nil and busy + n_ahead >= cap then
+        soonest = sooner(soonest, ramp_wait(br, ask.concurrency)); reason = 'ramp'; skip = true
+      end
     end
     if not skip then
       local w = math.max(bucket_wait(st.rpm, ask.rpm, ask, 1.0 + n_ahead),
@@ -164,7 +266,12 @@ if cmd == 'acquire' then
   debit(st.rpm, ask.rpm, ask, 1.0)
   debit(st.tpm, ask.tpm, ask, a.cost)
   st.leases[a.lease_id] = now + a.lease_ttl_s
-  if best_probe then st.br.probe = a.lease_id end
+  st.starts[a.lease_id] = slot_of(now)
+  if best_probe then
+    st.br.probes[a.lease_id] = 1
+  elseif st.br.state == 'closed' then
+    st.br.peak = math.max(st.br.peak, count(st.leases))
+  end
   save(KEYS[best], st, a.key_ttl_s)
   settle_claims(states, true)
   return cjson.encode({granted = true, deployment = ask.name, probe = best_probe})
@@ -172,52 +279,23 @@ end
 
 if cmd == 'release' then
   local st = load(KEYS[1])
-  local ask, out, pol = a.ask, a.outcome, a.policy
+  local ask, out = a.ask, a.outcome
   st.leases[a.lease_id] = nil
+  local br = st.br
+  local start_slot = st.starts[a.lease_id]
+  st.starts[a.lease_id] = nil
+  local was_probe = br.probes[a.lease_id] ~= nil  -- a 429 or neutral probe frees its place
+  br.probes[a.lease_id] = nil
+  prune(st)
   if not is_null(out.actual_tokens) and not is_null(ask.tpm) then
     debit(st.tpm, ask.tpm, ask, out.actual_tokens - out.reserved_tokens)
   end
-  local br = st.br
-  local was_probe = br.probe == a.lease_id
-  if was_probe then br.probe = NULL end
   if out.kind == 'rate_limited' then
     local pause = 1.0
     if not is_null(out.retry_after_s) then pause = out.retry_after_s end
     st.blocked_until = math.max(st.blocked_until, now + pause)
-  elseif out.kind ~= 'neutral' then
-    local slot = math.floor(now / (pol.window_s / SLOTS))
-    local slots = {}
-    for _, s in ipairs(br.slots) do
-      if s[1] > slot - SLOTS then slots[#slots + 1] = s end
-    end
-    if #slots == 0 or slots[#slots][1] ~= slot then slots[#slots + 1] = {slot, 0, 0} end
-    if out.kind == 'ok' then
-      slots[#slots][2] = slots[#slots][2] + 1
-    else
-      slots[#slots][3] = slots[#slots][3] + 1
-    end
-    br.slots = slots
-    if out.kind == 'ok' then
-      br.streak = 0
-      if br.state == 'half_open' and was_probe then
-        br.state = 'closed'; br.slots = {}; br.trips = 0
-      end
-    else
-      br.streak = (br.streak or 0) + 1
-      local fails, total = 0, 0
-      for _, s in ipairs(slots) do fails = fails + s[3]; total = total + s[2] + s[3] end
-      local trip = (br.state == 'half_open' and was_probe) or
-        (br.state == 'closed' and fails >= pol.min_failures and
-         (fails >= pol.failure_rate * total or br.streak >= pol.min_failures))
-      if trip then
-        local period = math.min(pol.max_open_s, pol.open_s * (2 ^ math.min(br.trips, 4))) * (1.0 + 0.5 * a.jitter)
-        local ra = 0
-        if not is_null(out.retry_after_s) then ra = out.retry_after_s end
-        period = math.max(period, ra)
-        br.state = 'open'; br.open_until = now + period; br.trips = br.trips + 1
-        br.probe = NULL; br.slots = {}
-      end
-    end
+  elseif out.kind == 'ok' or out.kind == 'fail' then
+    on_outcome(st, was_probe, start_slot, out.kind == 'ok', out.retry_after_s, a.jitter)
   end
   save(KEYS[1], st, a.key_ttl_s)
   return 'ok'
@@ -240,49 +318,71 @@ if cmd == 'snapshot' then
   return cjson.encode(out)
 end
 
--- Tenant budgets (budget_* in state.py): {spent, leases = {hold -> expires_at}, holds = {hold -> usd}}
+-- Tenant budgets (budgets.py): {spent, spent_tokens, leases = {hold -> expires_at},
+-- holds = {hold -> usd}, hold_tokens = {hold -> tokens}, expires_at}, one document per period
 local function load_budget(key)
   local raw = redis.call('GET', key)
   local st
   if raw then st = cjson.decode(raw) else st = {} end
   if st.spent == nil then st.spent = 0 end
+  if st.spent_tokens == nil then st.spent_tokens = 0 end
   if st.leases == nil then st.leases = {} end
   if st.holds == nil then st.holds = {} end
+  if st.hold_tokens == nil then st.hold_tokens = {} end
+  if st.expires_at == nil then st.expires_at = NULL end
   for hid, exp in pairs(st.leases) do
     if exp <= now then st.leases[hid] = nil end
   end
-  local held = 0
+  local held, held_tokens = 0, 0
   for hid, usd in pairs(st.holds) do
     if st.leases[hid] == nil then st.holds[hid] = nil else held = held + usd end
   end
-  return st, held
+  for hid, n in pairs(st.hold_tokens) do
+    if st.leases[hid] == nil then st.hold_tokens[hid] = nil else held_tokens = held_tokens + n end
+  end
+  return st, held, held_tokens
 end
 
 if cmd == 'budget_reserve' then
-  local st, held = load_budget(KEYS[1])
-  local spent = st.spent
-  if spent + held + a.amount > a.budget then
-    save(KEYS[1], st, a.key_ttl_s)
-    return cjson.encode({granted = false, spent = spent, held = held})
+  local states = {}
+  for i, spec in ipairs(a.specs) do
+    local st, held, held_tokens = load_budget(KEYS[i])
+    if is_null(st.expires_at) and not is_null(spec.expires_at) then st.expires_at = spec.expires_at end
+    states[i] = st
+    if (not is_null(spec.usd) and st.spent + held + a.amount > spec.usd) or
+       (not is_null(spec.tokens) and st.spent_tokens + held_tokens + a.tokens > spec.tokens) then
+      return cjson.encode({index = i - 1, spent = st.spent, held = held, spent_tokens = st.spent_tokens,
+                           held_tokens = held_tokens})
+    end
   end
-  st.leases[a.hold_id] = now + a.lease_ttl_s
-  st.holds[a.hold_id] = a.amount
-  save(KEYS[1], st, a.key_ttl_s)
-  return cjson.encode({granted = true, spent = spent, held = held})
+  for i, st in ipairs(states) do
+    st.leases[a.hold_id] = now + a.lease_ttl_s
+    st.holds[a.hold_id] = a.amount
+    st.hold_tokens[a.hold_id] = a.tokens
+    save(KEYS[i], st, a.key_ttl_s)
+  end
+  return cjson.encode({index = -1})
 end
 
 if cmd == 'budget_settle' then
-  local st = load_budget(KEYS[1])
-  st.leases[a.hold_id] = nil
-  st.holds[a.hold_id] = nil
-  st.spent = st.spent + a.actual
-  save(KEYS[1], st, a.key_ttl_s)
+  for i = 1, #KEYS do
+    -- a document that is gone is a period long over (expired): its late cost is moot
+    if redis.call('EXISTS', KEYS[i]) == 1 then
+    local st = load_budget(KEYS[i])
+    st.leases[a.hold_id] = nil
+    st.holds[a.hold_id] = nil
+    st.hold_tokens[a.hold_id] = nil
+    st.spent = st.spent + a.actual
+    st.spent_tokens = st.spent_tokens + a.tokens
+    save(KEYS[i], st, a.key_ttl_s)
+    end
+  end
   return 'ok'
 end
 
 if cmd == 'budget_usage' then
-  local st, held = load_budget(KEYS[1])
-  return cjson.encode({spent = st.spent, held = held})
+  local st, held, held_tokens = load_budget(KEYS[1])
+  return cjson.encode({spent = st.spent, held = held, spent_tokens = st.spent_tokens, held_tokens = held_tokens})
 end
 
 return redis.error_reply('unknown command ' .. tostring(cmd))

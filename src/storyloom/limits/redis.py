@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from storyloom.errors import ProviderConnectionError
 from storyloom.limits.base import LimitBackend
+from storyloom.limits.budgets import BudgetUsage, PeriodSpec
 from storyloom.limits.state import CLAIM_TTL_S, Ask, BreakerPolicy, Claim, Denied, Grant, Outcome, State
 
 __all__ = ["RedisBackend"]
@@ -57,6 +58,7 @@ class RedisBackend(LimitBackend):
                 "lease_ttl_s": lease_ttl_s,
                 "claim": dataclasses.asdict(claim) if claim is not None else None,
                 "claim_ttl_s": CLAIM_TTL_S,
+                "policy": self._policy,
             },
         )
         doc = json.loads(raw)
@@ -87,22 +89,42 @@ class RedisBackend(LimitBackend):
         )
 
     async def _reserve_budget(
-        self, key: str, budget_usd: float, amount_usd: float, hold_id: str, ttl_s: float, now: float
-    ) -> tuple[bool, float, float]:
+        self,
+        specs: list[PeriodSpec],
+        amount_usd: float,
+        amount_tokens: int,
+        hold_id: str,
+        ttl_s: float,
+        now: float,
+    ) -> tuple[int, BudgetUsage]:
         raw = await self._call(
-            [self._key(key)],
+            [self._key(s.key) for s in specs],
             "budget_reserve",
-            {"budget": budget_usd, "amount": amount_usd, "hold_id": hold_id, "lease_ttl_s": ttl_s},
+            {
+                "specs": [{"usd": s.usd, "tokens": s.tokens, "expires_at": s.expires_at} for s in specs],
+                "amount": amount_usd,
+                "tokens": amount_tokens,
+                "hold_id": hold_id,
+                "lease_ttl_s": ttl_s,
+            },
         )
         doc = json.loads(raw)
-        return bool(doc["granted"]), float(doc["spent"]), float(doc["held"])
+        index = int(doc["index"])
+        if index < 0:
+            return -1, BudgetUsage()
+        return index, _usage(doc)
 
-    async def _settle_budget(self, key: str, hold_id: str, actual_usd: float, now: float) -> None:
-        await self._call([self._key(key)], "budget_settle", {"hold_id": hold_id, "actual": actual_usd})
+    async def _settle_budget(
+        self, keys: list[str], hold_id: str, actual_usd: float, actual_tokens: int, now: float
+    ) -> None:
+        await self._call(
+            [self._key(k) for k in keys],
+            "budget_settle",
+            {"hold_id": hold_id, "actual": actual_usd, "tokens": actual_tokens},
+        )
 
-    async def _budget_usage(self, key: str, now: float) -> tuple[float, float]:
-        doc = json.loads(await self._call([self._key(key)], "budget_usage", {}))
-        return float(doc["spent"]), float(doc["held"])
+    async def _budget_usage(self, key: str, now: float) -> BudgetUsage:
+        return _usage(json.loads(await self._call([self._key(key)], "budget_usage", {})))
 
     async def _snapshot(self, names: list[str]) -> dict[str, State]:
         raw = await self._call([self._key(n) for n in names], "snapshot", {})
@@ -111,3 +133,9 @@ class RedisBackend(LimitBackend):
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+
+
+def _usage(doc: dict[str, Any]) -> BudgetUsage:
+    return BudgetUsage(
+        float(doc["spent"]), float(doc["held"]), int(doc["spent_tokens"]), int(doc["held_tokens"])
+    )

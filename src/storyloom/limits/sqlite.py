@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from storyloom.errors import ConfigError
+from storyloom.limits import budgets
 from storyloom.limits import state as rules
 from storyloom.limits.base import LimitBackend
+from storyloom.limits.budgets import BudgetUsage, PeriodSpec
 from storyloom.limits.state import Ask, BreakerPolicy, Claim, Denied, Grant, Outcome, State
 
 __all__ = ["SqliteBackend"]
@@ -54,11 +56,13 @@ class SqliteBackend(LimitBackend):
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    def _txn(self, names: list[str], apply: Any, new: Any = rules.new_state) -> Any:
+    def _txn(self, names: list[str], apply: Any, new: Any = rules.new_state, sweep: bool = False) -> Any:
         """BEGIN IMMEDIATE; load `names`; `apply(states, now)`; write back; COMMIT.
 
         `now` is read after the write lock is held, so the processes' clocks are applied in commit
-        order (a `now` taken before waiting for the lock could move a bucket back in time)."""
+        order (a `now` taken before waiting for the lock could move a bucket back in time).
+        `sweep`: when a document is new (a new budget period), delete those of periods long over.
+        A `new` that returns None leaves missing documents missing (and unwritten)."""
         conn = self._connect()
         conn.execute("BEGIN IMMEDIATE")
         now = time.time()
@@ -68,13 +72,19 @@ class SqliteBackend(LimitBackend):
                 f"SELECT name, state FROM llm_limits WHERE name IN ({marks})", names
             ).fetchall()
             states: dict[str, State] = {n: json.loads(s) for n, s in rows}
+            if sweep and len(states) < len(set(names)):
+                conn.execute(
+                    "DELETE FROM llm_limits WHERE name LIKE 'budget:%' "
+                    "AND json_extract(state, '$.expires_at') < ?",
+                    (now,),
+                )
             for n in names:
                 states.setdefault(n, new())
             result = apply(states, now)
             conn.executemany(
                 "INSERT INTO llm_limits(name, state) VALUES (?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET state = excluded.state",
-                [(n, json.dumps(st, separators=(",", ":"))) for n, st in states.items()],
+                [(n, json.dumps(st, separators=(",", ":"))) for n, st in states.items() if st is not None],
             )
             conn.execute("COMMIT")
             return result
@@ -86,7 +96,7 @@ class SqliteBackend(LimitBackend):
         self, asks: list[Ask], cost: float, lease_id: str, lease_ttl_s: float, now: float, claim: Claim | None
     ) -> Grant | Denied:
         def apply(states: dict[str, State], now: float) -> Grant | Denied:
-            return rules.acquire(states, asks, cost, lease_id, lease_ttl_s, now, claim)
+            return rules.acquire(states, asks, cost, lease_id, lease_ttl_s, now, claim, self.policy)
 
         result: Grant | Denied = await self._run(self._txn, [a.name for a in asks], apply)
         return result
@@ -105,25 +115,42 @@ class SqliteBackend(LimitBackend):
         await self._run(self._txn, list(leases), apply)
 
     async def _reserve_budget(
-        self, key: str, budget_usd: float, amount_usd: float, hold_id: str, ttl_s: float, now: float
-    ) -> tuple[bool, float, float]:
-        def apply(states: dict[str, State], now: float) -> tuple[bool, float, float]:
-            return rules.budget_reserve(states[key], budget_usd, amount_usd, hold_id, ttl_s, now)
+        self,
+        specs: list[PeriodSpec],
+        amount_usd: float,
+        amount_tokens: int,
+        hold_id: str,
+        ttl_s: float,
+        now: float,
+    ) -> tuple[int, BudgetUsage]:
+        keys = [s.key for s in specs]
 
-        result: tuple[bool, float, float] = await self._run(self._txn, [key], apply, rules.new_budget_state)
+        def apply(states: dict[str, State], now: float) -> tuple[int, BudgetUsage]:
+            docs = [states[k] for k in keys]
+            return budgets.budget_reserve(docs, specs, amount_usd, amount_tokens, hold_id, ttl_s, now)
+
+        result: tuple[int, BudgetUsage] = await self._run(
+            self._txn, keys, apply, budgets.new_budget_state, True
+        )
         return result
 
-    async def _settle_budget(self, key: str, hold_id: str, actual_usd: float, now: float) -> None:
-        def apply(states: dict[str, State], now: float) -> None:
-            rules.budget_settle(states[key], hold_id, actual_usd, now)
+    async def _settle_budget(
+        self, keys: list[str], hold_id: str, actual_usd: float, actual_tokens: int, now: float
+    ) -> None:
+        def apply(states: dict[str, State | None], now: float) -> None:
+            for k in keys:
+                doc = states[k]
+                if doc is not None:  # None: a period long over, already swept; its late cost is moot
+                    budgets.budget_settle(doc, hold_id, actual_usd, actual_tokens, now)
 
-        await self._run(self._txn, [key], apply, rules.new_budget_state)
+        await self._run(self._txn, keys, apply, lambda: None)
 
-    async def _budget_usage(self, key: str, now: float) -> tuple[float, float]:
-        def apply(states: dict[str, State], now: float) -> tuple[float, float]:
-            return rules.budget_totals(states[key], now)
+    async def _budget_usage(self, key: str, now: float) -> BudgetUsage:
+        def read() -> BudgetUsage:
+            row = self._connect().execute("SELECT state FROM llm_limits WHERE name = ?", (key,)).fetchone()
+            return BudgetUsage() if row is None else budgets.budget_totals(json.loads(row[0]), time.time())
 
-        result: tuple[float, float] = await self._run(self._txn, [key], apply, rules.new_budget_state)
+        result: BudgetUsage = await self._run(read)
         return result
 
     async def _snapshot(self, names: list[str]) -> dict[str, State]:

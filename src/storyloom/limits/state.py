@@ -16,6 +16,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from storyloom.limits import breaker as brk
+from storyloom.limits.breaker import BreakerPolicy, breaker_state
+
 __all__ = [
     "CLAIM_TTL_S",
     "Ask",
@@ -26,12 +29,7 @@ __all__ = [
     "Outcome",
     "acquire",
     "breaker_state",
-    "budget_key",
-    "budget_reserve",
-    "budget_settle",
-    "budget_totals",
     "in_flight",
-    "new_budget_state",
     "new_state",
     "release",
     "renew",
@@ -52,18 +50,6 @@ class Ask:
     weight: float = 1.0
     headroom: float = 0.03
     window_s: float = 60.0  # the quota is per this window (providers: 60 s; scaled-down benches less)
-
-
-@dataclass(frozen=True, slots=True)
-class BreakerPolicy:
-    """Seed 001: open after `min_failures` failures within `window_s` (and at least `failure_rate` of
-    the calls there), stay open a jittered `open_s` (never less than Retry-After), then one probe."""
-
-    min_failures: int = 5
-    failure_rate: float = 0.5
-    window_s: float = 60.0
-    open_s: float = 15.0
-    max_open_s: float = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +94,6 @@ class Outcome:
 
 
 _JITTER_S = 1.0  # measured: 0.25 s was overrun on 2 busy cores (bench gateway, 5 processes)
-_SLOTS = 6  # the breaker window in 6 slots: a sliding window to within window_s/6
 
 
 def new_state() -> State:
@@ -116,9 +101,10 @@ def new_state() -> State:
         "rpm": [None, 0.0],  # [level or None (= full), updated_at]
         "tpm": [None, 0.0],
         "leases": {},  # lease_id -> expires_at
+        "starts": {},  # lease_id -> breaker slot it started in (see breaker.py)
         "blocked_until": 0.0,
         "claims": {},  # claim id -> [priority, cost, since, expires_at]
-        "br": {"state": "closed", "slots": [], "open_until": 0.0, "probe": None, "trips": 0},
+        "br": brk.new_breaker(),
     }
 
 
@@ -164,21 +150,12 @@ def _prune(state: State, now: float) -> None:
     leases = state["leases"]
     for lid in [lid for lid, exp in leases.items() if exp <= now]:
         del leases[lid]
-    br = state["br"]
-    if br["probe"] is not None and br["probe"] not in leases:
-        br["probe"] = None  # the probe's holder died or was cancelled: allow another one
+    brk.breaker_of(state)
+    brk.prune(state)  # a probe whose holder died frees its place: another one may start
 
 
 def in_flight(state: State, now: float) -> int:
     return sum(1 for exp in state["leases"].values() if exp > now)
-
-
-def breaker_state(state: State, now: float) -> str:
-    """closed / open / half_open as a caller would see it at `now`."""
-    br = state["br"]
-    if br["state"] == "open" and now >= br["open_until"]:
-        return "half_open"
-    return str(br["state"])
 
 
 def _ahead(state: State, claim: Claim | None, now: float) -> tuple[int, float]:
@@ -203,10 +180,11 @@ def acquire(
     lease_id: str,
     lease_ttl_s: float,
     now: float,
-    claim: Claim | None = None,
+    claim: Claim | None,
+    policy: BreakerPolicy,
 ) -> Grant | Denied:
     """Take a concurrency lease plus one request and `cost` tokens on the least-loaded eligible deployment."""
-    result = _acquire(states, asks, cost, lease_id, lease_ttl_s, now, claim)
+    result = _acquire(states, asks, cost, lease_id, lease_ttl_s, now, claim, policy)
     if claim is not None:
         for ask in asks:
             claims = states[ask.name]["claims"]
@@ -227,6 +205,7 @@ def _acquire(
     lease_ttl_s: float,
     now: float,
     claim: Claim | None,
+    policy: BreakerPolicy,
 ) -> Grant | Denied:
     best: tuple[float, Ask, bool] | None = None
     soonest: float | None = math.inf
@@ -236,17 +215,10 @@ def _acquire(
         st = states[ask.name]
         _prune(st, now)
         br = st["br"]
-        probe = False
-        if br["state"] == "open":
-            if now < br["open_until"]:
-                soonest, by_breaker = _sooner(soonest, br["open_until"] - now), by_breaker + 1
-                continue
-            br["state"] = "half_open"
-        if br["state"] == "half_open":
-            if br["probe"] is not None:
-                soonest, by_breaker = _sooner(soonest, None), by_breaker + 1
-                continue
-            probe = True
+        allowed, probe, breaker_wait = brk.may_start(br, policy, now)
+        if not allowed:
+            soonest, by_breaker = _sooner(soonest, breaker_wait), by_breaker + 1
+            continue
         if now < st["blocked_until"]:
             soonest, reason = _sooner(soonest, st["blocked_until"] - now), "retry_after"
             continue
@@ -254,6 +226,10 @@ def _acquire(
         n_ahead, tokens_ahead = _ahead(st, claim, now)
         if ask.concurrency is not None and busy + n_ahead >= ask.concurrency:
             soonest, reason = _sooner(soonest, None), "concurrency"
+            continue
+        cap = brk.ramp_cap(br, ask.concurrency, policy, now)
+        if cap is not None and busy + n_ahead >= cap:
+            soonest, reason = _sooner(soonest, brk.ramp_wait_s(br, ask.concurrency, policy, now)), "ramp"
             continue
         wait = max(
             _bucket_wait(st["rpm"], ask.rpm, ask, 1.0 + n_ahead, now),
@@ -274,8 +250,7 @@ def _acquire(
     _debit(st["rpm"], ask.rpm, ask, 1.0, now)
     _debit(st["tpm"], ask.tpm, ask, cost, now)
     st["leases"][lease_id] = now + lease_ttl_s
-    if probe:
-        st["br"]["probe"] = lease_id
+    brk.on_start(st, lease_id, probe, len(st["leases"]), policy, now)
     return Grant(ask.name, lease_id, probe)
 
 
@@ -297,96 +272,18 @@ def release(
     state: State, ask: Ask, lease_id: str, outcome: Outcome, policy: BreakerPolicy, jitter: float, now: float
 ) -> None:
     """Return the lease, settle TPM, and feed the breaker. `jitter` is uniform in [0, 1)."""
-    leases = state["leases"]
-    leases.pop(lease_id, None)
+    state["leases"].pop(lease_id, None)
+    br = brk.breaker_of(state)
+    start_slot = state["starts"].pop(lease_id, None)
+    was_probe = br["probes"].pop(lease_id, None) is not None  # a 429 or neutral probe frees its place
+    _prune(state, now)  # expired leases are not in flight: they must not count as not-yet-failed
     if outcome.actual_tokens is not None and ask.tpm is not None:
         # Settle: refund an over-estimate, charge an under-estimate (the level may go into debt).
         _debit(state["tpm"], ask.tpm, ask, outcome.actual_tokens - outcome.reserved_tokens, now)
-    br = state["br"]
-    was_probe = br["probe"] == lease_id
-    if was_probe:
-        br["probe"] = None
     if outcome.kind == "rate_limited":
         pause = outcome.retry_after_s if outcome.retry_after_s is not None else 1.0
         state["blocked_until"] = max(state["blocked_until"], now + pause)
-        return
-    if outcome.kind == "neutral":
-        return
-    slot = int(now // (policy.window_s / _SLOTS))
-    slots = [s for s in br["slots"] if s[0] > slot - _SLOTS]
-    if not slots or slots[-1][0] != slot:
-        slots.append([slot, 0, 0])
-    slots[-1][1 if outcome.kind == "ok" else 2] += 1
-    br["slots"] = slots
-    if outcome.kind == "ok":
-        br["streak"] = 0
-        if br["state"] == "half_open" and was_probe:
-            br.update(state="closed", slots=[], trips=0)
-        return
-    # A streak of failures trips at once even after a minute of successes (a deployment that just
-    # died); the rate keeps sporadic failures of a busy deployment from tripping it.
-    br["streak"] = streak = br.get("streak", 0) + 1
-    fails = sum(s[2] for s in slots)
-    total = fails + sum(s[1] for s in slots)
-    trip = (br["state"] == "half_open" and was_probe) or (
-        br["state"] == "closed"
-        and fails >= policy.min_failures
-        and (fails >= policy.failure_rate * total or streak >= policy.min_failures)
-    )
-    if trip:
-        period = min(policy.max_open_s, policy.open_s * (2 ** min(br["trips"], 4))) * (1.0 + 0.5 * jitter)
-        period = max(period, outcome.retry_after_s or 0.0)
-        br.update(state="open", open_until=now + period, trips=br["trips"] + 1, probe=None, slots=[])
-
-
-# -- tenant budgets ------------------------------------------------------------------------------
-# A tenant's budget is one more document next to the deployments' (same store, same critical
-# section): a counter of settled USD plus holds, each a lease (`leases`, so `renew` and expiry work
-# as for a deployment's concurrency) with its amount (`holds`). A hold is the call's worst case;
-# settling drops it and adds the real cost, so N processes together never reserve past the budget,
-# and a process that dies mid-call gives its holds back when their leases expire.
-
-
-def budget_key(tenant: str) -> str:
-    """The state name of a tenant's budget (beside the deployments' names)."""
-    return f"budget:{tenant}"
-
-
-def new_budget_state() -> State:
-    return {"spent": 0.0, "leases": {}, "holds": {}}
-
-
-def _prune_holds(state: State, now: float) -> None:
-    state.setdefault("spent", 0.0)
-    leases = state.setdefault("leases", {})
-    holds = state.setdefault("holds", {})
-    for hid in [hid for hid, exp in leases.items() if exp <= now]:
-        del leases[hid]
-    for hid in [hid for hid in holds if hid not in leases]:
-        del holds[hid]
-
-
-def budget_totals(state: State, now: float) -> tuple[float, float]:
-    """(settled USD, USD held by calls in flight)."""
-    _prune_holds(state, now)
-    return float(state["spent"]), float(sum(state["holds"].values()))
-
-
-def budget_reserve(
-    state: State, budget_usd: float, amount_usd: float, hold_id: str, ttl_s: float, now: float
-) -> tuple[bool, float, float]:
-    """Hold `amount_usd` if settled + held + it stays within the budget: (granted, spent, held before)."""
-    spent, held = budget_totals(state, now)
-    if spent + held + amount_usd > budget_usd:
-        return False, spent, held
-    state["leases"][hold_id] = now + ttl_s
-    state["holds"][hold_id] = amount_usd
-    return True, spent, held
-
-
-def budget_settle(state: State, hold_id: str, actual_usd: float, now: float) -> None:
-    """Drop the hold (the refund of the worst case) and count the real cost (0: the call failed)."""
-    _prune_holds(state, now)
-    state["leases"].pop(hold_id, None)
-    state["holds"].pop(hold_id, None)
-    state["spent"] = float(state["spent"]) + actual_usd
+    elif outcome.kind in ("ok", "fail"):
+        brk.on_outcome(
+            state, was_probe, start_slot, outcome.kind == "ok", outcome.retry_after_s, policy, jitter, now
+        )

@@ -19,6 +19,7 @@ import asyncio
 import email.utils
 import json
 import time
+import urllib.parse
 import weakref
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ import aiohttp
 from storyloom.errors import (
     BadRequestError,
     BadResponseError,
+    ProviderAuthError,
     ProviderConnectionError,
     ProviderError,
     ProviderTimeout,
@@ -162,7 +164,7 @@ class HttpModelClient:
         name: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.name = name or self.base_url
+        self.name = name or _safe_url(self.base_url)
         self._url = f"{self.base_url}/chat/completions"
         self._headers = {"content-type": "application/json", "accept": "text/event-stream, application/json"}
         if api_key:
@@ -227,8 +229,10 @@ class HttpModelClient:
             ) from exc
         except TimeoutError as exc:
             phase = deadlines.phase()
+            limit = (deadlines.ttft_at if phase == "ttft" else deadlines.total_at) - start
             raise ProviderTimeout(
-                f"{self.name}: no {'first token' if phase == 'ttft' else 'answer'} in time ({phase})",
+                f"{self.name}: no {'first token' if phase == 'ttft' else 'answer'} within {limit:.2f} s "
+                f"({phase})",
                 phase=phase,
                 deployment=self.name,
             ) from exc
@@ -374,6 +378,16 @@ class HttpModelClient:
 
     def _status_error(self, response: aiohttp.ClientResponse, body: bytes) -> ProviderError:
         status = response.status
+        if status in (401, 403):
+            # A fixed sentence, never the body: providers echo part of the key in it, and the
+            # message travels into job errors, logs and API answers.
+            what = "rejected the API key" if status == 401 else "refused the API key access"
+            return ProviderAuthError(
+                f"the provider at {_safe_url(self.base_url)} (deployment {self.name}) {what} "
+                f"(HTTP {status}); check the deployment's key",
+                status=status,
+                deployment=self.name,
+            )
         detail = body[:_ERROR_BODY_LIMIT].decode("utf-8", "replace").strip()
         message = f"{self.name}: HTTP {status}: {detail[:300]}"
         retry_after = parse_retry_after(response.headers)
@@ -391,6 +405,15 @@ class HttpModelClient:
     def _stream_error(self, error: Any) -> ProviderError:
         message = f"{self.name}: error inside the stream: {str(error)[:300]}"
         return ProviderUnavailable(message, deployment=self.name)
+
+
+def _safe_url(url: str) -> str:
+    """The URL without user info, query or fragment (where some providers' keys travel)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _parse_usage(raw: Any, name: str) -> Usage:

@@ -19,7 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from storyloom.config import Settings
 from storyloom.errors import ConfigError
-from storyloom.limits.state import BreakerPolicy
+from storyloom.limits.breaker import BreakerPolicy
+from storyloom.limits.budgets import BudgetLimits
+from storyloom.llm.deadlines import TtftPolicy
 from storyloom.validation import from_validation
 
 __all__ = ["Deployment", "GatewayConfig", "load_gateway_config"]
@@ -51,9 +53,11 @@ class GatewayConfig:
     default_model: str
     fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)
     tenant_weights: dict[str, float] = field(default_factory=dict)
-    tenant_budgets_usd: dict[str, float] = field(default_factory=dict)
+    tenant_budgets_usd: dict[str, float] = field(default_factory=dict)  # lifetime, per tenant
+    tenant_budgets: dict[str, BudgetLimits] = field(default_factory=dict)  # every period, per tenant
     limits_url: str = "memory://"
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    ttft: TtftPolicy = field(default_factory=TtftPolicy)
     cache_ttl_s: float = 0.0
     cache_max_entries: int = 10_000
     lease_ttl_s: float = 30.0
@@ -64,6 +68,12 @@ class GatewayConfig:
     backoff_max_s: float = 20.0
     output_estimate_tokens: int = 512  # TPM reservation for a call without max_tokens, before data
     max_queue: int = 100_000  # waiters per model before admission refuses
+
+    def budget_limits(self, tenant: str) -> BudgetLimits:
+        """The tenant's budgets in every period (`tenant_budgets_usd` is the lifetime one)."""
+        limits = self.tenant_budgets.get(tenant) or BudgetLimits()
+        lifetime = self.tenant_budgets_usd.get(tenant)
+        return limits if lifetime is None else replace(limits, budget_usd=lifetime)
 
     def for_model(self, model: str) -> tuple[Deployment, ...]:
         own = tuple(d for d in self.deployments if d.model == model)
@@ -100,15 +110,36 @@ class _DeploymentDoc(_Strict):
 
 class _TenantDoc(_Strict):
     weight: float = Field(default=1.0, gt=0)
-    budget_usd: float | None = Field(default=None, ge=0)
+    budget_usd: float | None = Field(default=None, ge=0)  # lifetime
+    daily_budget_usd: float | None = Field(default=None, ge=0)  # per UTC day
+    monthly_budget_usd: float | None = Field(default=None, ge=0)  # per UTC month
+    daily_budget_tokens: int | None = Field(default=None, ge=0)
+    monthly_budget_tokens: int | None = Field(default=None, ge=0)
 
 
 class _BreakerDoc(_Strict):
-    min_failures: int = Field(default=5, ge=1)
-    failure_rate: float = Field(default=0.5, ge=0, le=1)
+    """BreakerPolicy (limits/breaker.py): open on a sustained failure rate, ramp back after closing."""
+
+    failure_rate: float = Field(default=0.5, gt=0, le=1)
+    minimum_calls: int = Field(default=20, ge=1)
     window_s: float = Field(default=60.0, gt=0)
     open_s: float = Field(default=15.0, gt=0)
-    max_open_s: float = Field(default=120.0, gt=0)
+    max_open_s: float = Field(default=60.0, gt=0)
+    half_open_calls: int = Field(default=3, ge=1)
+    ramp_s: float = Field(default=10.0, ge=0)
+    ramp_start: float = Field(default=0.1, gt=0, le=1)
+
+
+class _TtftDoc(_Strict):
+    """TtftPolicy (deadlines.py): the first-token deadline learnt per deployment."""
+
+    adaptive: bool = True
+    factor: float = Field(default=3.0, ge=1)
+    percentile: float = Field(default=0.99, gt=0, le=1)
+    floor_s: float = Field(default=2.0, gt=0)
+    min_samples: int = Field(default=20, ge=1)
+    window: int = Field(default=200, ge=1)
+    widen_above: float = Field(default=0.1, gt=0, le=1)
 
 
 class _GatewayDoc(_Strict):
@@ -122,6 +153,7 @@ class _GatewayDoc(_Strict):
     cache_max_entries: int = Field(default=10_000, ge=1)
     max_queue: int = Field(default=100_000, ge=1)
     breaker: _BreakerDoc = Field(default_factory=_BreakerDoc)
+    ttft: _TtftDoc = Field(default_factory=_TtftDoc)
 
 
 class _Document(_Strict):
@@ -157,12 +189,12 @@ def _read_document(value: str) -> _Document:
         raise from_validation(exc, "STORYLOOM_DEPLOYMENTS", error=ConfigError) from exc
 
 
-def _default_limits_url(settings: Settings, deployments: tuple[Deployment, ...]) -> str:
+def _default_limits_url(settings: Settings, deployments: tuple[Deployment, ...], budgets: bool) -> str:
     if settings.limits_url:
         return settings.limits_url
     if settings.redis_url:
         return settings.redis_url
-    if any(d.rpm or d.tpm or d.max_concurrency for d in deployments):
+    if budgets or any(d.rpm or d.tpm or d.max_concurrency for d in deployments):
         # Every process of this data dir (serve's workers) shares one file; no server needed.
         return f"sqlite:///{(settings.data_dir / 'llm-limits.db').resolve()}"
     return "memory://"  # no limits to share: keep the hot path free of I/O
@@ -230,6 +262,7 @@ def load_gateway_config(settings: Settings, *, sim_url: str | None = None) -> Ga
     weights = {t: td.weight for t, td in doc.tenants.items()} | settings.tenant_weights
     budgets = {t: td.budget_usd for t, td in doc.tenants.items() if td.budget_usd is not None}
     budgets |= settings.tenant_budgets_usd
+    periods = _tenant_budgets(doc, settings, budgets)
     g = doc.gateway
     all_deps = tuple(deployments)
     return GatewayConfig(
@@ -238,8 +271,10 @@ def load_gateway_config(settings: Settings, *, sim_url: str | None = None) -> Ga
         fallbacks=fallbacks,
         tenant_weights=weights,
         tenant_budgets_usd=budgets,
-        limits_url=_default_limits_url(settings, all_deps),
+        tenant_budgets=periods,
+        limits_url=_default_limits_url(settings, all_deps, any(b.any for b in periods.values())),
         breaker=BreakerPolicy(**g.breaker.model_dump()),
+        ttft=TtftPolicy(**g.ttft.model_dump()),
         cache_ttl_s=settings.llm_cache_ttl_s,
         cache_max_entries=g.cache_max_entries,
         lease_ttl_s=g.lease_ttl_s,
@@ -251,3 +286,26 @@ def load_gateway_config(settings: Settings, *, sim_url: str | None = None) -> Ga
         output_estimate_tokens=g.output_estimate_tokens,
         max_queue=g.max_queue,
     )
+
+
+def _tenant_budgets(
+    doc: _Document, settings: Settings, lifetime: dict[str, float]
+) -> dict[str, BudgetLimits]:
+    """Every tenant's budgets: the document's `tenants` entries, each overridden by the settings'
+    maps (STORYLOOM_TENANT_BUDGETS_USD, ..._DAILY_BUDGETS_USD, ..._MONTHLY_BUDGETS_USD, ...TOKENS)."""
+    maps: dict[str, dict[str, Any]] = {
+        "daily_budget_usd": settings.tenant_daily_budgets_usd,
+        "monthly_budget_usd": settings.tenant_monthly_budgets_usd,
+        "daily_budget_tokens": settings.tenant_daily_budgets_tokens,
+        "monthly_budget_tokens": settings.tenant_monthly_budgets_tokens,
+    }
+    tenants = set(doc.tenants) | set(lifetime) | {t for m in maps.values() for t in m}
+    out: dict[str, BudgetLimits] = {}
+    for t in sorted(tenants):
+        td = doc.tenants.get(t) or _TenantDoc()
+        fields: dict[str, Any] = {k: getattr(td, k) for k in maps}
+        fields |= {k: m[t] for k, m in maps.items() if t in m}
+        limits = BudgetLimits(budget_usd=lifetime.get(t), **fields)
+        if limits.any:
+            out[t] = limits
+    return out

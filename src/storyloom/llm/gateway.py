@@ -22,19 +22,28 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import datetime
 import logging
 import time
 import uuid
 from typing import Any
 
 from storyloom.config import Settings
-from storyloom.errors import BudgetExceededError, CircuitOpenError, ProviderError, StreamCutError
+from storyloom.errors import (
+    BudgetExceededError,
+    CircuitOpenError,
+    ProviderError,
+    ProviderTimeout,
+    StreamCutError,
+)
 from storyloom.limits.base import LimitBackend
-from storyloom.limits.state import Ask, Claim, Grant, Outcome, breaker_state, budget_key
+from storyloom.limits.budgets import BudgetDenied, BudgetHold
+from storyloom.limits.state import Ask, Claim, Grant, Outcome, breaker_state
 from storyloom.llm.adaptive import AdaptiveLimit
 from storyloom.llm.admission import AdmissionQueue
 from storyloom.llm.cache import ResponseCache, cache_key
 from storyloom.llm.client import HttpModelClient
+from storyloom.llm.deadlines import FirstTokenDeadline
 from storyloom.llm.deployments import Deployment, GatewayConfig, load_gateway_config
 from storyloom.llm.ledger import CallRecord, Ledger, PriceTable
 from storyloom.llm.metrics import gateway_metrics
@@ -78,6 +87,7 @@ class Gateway:
         self.config = config
         self.backend = backend or LimitBackend.from_url(config.limits_url, config.breaker)
         self.ledger = Ledger(prices or PriceTable.bundled(), dict(config.tenant_budgets_usd))
+        self._ttft: dict[tuple[str, str], FirstTokenDeadline] = {}
         self.cache = (
             ResponseCache(config.cache_ttl_s, config.cache_max_entries) if config.cache_ttl_s > 0 else None
         )
@@ -87,7 +97,9 @@ class Gateway:
         self._clients: dict[str, HttpModelClient] = {}
         self._adaptive: dict[str, AdaptiveLimit] = {}
         self._queues: dict[str, AdmissionQueue] = {}
-        self._held: dict[str, str] = {}  # lease/hold id -> deployment/budget, renewed in the background
+        # lease/hold id -> the documents it is held in (a deployment, or a budget's periods), renewed
+        # in the background
+        self._held: dict[str, tuple[str, ...]] = {}
         self._out_estimate: dict[str, float] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._renewer: asyncio.Task[None] | None = None
@@ -120,26 +132,26 @@ class Gateway:
             result = await self._with_fallbacks(request, on_delta, prompt)
         except ProviderError:
             if hold is not None:  # failed without usage: give the whole hold back
-                await self._settle_budget(meta.tenant, hold, 0.0)
+                await self._settle_budget(meta.tenant, hold, 0.0, 0)
             raise
         except BaseException:
             if hold is not None:  # cancelled: the settle runs in a task the cancellation cannot reach
-                self._spawn(self._settle_budget(meta.tenant, hold, 0.0))
+                self._spawn(self._settle_budget(meta.tenant, hold, 0.0, 0))
             raise
         cost = self._account(request, result)
         if hold is not None:
-            await self._settle_budget(meta.tenant, hold, cost)
+            await self._settle_budget(meta.tenant, hold, cost, result.usage.total_tokens)
         if key is not None and self.cache is not None:
             self.cache.put(key, result)
         return result
 
-    async def _reserve_budget(self, request: ChatRequest, prompt: int) -> str | None:
+    async def _reserve_budget(self, request: ChatRequest, prompt: int) -> BudgetHold | None:
         """Hold the call's worst case (prompt + max output at the dearest deployment it may reach)
-        against the tenant's budget in the shared backend, so the processes sharing it together
-        never overspend (LiteLLM #40095); the hold is renewed like a lease while the call runs."""
+        against every budget period of the tenant in the shared backend, so the processes sharing it
+        together never overspend (LiteLLM #40095); the hold is renewed like a lease while the call runs."""
         tenant = request.meta.tenant
-        budget = self.config.tenant_budgets_usd.get(tenant)
-        if budget is None:
+        limits = self.config.budget_limits(tenant)
+        if not limits.any:
             return None
         worst = Usage(prompt, request.max_tokens or int(self._output_estimate(request.model)))
         prices = self.ledger.prices
@@ -151,22 +163,22 @@ class Gateway:
             ),
             default=prices.cost(worst, request.model),
         )
-        hold, spent, held = await self.backend.reserve_budget(tenant, budget, amount, self.config.lease_ttl_s)
-        if hold is None:
-            raise BudgetExceededError(
-                f"tenant {tenant!r} budget ${budget:.4f} would be exceeded "
-                f"(spent ${spent:.4f}, in flight ${held:.4f}, this call up to ${amount:.4f})"
-            )
-        self._held[hold] = budget_key(tenant)
-        return hold
+        got = await self.backend.reserve_budget(
+            tenant, limits, amount, worst.total_tokens, self.config.lease_ttl_s
+        )
+        if isinstance(got, BudgetDenied):
+            raise _budget_error(tenant, got, amount, worst.total_tokens)
+        if got.keys:
+            self._held[got.hold_id] = got.keys
+        return got
 
-    async def _settle_budget(self, tenant: str, hold: str, cost_usd: float) -> None:
+    async def _settle_budget(self, tenant: str, hold: BudgetHold, cost_usd: float, tokens: int) -> None:
         """Settle the hold to the real cost; a cancelled caller does not stop it (shielded task)."""
-        self._held.pop(hold, None)
+        self._held.pop(hold.hold_id, None)
 
         async def settle() -> None:
             try:
-                await self.backend.settle_budget(tenant, hold, cost_usd)
+                await self.backend.settle_budget(hold, cost_usd, tokens)
             except ProviderError as exc:  # the limits store is down: the hold expires, the cost is lost
                 log.warning("llm budget settle for tenant %r failed: %s", tenant, exc)
 
@@ -221,17 +233,21 @@ class Gateway:
             ask = self._ask(dep)
             attempt += 1
             self.counts["attempts"] += 1
-            self._held[grant.lease_id] = dep.name
+            self._held[grant.lease_id] = (dep.name,)
             self.metrics.in_flight.labels(dep.name).inc()
+            first_token = self._first_token(dep)
+            ttft_s = first_token.deadline_s(attempt)
             try:
                 result = await self._client(dep).chat(
                     request,
                     delivery,
                     provider_model=dep.provider_model,
-                    ttft_timeout_s=dep.ttft_timeout_s,
+                    ttft_timeout_s=ttft_s,
                     total_timeout_s=dep.total_timeout_s,
                 )
             except ProviderError as exc:
+                if isinstance(exc, ProviderTimeout) and exc.phase == "ttft":
+                    first_token.timed_out(ttft_s)
                 kind = outcome_kind(exc)
                 actual = 0 if refunds_all(exc) else None
                 await self._release(dep, ask, grant, Outcome(kind, int(cost), actual, exc.retry_after_s))
@@ -264,6 +280,8 @@ class Gateway:
                 else result.usage.completion_tokens
             )
             await self._release(dep, ask, grant, Outcome("ok", int(cost), charged))
+            if result.ttft_s is not None:
+                first_token.observe(result.ttft_s, ttft_s)
             self._after_success(dep, request.model, result)
             return dataclasses.replace(result, attempts=attempt, deployment=dep.name, queue_wait_s=waited)
 
@@ -287,6 +305,13 @@ class Gateway:
                 name=dep.name,
             )
         return c
+
+    def _first_token(self, dep: Deployment) -> FirstTokenDeadline:
+        key = (dep.name, dep.provider_model)
+        d = self._ttft.get(key)
+        if d is None:
+            d = self._ttft[key] = FirstTokenDeadline(dep.ttft_timeout_s, self.config.ttft)
+        return d
 
     def _limit(self, dep: Deployment) -> AdaptiveLimit:
         a = self._adaptive.get(dep.name)
@@ -409,14 +434,16 @@ class Gateway:
             await asyncio.sleep(period)
             try:
                 held: dict[str, list[str]] = {}
-                for lease_id, name in list(self._held.items()):
-                    held.setdefault(name, []).append(lease_id)
+                for lease_id, docs in list(self._held.items()):
+                    for doc in docs:
+                        held.setdefault(doc, []).append(lease_id)
                 await self.backend.renew(held, self.config.lease_ttl_s)
                 names = list(self._clients)
                 if names:
                     now = time.time()
                     for name, st in (await self.backend.snapshot(names)).items():
                         self.metrics.breaker_state.labels(name).set(_BREAKER_CODES[breaker_state(st, now)])
+                        self.metrics.breaker_opens.labels(name).set(st["br"].get("opens", 0))
             except ProviderError as exc:
                 log.warning("llm lease renewal failed: %s", exc)
 
@@ -435,3 +462,28 @@ class Gateway:
         for c in self._clients.values():
             await c.aclose()
         await self.backend.aclose()
+
+
+def _budget_error(tenant: str, denied: BudgetDenied, amount_usd: float, tokens: int) -> BudgetExceededError:
+    """One sentence naming the period, the limit and when it resets; Retry-After = the reset."""
+    spec, use = denied.spec, denied.usage
+    what = {"total": "lifetime", "day": "daily", "month": "monthly"}[spec.period]
+    if denied.unit == "usd":
+        detail = (
+            f"${spec.usd:.4f} would be exceeded (spent ${use.spent_usd:.4f}, in flight "
+            f"${use.held_usd:.4f}, this call up to ${amount_usd:.4f})"
+        )
+    else:
+        detail = (
+            f"of {spec.tokens} tokens would be exceeded (used {use.spent_tokens}, in flight "
+            f"{use.held_tokens}, this call up to {tokens})"
+        )
+    reset = ""
+    retry_after: float | None = None
+    if spec.ends_at is not None:
+        retry_after = max(0.0, spec.ends_at - time.time())
+        when = datetime.datetime.fromtimestamp(spec.ends_at, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        reset = f"; it resets at {when}"
+    return BudgetExceededError(
+        f"tenant {tenant!r} {what} budget ({denied.limit_name}) {detail}{reset}", retry_after_s=retry_after
+    )

@@ -26,6 +26,7 @@ class GatewayMetrics:
     rate_limited: Counter
     retries: Counter
     breaker_state: Gauge
+    breaker_opens: Gauge
     adaptive_limit: Gauge
     tokens: Counter
     cost: Counter
@@ -62,6 +63,12 @@ def gateway_metrics() -> GatewayMetrics:
         breaker_state=Gauge(
             "storyloom_llm_breaker_state",
             "Circuit breaker: 0 closed, 1 half-open, 2 open",
+            ["deployment"],
+            multiprocess_mode="livemax",
+        ),
+        breaker_opens=Gauge(
+            "storyloom_llm_breaker_opens",
+            "Times the circuit breaker opened (shared state: the same number in every process)",
             ["deployment"],
             multiprocess_mode="livemax",
         ),

@@ -76,7 +76,10 @@ def _free_port() -> int:
         (["a story", "--lang", "fr"], "--lang"),
         (["a story", "--target-length", "5"], "target_length"),
         (["--input", "missing.yaml"], "cannot read the input file missing.yaml"),
-        (["--input", "bad.yaml"], "not valid YAML or JSON: expected ',' or ']', but got ':' at line 2, column 5"),
+        (
+            ["--input", "bad.yaml"],
+            "not valid YAML or JSON: expected ',' or ']', but got ':' at line 2, column 5",
+        ),
         (["--input", "empty_outline.json"], "chapter_outline"),
         (["a story", "--profile", "nope"], "invalid settings: profile"),
         (["a story", "--profile", "deepseek"], "needs an API key"),

@@ -100,7 +100,9 @@ async def test_chapter_job_versions_and_choose(api: Served) -> None:
     # the next chapter gets the previous chapter's summary as context
     nxt = (await api.client.post(f"/api/projects/{pid}/chapters", json={"outline": "The duel."})).json()
     assert nxt["chapter"]["index"] == 2
-    assert (await api.queue.get(nxt["job"]["id"])).payload["input"]["previous_summary"] == "Lin met the swordsman."
+    assert (await api.queue.get(nxt["job"]["id"])).payload["input"][
+        "previous_summary"
+    ] == "Lin met the swordsman."
     listed = (await api.client.get(f"/api/projects/{pid}/chapters")).json()
     assert [c["index"] for c in listed] == [1, 2]
 

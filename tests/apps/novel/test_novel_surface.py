@@ -22,7 +22,8 @@ from storyloom.flow import Event, EventKind
 
 def test_public_surface() -> None:
     assert sorted(novel.__all__) == [
-        "AgentModels", "AgentRun", "ChapterInput", "ChapterRequest", "ChapterResult", "Character", "Degradation", "JudgeMatch",
+        "AgentModels", "AgentRun", "ChapterInput", "ChapterRequest", "ChapterResult", "Character",
+        "Degradation", "JudgeMatch",
         "JudgeReport", "NovelInput", "VersionResult", "app", "choose_version", "count_length",
         "length_score", "run_chapter", "write_chapter",
     ]  # fmt: skip

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel
 
-from storyloom.api.deps import NOT_FOUND, SSE_OK, After, ServicesDep, Tenant, bind_job_id
+from storyloom.api.deps import NOT_FOUND, SSE_ENDED, SSE_OK, After, ServicesDep, Tenant, bind_job_id
 from storyloom.api.presenters import job_out
 from storyloom.api.schemas import JobOut
 from storyloom.api.services import Services
-from storyloom.api.streams import job_events_response
-from storyloom.errors import JobNotFoundError
+from storyloom.api.streams import resume_job_events
 from storyloom.jobs.admin import list_jobs, retry_job
 from storyloom.jobs.models import Job
 from storyloom.jobs.usage import job_usage
@@ -75,12 +73,10 @@ async def retry(job_id: str, services: ServicesDep, tenant: Tenant) -> JobOut:
 
 @router.get(
     "/{job_id}/events",
-    response_class=StreamingResponse,
-    responses={**SSE_OK, **NOT_FOUND},
+    response_class=Response,
+    responses={**SSE_OK, **SSE_ENDED, **NOT_FOUND},
 )
-async def job_events(job_id: str, services: ServicesDep, after: After) -> StreamingResponse:
-    """SSE: every event with `id:` = its offset; resume with Last-Event-ID (or ?after=)."""
-    job, subscription = await services.hub.open(job_id, after)
-    if job is None:
-        raise JobNotFoundError(f"no job {job_id!r}")
-    return job_events_response(services, job, after, subscription=subscription)
+async def job_events(job_id: str, services: ServicesDep, after: After) -> Response:
+    """SSE: every event with `id:` = its offset and `event:` = its kind; resume with Last-Event-ID
+    (or ?after=). 204 once the job has ended and the client has its last event."""
+    return await resume_job_events(services, job_id, after)

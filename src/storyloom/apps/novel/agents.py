@@ -8,6 +8,9 @@ model misbehaves is decided here, in one place:
   a default built from what we have, with `run.degraded` saying why;
 - optional structured agents (director, plot, quality, judge) also degrade on provider errors;
   Character and Scene raise instead, so the flow's SKIP policy lets synthesis go on without them;
+- except errors no default can stand in for, because every later call would meet them too: a
+  provider that refuses our key (ProviderAuthError) or a spent budget (BudgetExceededError) always
+  propagate, so the chapter fails at once and permanently instead of being written from defaults;
 - prose agents keep a cut stream's partial text; an empty answer is retried once; Optimize and
   Revise fall back to the text they were given, Synthesis fails its version.
 """
@@ -18,7 +21,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from storyloom.agents import AgentCall, ModelChoice, ask_json, ask_text
+from storyloom.agents import NOT_DEGRADABLE, AgentCall, ModelChoice, ask_json, ask_text
 from storyloom.apps.novel import prompts
 from storyloom.apps.novel.models import ChapterRequest
 from storyloom.apps.novel.schemas import (
@@ -30,7 +33,7 @@ from storyloom.apps.novel.schemas import (
     SceneNotes,
 )
 from storyloom.config import Settings
-from storyloom.errors import BadRequestError, OutputParseError, ProviderError
+from storyloom.errors import OutputParseError, ProviderError
 
 __all__ = [
     "AGENTS",
@@ -196,9 +199,11 @@ async def revise(call: AgentCall, req: ChapterRequest, text: str, issues: list[s
     messages = prompts.text_messages("revise", inp, sections, target_length=inp.length_goal)
     try:
         revised = await ask_text(call, messages, max_tokens=_max_tokens(inp.length_goal, inp.language))
-    except BadRequestError:
-        raise  # a refused request (a rejected key) is not something a kept text can hide
+    except NOT_DEGRADABLE:
+        raise  # a refused key or a spent budget is not something a kept text can hide
     except (OutputParseError, ProviderError) as exc:
+        if isinstance(exc, NOT_DEGRADABLE):
+            raise
         call.run.degraded = f"{type(exc).__name__}: {exc}; kept the previous text"
         return text
     if call.run.degraded:

@@ -23,7 +23,16 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
-from storyloom.agents import AgentCall, AgentRun, ModelChoice, OnCall, RunLLM, RunServices, agent_call
+from storyloom.agents import (
+    NOT_DEGRADABLE,
+    AgentCall,
+    AgentRun,
+    ModelChoice,
+    OnCall,
+    RunLLM,
+    RunServices,
+    agent_call,
+)
 from storyloom.apps.novel import agents
 from storyloom.apps.novel.judge import knockout
 from storyloom.apps.novel.length import count_length, length_score
@@ -263,9 +272,16 @@ async def _versions(ctx: StepContext) -> list[dict[str, Any]]:
     inputs = [{"index": i + 1, "hint": style_hint(lang, i), "plan": plan} for i in range(req.versions)]
     outcomes = await ctx.fan_out(version_flow(req.max_revise_rounds), inputs, max_parallel=req.max_parallel)
     versions: list[dict[str, Any]] = []
+    permanent: list[bool] = []  # per failed version: could a re-run of the job not help?
     for v, outcome in zip(inputs, outcomes, strict=True):
-        if not outcome.ok or outcome.value is None:
-            versions.append(_failed_version(v["index"], v["hint"], outcome.error))
+        error = outcome.error
+        if outcome.ok and outcome.value is not None:
+            # A step the flow skipped or replaced (Character, Scene, Optimize) on a refused key or
+            # a spent budget: the version is not written from defaults, it fails as it would have.
+            error = next((e for e in outcome.value.errors.values() if isinstance(e, NOT_DEGRADABLE)), None)
+        if not outcome.ok or outcome.value is None or error is not None:
+            versions.append(_failed_version(v["index"], v["hint"], error))
+            permanent.append(error is not None and is_permanent(error))
             continue
         version = dict(outcome.value.outputs["final"])
         # Steps the flow skipped or replaced: say which and why, next to the agents that ran.
@@ -275,8 +291,9 @@ async def _versions(ctx: StepContext) -> list[dict[str, Any]]:
             version["degraded"] = sorted({*version["degraded"], name})
         versions.append(version)
     if not any(v["ok"] for v in versions):
-        permanent = all(o.error is not None and is_permanent(o.error) for o in outcomes)
-        raise AllVersionsFailedError([str(v["error"]) for v in versions], permanent=permanent)
+        # Every version refused for a reason no re-run can fix (a rejected key, a spent budget):
+        # the worker fails the job at once instead of paying for more attempts.
+        raise AllVersionsFailedError([str(v["error"]) for v in versions], permanent=all(permanent))
     return versions
 
 

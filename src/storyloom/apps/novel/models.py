@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from storyloom.agents import AgentRun
 from storyloom.errors import InputError
 from storyloom.llm.types import Usage
-from storyloom.validation import from_validation
+from storyloom.validation import NOT_BLANK_SCHEMA, from_validation, not_a_bool, not_blank
 
 __all__ = [
     "DEFAULT_TARGET_LENGTH",
@@ -51,18 +51,12 @@ def detect_language(text: str) -> Language:
     return "zh" if cjk and cjk >= 0.2 * (cjk + latin_words) else "en"
 
 
-def _not_blank(value: str, what: str) -> str:
-    if not value.strip():
-        raise ValueError(f"{what} must not be empty")
-    return value.strip()
-
-
 class Character(BaseModel):
     """One character the chapter may use."""
 
     model_config = ConfigDict(extra="ignore")
 
-    name: str = Field(max_length=100)
+    name: str = Field(max_length=100, json_schema_extra=NOT_BLANK_SCHEMA)
     role: str = Field(default="", max_length=200)
     traits: list[str] = Field(default_factory=list, max_length=20)
     background: str = Field(default="", max_length=2000)
@@ -71,7 +65,7 @@ class Character(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        return _not_blank(v, "a character's name")
+        return not_blank(v, "a character's name")
 
 
 class NovelInput(BaseModel):
@@ -80,7 +74,7 @@ class NovelInput(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     overall_outline: str = Field(default="", max_length=20000)
-    chapter_outline: str = Field(max_length=20000)
+    chapter_outline: str = Field(max_length=20000, json_schema_extra=NOT_BLANK_SCHEMA)
     genre: str = Field(default="", max_length=100)
     characters: list[Character] = Field(default_factory=list, max_length=30)
     style: str = Field(default="", max_length=1000)
@@ -89,10 +83,12 @@ class NovelInput(BaseModel):
     )
     language: Language = Field(default="zh", description="zh or en; when absent, detected from the outlines")
 
+    _integers = field_validator("target_length", mode="before")(not_a_bool)
+
     @field_validator("chapter_outline")
     @classmethod
     def _outline(cls, v: str) -> str:
-        return _not_blank(v, "the chapter outline")
+        return not_blank(v, "the chapter outline")
 
     @model_validator(mode="before")
     @classmethod

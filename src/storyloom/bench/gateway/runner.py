@@ -27,7 +27,7 @@ from storyloom.bench.gateway.analysis import jain, percentile, read_records
 from storyloom.bench.gateway.workload import WorkerSpec, spec_json
 from storyloom.errors import ConfigError
 from storyloom.limits.base import LimitBackend
-from storyloom.limits.state import breaker_state, in_flight
+from storyloom.limits.state import BreakerPolicy, breaker_state, in_flight
 
 __all__ = [
     "BenchOptions",
@@ -159,7 +159,8 @@ def run_gateway_bench(opts: BenchOptions) -> dict[str, Any]:
         "no_leaked_lease": saturation["kill"].get("victim_live_leases_after_ttl", 0) == 0
         and saturation["kill"].get("live_leases_after_run", 0) == 0,
         "breaker_moves_traffic": breaker["calls_to_failing_after_trip"] <= breaker["probes_allowed"],
-        "breaker_one_probe_at_a_time": breaker["max_concurrent_probes_after_trip"] <= 1,
+        "breaker_probes_within_permitted": breaker["max_concurrent_probes_after_trip"]
+        <= breaker["half_open_calls"],
         "breaker_traffic_returns": breaker["completed_on_recovered"] > 0,
     }
     return {
@@ -347,7 +348,7 @@ def breaker_phase(
             before = bad.stats()["completed"]
             bad.configure({"faults": {"error_5xx": 1.0}})
             t_fail = time.time()
-            time.sleep(min(3.0, outage / 3))  # time to trip (5 failures in a row)
+            time.sleep(min(3.0, outage / 3))  # time to trip (minimum_calls started, mostly failed)
             tripped_after = bad.stats()["requests"]
             bad.reset()
             # Probes in flight at once, seen in the shared state: leases held on B while not closed.
@@ -372,8 +373,9 @@ def breaker_phase(
         bad.close()
     records, _ = read_records(work / f"brk-{i}.jsonl" for i in range(opts.workers))
     probe_window = outage - min(3.0, outage / 3)
-    # one probe per open period at most; open periods are >= open_s (2 s), so this is generous
-    probes_allowed = max(1, int(probe_window / 2.0) + 1)
+    # half_open_calls probes per open period at most; open periods are >= open_s (2 s): generous
+    half_open = BreakerPolicy().half_open_calls  # the workers' policy: defaults but open_s
+    probes_allowed = half_open * max(1, int(probe_window / specs[0].breaker_open_s) + 1)
     return {
         "outage_s": outage,
         "completed_on_b_before_outage": before,
@@ -381,6 +383,7 @@ def breaker_phase(
         "calls_to_failing_after_trip": during["requests"],
         "probes_allowed": probes_allowed,
         "max_concurrent_probes_after_trip": max_probes,
+        "half_open_calls": half_open,
         "breaker_states_seen": sorted(states_seen),
         "completed_on_recovered": after["completed"],
         "failed_logical_calls": sum(1 for r in records if not r.get("ok")),

@@ -64,7 +64,7 @@ async def list_projects(
     services: ServicesDep,
     tenant: Tenant,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,  # the database takes 64 bits at most
 ) -> list[ProjectOut]:
     found = await project_store(services).list_projects(tenant=tenant, limit=limit, offset=offset)
     return [project_out(p) for p in found]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-from storyloom.api.schemas import IdempotencyKey, JobOut, Priority, Strict
+from storyloom.api.schemas import IDEMPOTENCY_HELP, IdempotencyKey, JobOut, Priority, Strict
 from storyloom.apps.novel.models import Character, Language, NovelInput
+from storyloom.validation import NOT_BLANK_SCHEMA, not_a_bool, not_blank
 
 __all__ = [
     "ChapterCreate",
@@ -24,6 +25,10 @@ __all__ = [
 ]
 
 _Strict = Strict
+# A project's keys are stored as `project:<id>:<key>` in a 200-character column.
+ProjectIdempotencyKey = Field(default=None, min_length=1, max_length=150, description=IDEMPOTENCY_HELP)
+# The chapters table's `index` is a 32-bit integer on PostgreSQL; no book comes near this.
+MAX_CHAPTER_INDEX = 100_000
 
 
 # -- the seed's contract (/api/novel/...) ---------------------------------------------------------
@@ -35,6 +40,8 @@ class GenerateRequest(_Strict):
     versions: int | None = Field(default=None, ge=1, le=10, description="candidate versions (default 2)")
     max_parallel: int | None = Field(default=None, ge=1, le=10)
     idempotency_key: str | None = IdempotencyKey
+
+    _integers = field_validator("priority", "versions", "max_parallel", mode="before")(not_a_bool)
 
 
 class GenerateResponse(BaseModel):
@@ -101,14 +108,29 @@ class ProjectOut(BaseModel):
 class ChapterCreate(_Strict):
     """Write (or rewrite) a chapter of the project: the project supplies outline, characters, style."""
 
-    index: int | None = Field(default=None, ge=1, description="chapter number; default: the next one")
+    index: int | None = Field(
+        default=None, ge=1, le=MAX_CHAPTER_INDEX, description="chapter number; default: the next one"
+    )
     title: str = Field(default="", max_length=300)
-    outline: str = Field(min_length=1, max_length=20000, description="what this chapter must do")
+    outline: str = Field(
+        max_length=20000,
+        description="what this chapter must do",
+        json_schema_extra=NOT_BLANK_SCHEMA,
+    )
     target_length: int | None = Field(default=None, ge=100, le=20000)
     versions: int = Field(default=2, ge=1, le=10)
     max_parallel: int = Field(default=3, ge=1, le=10)
     priority: int = Priority
-    idempotency_key: str | None = IdempotencyKey
+    idempotency_key: str | None = ProjectIdempotencyKey
+
+    _integers = field_validator(
+        "index", "target_length", "versions", "max_parallel", "priority", mode="before"
+    )(not_a_bool)
+
+    @field_validator("outline")
+    @classmethod
+    def _outline(cls, v: str) -> str:
+        return not_blank(v, "the chapter outline")
 
 
 class VersionOut(BaseModel):

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header
 from fastapi.responses import StreamingResponse
 
-from storyloom.api.deps import NOT_FOUND, QUEUE_FULL, SSE_OK, ServicesDep, Tenant, bind_job_id
+from storyloom.api.deps import NOT_FOUND, QUEUE_FULL, ServicesDep, Tenant, bind_job_id
 from storyloom.api.presenters import execution_time
 from storyloom.api.services import Services
+from storyloom.api.sse import SSE_SUBMITTED, format_named
 from storyloom.api.streams import job_events_response
 from storyloom.apps.novel.models import ChapterInput, ChapterRequest
 from storyloom.apps.novel.routes.presenters import chapter_content
@@ -57,7 +57,7 @@ async def generate(
 @router.post(
     "/generate/stream",
     response_class=StreamingResponse,
-    responses={**SSE_OK, **QUEUE_FULL},
+    responses={**SSE_SUBMITTED, **QUEUE_FULL},
 )
 async def generate_stream(
     body: GenerateRequest, services: ServicesDep, tenant: Tenant, idempotency_key: IdempotencyHeader = None
@@ -65,10 +65,8 @@ async def generate_stream(
     """Queue a chapter and stream its events. The first message (no id) names the task; reconnect
     with GET /api/jobs/{task_id}/events and Last-Event-ID."""
     job, _ = await _submit(services, body, idempotency_key, tenant)
-    hello = json.dumps({"kind": "task", "task_id": job.id, "status": job.status.value})
-    return job_events_response(
-        services, job, 0, preamble=f"data: {hello}\n\n".encode(), headers={"X-Task-Id": job.id}
-    )
+    hello = format_named("task", {"kind": "task", "task_id": job.id, "status": job.status.value})
+    return job_events_response(services, job, 0, preamble=hello, headers={"X-Task-Id": job.id})
 
 
 @router.get("/status/{task_id}", response_model=TaskStatus, responses=NOT_FOUND)
