@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _api_support import Served, novel_input, serve_app
+from support.api_server import Served, novel_input, serve_app
 from fastapi import FastAPI
 
 from storyloom.api.openapi import build_openapi

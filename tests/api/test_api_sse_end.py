@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from _api_support import ActingWorker, Served, chapter_result, novel_input
+from support.api_server import ActingWorker, Served, chapter_result, novel_input
 
 from storyloom.api.sse import MAX_EVENT_ID
 
