@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.api_server import Served, novel_input, serve_app
 from fastapi import FastAPI
 
 from storyloom.api.openapi import build_openapi
@@ -20,6 +19,7 @@ from storyloom.errors import (
     PermissionDeniedError,
     TenantLimitError,
 )
+from support.api_server import Served, novel_input, serve_app
 
 
 def _raising_routes(app: FastAPI) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+
 from support.api_server import ActingWorker, Served, chapter_result, novel_input
 
 playwright_api = pytest.importorskip("playwright.async_api")

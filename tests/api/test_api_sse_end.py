@@ -6,9 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from support.api_server import ActingWorker, Served, chapter_result, novel_input
-
 from storyloom.api.sse import MAX_EVENT_ID
+from support.api_server import ActingWorker, Served, chapter_result, novel_input
 
 
 def _frames(text: str) -> list[dict[str, str]]:

@@ -13,8 +13,9 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from storyloom.api.docs import install_docs
 from storyloom.api.errors import install_error_handlers
-from storyloom.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from storyloom.api.middleware import WARM_UP_PATH, BodyLimitMiddleware, RequestContextMiddleware
 from storyloom.api.openapi import install_openapi
 from storyloom.api.services import ApiOptions, Services
 from storyloom.config import Settings
@@ -52,10 +53,13 @@ def create_app(
         description="Multi-agent LLM apps as a durable service: apps, jobs, resumable SSE events.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served from the package by install_docs: no CDN
+        redoc_url=None,
     )
     install_error_handlers(app)
     _include_routes(app, apps)
     install_openapi(app)
+    install_docs(app)
     # Outermost first: request id/log wraps the body limit so 413s are logged with an id too.
     app.add_middleware(BodyLimitMiddleware, max_bytes=opts.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
@@ -70,7 +74,7 @@ async def _warm_routes(app: FastAPI) -> None:
 
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://warm-up") as client:
-        await client.get("/-/warm-up")
+        await client.get(WARM_UP_PATH)
 
 
 def _include_routes(app: FastAPI, registry: AppRegistry) -> None:

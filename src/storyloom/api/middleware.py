@@ -17,7 +17,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from storyloom.api.errors import error_body
 from storyloom.logs import get_logger
 
-__all__ = ["BodyLimitMiddleware", "RequestContextMiddleware"]
+__all__ = ["WARM_UP_PATH", "BodyLimitMiddleware", "RequestContextMiddleware"]
+
+WARM_UP_PATH = "/-/warm-up"  # see api.app._warm_routes
 
 _log = get_logger("storyloom.api")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -112,13 +114,14 @@ class RequestContextMiddleware:
             try:
                 await self.app(scope, receive, send_with_id)
             finally:
-                _log.info(
-                    "http.request",
-                    method=scope["method"],
-                    path=scope["path"],
-                    status=status,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                )
+                if scope["path"] != WARM_UP_PATH:  # our own start-up request is not a user's 404
+                    _log.info(
+                        "http.request",
+                        method=scope["method"],
+                        path=scope["path"],
+                        status=status,
+                        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    )
 
 
 async def _send_json(send: Send, status: int, message: str) -> None:

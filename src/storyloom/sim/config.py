@@ -26,7 +26,7 @@ __all__ = [
     "load_sim_config",
 ]
 
-FAULT_KINDS = ("error_5xx", "error_429", "hang", "stream_cut", "prose_json", "empty")
+FAULT_KINDS = ("error_5xx", "error_429", "hang", "stream_cut", "prose_json", "prose_only", "empty")
 """Fault kinds in the fixed order their rates are laid out on [0, 1) when one is drawn."""
 
 _Rate = Field(default=0.0, ge=0.0, le=1.0)
@@ -44,6 +44,7 @@ class FaultRates(_Strict):
     hang: float = _Rate
     stream_cut: float = _Rate
     prose_json: float = _Rate  # applies only when the request asked for JSON
+    prose_only: float = _Rate  # asked for JSON, answers prose with no JSON in it at all
     empty: float = _Rate
 
     def overridden_by(self, other: FaultRates | None) -> FaultRates:

@@ -209,9 +209,9 @@ class _ChatEndpoint:
             max_tokens=max_tokens,
             empty=fault == "empty",
         )
-        if fault == "prose_json":
+        if fault in ("prose_json", "prose_only"):
             prose = story_text(facts, keyed_rng(key, "prose"), 60, "tokens")
-            text = mangle_json(answer.text, state.fault_rng, prose)
+            text = prose if fault == "prose_only" else mangle_json(answer.text, state.fault_rng, prose)
             if max_tokens is not None and estimate_tokens(text) > max_tokens:
                 text, answer.finish_reason = truncate_to_tokens(text, max_tokens), "length"
             answer.text, answer.completion_tokens = text, estimate_tokens(text)

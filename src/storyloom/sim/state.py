@@ -88,7 +88,7 @@ class SimState:
                 continue
             edge += rate
             if u < edge or rate >= 1.0:
-                if kind == "prose_json" and not json_wanted:
+                if kind in ("prose_json", "prose_only") and not json_wanted:
                     return None
                 return kind
         return None

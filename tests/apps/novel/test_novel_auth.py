@@ -13,10 +13,9 @@ from typing import Any
 
 import pytest
 
-from storyloom.app import AppServices, default_handlers
 from storyloom.apps.novel.agents import AgentModels
 from storyloom.apps.novel.chapter import write_chapter
-from storyloom.apps.novel.models import ChapterRequest, NovelInput
+from storyloom.apps.novel.models import ChapterInput, ChapterRequest, NovelInput
 from storyloom.config import Settings
 from storyloom.errors import AllVersionsFailedError, ProviderAuthError, StepFailedError, is_permanent
 from storyloom.jobs import JobQueue, JobStatus
@@ -24,6 +23,8 @@ from storyloom.jobs.worker import Worker, WorkerConfig
 from storyloom.llm.deployments import Deployment, GatewayConfig
 from storyloom.llm.gateway import Gateway
 from storyloom.llm.types import ChatRequest
+from storyloom.registry import AppRegistry
+from storyloom.runner import WorkerServices, app_handlers
 from storyloom.store import Database
 
 GOOD, WRONG = "sk-good-key-for-the-sim", "sk-wrong-0123456789abcdef"
@@ -101,18 +102,23 @@ async def test_the_job_fails_once_and_its_error_names_no_key_and_no_body(tmp_pat
     settings = Settings(
         profile="generic", base_url=sim.url, model="sim-writer", api_key=WRONG, data_dir=tmp_path
     )
+    registry = AppRegistry.discover()
     db = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}")
-    await db.migrate()
+    await db.migrate(registry.migrations())
     queue = JobQueue(db)
     gateway = Gateway.from_settings(settings)
-    services = AppServices(
-        db=db, settings=settings, client=gateway, models=AgentModels.from_settings(settings)
+    services = WorkerServices(
+        db=db,
+        registry=registry,
+        settings=settings,
+        client=gateway,
+        models=AgentModels.from_settings(settings),
     )
-    payload = ChapterRequest(input=INPUT, versions=2).model_dump(mode="json")
-    job = await queue.submit("chapter", payload, max_attempts=3)
+    payload = ChapterInput.of(ChapterRequest(input=INPUT, versions=2)).model_dump(mode="json")
+    job = await queue.submit("novel", {"input": payload}, max_attempts=3)
     worker = Worker(
         db,
-        default_handlers(),
+        app_handlers(registry),
         config=WorkerConfig(concurrency=4, heartbeat_s=0.2, poll_s=0.05, schedule_every_s=None),
         services=services,
         queue=queue,

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from storyloom.api.schemas import IDEMPOTENCY_HELP, IdempotencyKey, JobOut, Priority, Strict
+from storyloom.api.schemas import IDEMPOTENCY_HELP, IdempotencyKey, JobOut, Priority, Strict, UsageOut
 from storyloom.apps.novel.models import Character, Language, NovelInput
 from storyloom.validation import NOT_BLANK_SCHEMA, not_a_bool, not_blank
 
@@ -67,6 +67,8 @@ class TaskResult(BaseModel):
     chapter_content: str | None = None
     execution_time: float | None = None
     error: str | None = None
+    usage: UsageOut = Field(default_factory=UsageOut, description="every model call of the job so far")
+    cost_usd: float = 0.0
 
 
 # -- projects, chapters, versions -----------------------------------------------------------------

@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from storyloom.api.deps import NOT_FOUND, QUEUE_FULL, ServicesDep, Tenant, bind_job_id
 from storyloom.api.presenters import execution_time
+from storyloom.api.schemas import UsageOut
 from storyloom.api.services import Services
 from storyloom.api.sse import SSE_SUBMITTED, format_named
 from storyloom.api.streams import job_events_response
@@ -16,6 +17,7 @@ from storyloom.apps.novel.models import ChapterInput, ChapterRequest
 from storyloom.apps.novel.routes.presenters import chapter_content
 from storyloom.apps.novel.routes.schemas import GenerateRequest, GenerateResponse, TaskResult, TaskStatus
 from storyloom.jobs.models import Job, JobStatus
+from storyloom.jobs.usage import job_usage
 
 __all__ = ["router"]
 
@@ -87,11 +89,14 @@ async def status(task_id: str, services: ServicesDep) -> TaskStatus:
 @router.get("/result/{task_id}", response_model=TaskResult, responses=NOT_FOUND)
 async def result(task_id: str, services: ServicesDep) -> TaskResult:
     job = await services.queue.get(task_id)
+    totals = (await job_usage(services.db, [job.id]))[job.id].to_dict()
+    spent = {"usage": UsageOut.model_validate(totals), "cost_usd": totals["cost_usd"]}
     if job.status is not JobStatus.COMPLETED:
-        return TaskResult(task_id=job.id, status=job.status.value, error=job.error)
+        return TaskResult(task_id=job.id, status=job.status.value, error=job.error, **spent)
     return TaskResult(
         task_id=job.id,
         status=job.status.value,
         chapter_content=chapter_content(job.result),
         execution_time=execution_time(job),
+        **spent,
     )
