@@ -12,10 +12,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
+from storyloom.api.auth import WARM_UP_PATH, AuthMiddleware
 from storyloom.api.errors import install_error_handlers
 from storyloom.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from storyloom.api.services import ApiOptions, Services
+from storyloom.api.tenant_limits import BudgetStatus, parse_tenant_limits
 from storyloom.config import Settings
 
 __all__ = ["ApiOptions", "create_app"]
@@ -28,15 +31,28 @@ def create_app(
     database: Any = None,
     queue: Any = None,
     hub: Any = None,
+    budget_status: BudgetStatus | None = None,
 ) -> FastAPI:
-    """The FastAPI app. `database`/`queue`/`hub` may be passed in (tests, embedding); else opened here."""
+    """The FastAPI app. `database`/`queue`/`hub` may be passed in (tests, embedding); else opened here.
+
+    `budget_status`: the gateway's per-period budgets of a tenant; submissions of a tenant over one
+    are refused (none given: no budget check at submission; the gateway still enforces its own).
+    """
     opts = options or ApiOptions()
+    tenant_limits = parse_tenant_limits(settings.tenant_limits)  # a ConfigError now, not at start-up
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             app.state.services = await Services.open(
-                settings, opts, stack, database=database, queue=queue, hub=hub
+                settings,
+                opts,
+                stack,
+                database=database,
+                queue=queue,
+                hub=hub,
+                tenant_limits=tenant_limits,
+                budget_status=budget_status,
             )
             await app.state.services.db.warm_up()
             await _warm_routes(app)
@@ -50,8 +66,28 @@ def create_app(
     )
     install_error_handlers(app)
     _include_routes(app)
-    # Outermost first: request id/log wraps the body limit so 413s are logged with an id too.
+    # Added innermost first. From the outside: request id and access log (every answer, 401s and
+    # 413s too, is logged with an id); CORS (preflights answered before authentication, and a 401
+    # carries the CORS headers so a browser can read it); authentication; the body limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=opts.max_body_bytes)
+    app.add_middleware(AuthMiddleware)
+    origins = settings.cors_origin_list()
+    if origins:  # none configured: same origin only, and no CORS header is ever sent
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "Last-Event-ID",
+                "X-Request-ID",
+                "X-Tenant",
+            ],
+            expose_headers=["Retry-After", "X-Request-ID", "X-Task-Id"],
+            max_age=600,
+        )
     app.add_middleware(RequestContextMiddleware)
     return app
 
@@ -64,7 +100,7 @@ async def _warm_routes(app: FastAPI) -> None:
 
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://warm-up") as client:
-        await client.get("/-/warm-up")
+        await client.get(WARM_UP_PATH)
 
 
 def _include_routes(app: FastAPI) -> None:

@@ -9,7 +9,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from storyloom.errors import JobNotFoundError, QueueFullError, StoreError, UserError
+from storyloom.errors import (
+    AuthenticationError,
+    JobNotFoundError,
+    PermissionDeniedError,
+    QueueFullError,
+    StoreError,
+    TenantLimitError,
+    UserError,
+)
 from storyloom.logs import get_logger
 
 __all__ = ["NotFoundError", "install_error_handlers"]
@@ -63,6 +71,22 @@ async def _queue_full(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": retry_after})
 
 
+async def _unauthenticated(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(
+        {"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": 'Bearer realm="storyloom"'}
+    )
+
+
+async def _forbidden(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=403)
+
+
+async def _tenant_limit(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TenantLimitError)
+    retry_after = str(max(1, math.ceil(exc.retry_after_s)))
+    return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": retry_after})
+
+
 async def _store_error(_: Request, exc: Exception) -> JSONResponse:
     _log.error("api.store_error", error=str(exc))
     return JSONResponse(
@@ -77,6 +101,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(JobNotFoundError, _job_not_found)
     app.add_exception_handler(NotFoundError, _not_found)
     app.add_exception_handler(QueueFullError, _queue_full)
+    app.add_exception_handler(TenantLimitError, _tenant_limit)
+    app.add_exception_handler(AuthenticationError, _unauthenticated)
+    app.add_exception_handler(PermissionDeniedError, _forbidden)
     app.add_exception_handler(StoreError, _store_error)
     # The database driver may raise a raw OSError (e.g. connection refused) before SQLAlchemy wraps it.
     app.add_exception_handler(OSError, _store_error)

@@ -12,12 +12,21 @@ from typing import Any
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
+from storyloom.api.auth import KeyAuthenticator
 from storyloom.api.metrics import DURATION_BUCKETS_S, SUBMISSIONS, ServiceCollector, ServiceSnapshot
+from storyloom.api.tenant_limits import (
+    BudgetGate,
+    BudgetStatus,
+    StreamSlots,
+    TenantLimitsConfig,
+    parse_tenant_limits,
+)
 from storyloom.config import Settings
-from storyloom.errors import QueueFullError
+from storyloom.errors import QueueFullError, TenantLimitError
 from storyloom.jobs.models import Job, JobStatus, QueueStats
 from storyloom.jobs.queue import JobQueue
 from storyloom.store.database import Database
+from storyloom.store.keys import KeyStore
 from storyloom.store.projects import ProjectStore
 from storyloom.store.schema import jobs
 
@@ -31,8 +40,11 @@ class ApiOptions:
     `worker_count`: the supervisor's live worker count when it shares the process (`serve`); without
     it the API counts workers holding live leases, and calls the service degraded only when due
     jobs have waited `stall_s` with no worker holding any lease.
+
+    `auth`: every route but the public ones needs an API key (see api/auth.py).
     """
 
+    auth: bool = False
     max_body_bytes: int = 1_048_576
     heartbeat_s: float = 15.0
     max_pending: int | None = 10_000
@@ -59,7 +71,15 @@ class Services:
     """Built once per app in the lifespan; routes reach it through `request.app.state.services`."""
 
     def __init__(
-        self, *, settings: Settings, options: ApiOptions, db: Database, queue: JobQueue, hub: Any
+        self,
+        *,
+        settings: Settings,
+        options: ApiOptions,
+        db: Database,
+        queue: JobQueue,
+        hub: Any,
+        tenant_limits: TenantLimitsConfig | None = None,
+        budget_status: BudgetStatus | None = None,
     ) -> None:
         self.settings = settings
         self.options = options
@@ -67,6 +87,11 @@ class Services:
         self.queue = queue
         self.hub = hub
         self.projects = ProjectStore(db)
+        # None: authentication is off (the embedded loopback default); AuthMiddleware reads this.
+        self.keys = KeyAuthenticator(KeyStore(db)) if options.auth else None
+        self.tenant_limits = tenant_limits or parse_tenant_limits(settings.tenant_limits)
+        self.streams = StreamSlots()
+        self.budgets = BudgetGate(budget_status) if budget_status is not None else None
         self.collector = ServiceCollector()
         self.service_registry = CollectorRegistry(auto_describe=False)
         self.service_registry.register(self.collector)
@@ -86,6 +111,8 @@ class Services:
         database: Database | None = None,
         queue: JobQueue | None = None,
         hub: Any = None,
+        tenant_limits: TenantLimitsConfig | None = None,
+        budget_status: BudgetStatus | None = None,
     ) -> Services:
         from storyloom.jobs.events import EventHub
 
@@ -100,23 +127,65 @@ class Services:
             stack.push_async_callback(hub.stop)
         if queue is None:
             queue = JobQueue(db, hub=hub, max_backlog=options.max_pending)
-        return cls(settings=settings, options=options, db=db, queue=queue, hub=hub)
+        services = cls(
+            settings=settings,
+            options=options,
+            db=db,
+            queue=queue,
+            hub=hub,
+            tenant_limits=tenant_limits,
+            budget_status=budget_status,
+        )
+        if services.keys is not None:
+            stack.push_async_callback(services.keys.aclose)
+        return services
 
     async def submit(
         self, kind: str, payload: dict[str, Any], *, priority: int, idempotency_key: str | None, tenant: str
     ) -> tuple[Job, bool]:
-        """Submit; returns the job and whether this call created it (False: an idempotent repeat)."""
+        """Submit within the tenant's limits; returns the job and whether this call created it (False:
+        an idempotent repeat, answered even when the tenant is over a limit now)."""
         before = time.time()
         try:
+            repeat = await self._over_budget_repeat(tenant, idempotency_key)
+            if repeat is not None:
+                SUBMISSIONS.labels("duplicate").inc()
+                return repeat, False
             job = await self.queue.submit(
-                kind, payload, priority=priority, idempotency_key=idempotency_key, tenant=tenant
+                kind,
+                payload,
+                priority=priority,
+                idempotency_key=idempotency_key,
+                tenant=tenant,
+                caps=self.tenant_limits.for_tenant(tenant).caps(),
             )
         except QueueFullError:
             SUBMISSIONS.labels("rejected").inc()
             raise
+        except TenantLimitError:
+            SUBMISSIONS.labels("tenant_limited").inc()
+            raise
         created = idempotency_key is None or job.created_at >= before - 0.001
         SUBMISSIONS.labels("accepted" if created else "duplicate").inc()
         return job, created
+
+    async def _over_budget_repeat(self, tenant: str, idempotency_key: str | None) -> Job | None:
+        """None when the tenant is within its period budgets; when it is over one, the job an earlier
+        submission with this key created (a repeat costs nothing), else TenantLimitError."""
+        if self.budgets is None:
+            return None
+        try:
+            await self.budgets.check(tenant)
+        except TenantLimitError:
+            existing = await self.queue.find_by_key(tenant, idempotency_key) if idempotency_key else None
+            if existing is None:
+                raise
+            return existing
+        return None
+
+    def open_stream(self, tenant: str) -> Callable[[], None]:
+        """A slot among the tenant's open SSE streams in this process; call the result to free it."""
+        return self.streams.acquire(tenant, self.tenant_limits.for_tenant(tenant).max_streams)
 
     async def queue_stats(self) -> QueueStats:
         now = time.monotonic()

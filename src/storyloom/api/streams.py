@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from storyloom.api.metrics import EVENT_LAG, HUB_LAG, SSE_OPEN, STEP_DURATION
 from storyloom.api.services import Services
@@ -14,7 +15,7 @@ from storyloom.api.sse import SSE_HEADERS, EventLike, event_stream
 from storyloom.jobs.events import Subscription
 from storyloom.jobs.models import TERMINAL_EVENT_KINDS, Job
 
-__all__ = ["job_events_response"]
+__all__ = ["ReleasingResponse", "job_events_response"]
 
 _PAGE = 500
 
@@ -104,3 +105,23 @@ def job_events_response(
     return StreamingResponse(
         _counted(body), media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})}
     )
+
+
+class ReleasingResponse(Response):
+    """Any response, with `release` called once it has been sent or its client has gone, however it
+    ended. The stream limit's slot is given back here rather than in the body's generator, whose
+    `finally` never runs when the client leaves before the first chunk is asked for."""
+
+    def __init__(self, inner: Response, release: Callable[[], None]) -> None:
+        # Not Response.__init__: nothing is rendered here, `inner` sends itself.
+        self.inner = inner
+        self.release = release
+        self.status_code = inner.status_code
+        self.background = None
+        self.raw_headers = inner.raw_headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.inner(scope, receive, send)
+        finally:
+            self.release()

@@ -1,4 +1,7 @@
-"""/api/projects: projects, their chapters (each written by a chapter job) and candidate versions."""
+"""/api/projects: projects, their chapters (each written by a chapter job) and candidate versions.
+
+Every project belongs to one tenant; a project (and so its chapters, versions and jobs) of another
+tenant answers 404, admin key or not."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response, status
 
 from storyloom.api.chapters import submit_chapter_job
-from storyloom.api.deps import NOT_FOUND, QUEUE_FULL, ServicesDep, Tenant
+from storyloom.api.deps import AUTH, NOT_FOUND, QUEUE_FULL, ServicesDep, Tenant
 from storyloom.api.errors import NotFoundError
 from storyloom.api.presenters import chapter_out, job_out, project_out, version_out
 from storyloom.api.schemas import (
@@ -24,7 +27,7 @@ from storyloom.store.projects import Chapter, Project
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/projects", tags=["projects"])
+router = APIRouter(prefix="/api/projects", tags=["projects"], responses=AUTH)
 
 IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=150)]
 
@@ -44,10 +47,9 @@ async def _chapter(services: Services, project_id: str, chapter_id: str, tenant:
     return chapter
 
 
-async def _chapter_view(services: Services, chapter: Chapter) -> ChapterOut:
-    jobs = [
-        await services.queue.get(job_id) for job_id in await services.projects.chapter_job_ids(chapter.id)
-    ]
+async def _chapter_view(services: Services, chapter: Chapter, tenant: str) -> ChapterOut:
+    job_ids = await services.projects.chapter_job_ids(chapter.id, tenant=tenant)
+    jobs = [await services.queue.get(job_id, tenant=tenant) for job_id in job_ids]
     return chapter_out(chapter, await services.projects.list_versions(chapter.id), jobs)
 
 
@@ -112,18 +114,20 @@ async def write_chapter(
         project.id, index=body.index, title=body.title, outline=body.outline
     )
     job, _ = await submit_chapter_job(services, project, chapter, body, tenant=tenant)
-    return ChapterSubmitted(chapter=await _chapter_view(services, chapter), job=job_out(job))
+    return ChapterSubmitted(chapter=await _chapter_view(services, chapter, tenant), job=job_out(job))
 
 
 @router.get("/{project_id}/chapters", response_model=list[ChapterOut], responses=NOT_FOUND)
 async def list_chapters(project_id: str, services: ServicesDep, tenant: Tenant) -> list[ChapterOut]:
     await _project(services, project_id, tenant)
-    return [await _chapter_view(services, c) for c in await services.projects.list_chapters(project_id)]
+    return [
+        await _chapter_view(services, c, tenant) for c in await services.projects.list_chapters(project_id)
+    ]
 
 
 @router.get("/{project_id}/chapters/{chapter_id}", response_model=ChapterOut, responses=NOT_FOUND)
 async def get_chapter(project_id: str, chapter_id: str, services: ServicesDep, tenant: Tenant) -> ChapterOut:
-    return await _chapter_view(services, await _chapter(services, project_id, chapter_id, tenant))
+    return await _chapter_view(services, await _chapter(services, project_id, chapter_id, tenant), tenant)
 
 
 @router.get(
@@ -133,7 +137,7 @@ async def list_versions(
     project_id: str, chapter_id: str, services: ServicesDep, tenant: Tenant
 ) -> list[VersionOut]:
     chapter = await _chapter(services, project_id, chapter_id, tenant)
-    await _chapter_view(services, chapter)  # stores versions of jobs that finished meanwhile
+    await _chapter_view(services, chapter, tenant)  # stores versions of jobs that finished meanwhile
     return [version_out(v) for v in await services.projects.list_versions(chapter.id)]
 
 
