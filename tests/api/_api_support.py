@@ -11,12 +11,15 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 
 from storyloom.api.app import create_app
 from storyloom.api.services import ApiOptions
+from storyloom.api.tenant_limits import BudgetStatus
 from storyloom.config import Settings
 from storyloom.jobs.queue import JobQueue
 from storyloom.store.database import Database
+from storyloom.store.keys import KeyStore
 
 
 def free_port() -> int:
@@ -31,15 +34,28 @@ class Served:
     client: httpx.AsyncClient
     db: Database
     queue: JobQueue  # its own handle on the database, to act as a worker in tests
+    app: FastAPI
 
 
 @asynccontextmanager
 async def serve_app(
-    data_dir: Path, options: ApiOptions | None = None, *, database: Database | None = None
+    data_dir: Path,
+    options: ApiOptions | None = None,
+    *,
+    database: Database | None = None,
+    budget_status: BudgetStatus | None = None,
+    **settings_fields: object,
 ) -> AsyncIterator[Served]:
-    """create_app on uvicorn (127.0.0.1, free port) in this event loop, plus a client and a queue."""
-    settings = Settings(data_dir=data_dir, _env_file=None)  # type: ignore[call-arg]
-    app = create_app(settings, options=options or ApiOptions(heartbeat_s=0.5), database=database)
+    """create_app on uvicorn (127.0.0.1, free port) in this event loop, plus a client and a queue.
+
+    `settings_fields`: Settings fields (e.g. tenant_limits, cors_origins), as the environment would."""
+    settings = Settings(data_dir=data_dir, _env_file=None, **settings_fields)  # type: ignore[call-arg]
+    app = create_app(
+        settings,
+        options=options or ApiOptions(heartbeat_s=0.5),
+        database=database,
+        budget_status=budget_status,
+    )
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False)
@@ -53,12 +69,36 @@ async def serve_app(
     url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            yield Served(url=url, client=client, db=db, queue=JobQueue(db))
+            yield Served(url=url, client=client, db=db, queue=JobQueue(db), app=app)
     finally:
         server.should_exit = True
         await task
         if database is None:
             await db.close()
+
+
+@dataclass
+class Keys:
+    """API keys of a test: two members of different tenants, an operator, and a revoked key."""
+
+    alice: str
+    bob: str
+    admin: str
+    revoked: str
+    store: KeyStore
+
+    def auth(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {getattr(self, who)}"}
+
+    @classmethod
+    async def make(cls, db: Database) -> Keys:
+        store = KeyStore(db)
+        _, alice = await store.create(tenant="alice")
+        _, bob = await store.create(tenant="bob")
+        _, admin = await store.create(tenant="ops", role="admin")
+        gone, revoked = await store.create(tenant="alice")
+        await store.revoke(gone.id)
+        return cls(alice=alice, bob=bob, admin=admin, revoked=revoked, store=store)
 
 
 def novel_input(outline: str = "Lin meets the old swordsman at the ferry.") -> dict[str, object]:

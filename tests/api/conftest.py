@@ -6,10 +6,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from _api_support import Served, serve_app
+from _api_support import Keys, Served, serve_app
+
+from storyloom.api.services import ApiOptions
 
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Served]:
     async with serve_app(tmp_path) as served:
         yield served
+
+
+@pytest.fixture
+async def authed(tmp_path: Path) -> AsyncIterator[tuple[Served, Keys]]:
+    """The API with authentication on, and keys of tenants alice and bob, an admin and a revoked one."""
+    async with serve_app(tmp_path, ApiOptions(auth=True, heartbeat_s=0.5)) as served:
+        yield served, await Keys.make(served.db)

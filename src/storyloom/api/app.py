@@ -85,7 +85,7 @@ def create_app(
                 "X-Request-ID",
                 "X-Tenant",
             ],
-            expose_headers=["Retry-After", "X-Request-ID", "X-Task-Id"],
+            expose_headers=["Retry-After", "WWW-Authenticate", "X-Request-ID", "X-Task-Id"],
             max_age=600,
         )
     app.add_middleware(RequestContextMiddleware)

@@ -34,6 +34,7 @@ KEY_PREFIX = "slk_"
 RESERVED_TENANTS = frozenset({"system"})  # the service's own periodic jobs run as this tenant
 _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _ID = re.compile(r"[0-9a-f]{12}")
+_REF = re.compile(r"(?:slk_)?([0-9a-f]{12})(?:_\S*)?")  # an id, a prefix, or a whole key
 
 
 class Role(StrEnum):
@@ -141,12 +142,12 @@ class KeyStore:
             return [_record(row) for row in await conn.execute(query)]
 
     async def revoke(self, ref: str) -> ApiKey:
-        """Revoke by id (`3f9a…`) or prefix (`slk_3f9a…`); revoking twice keeps the first time."""
-        key_id = ref.strip().removeprefix(KEY_PREFIX)
-        if not _ID.fullmatch(key_id):
-            raise InputError(
-                f"{ref[:40]!r} is not a key id: give the id or prefix `storyloom keys list` shows."
-            )
+        """Revoke by id (`3f9a…`), prefix (`slk_3f9a…`) or the whole key (a leaked one); revoking
+        twice keeps the first time. An error never repeats `ref`: it may be a key."""
+        found_id = _REF.fullmatch(ref.strip())
+        if found_id is None:
+            raise InputError("that is not a key id: give the prefix `storyloom keys list` shows (slk_…).")
+        key_id = found_id.group(1)
         now = time.time()
 
         async def tx(conn: AsyncConnection) -> ApiKey | None:
