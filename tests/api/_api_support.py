@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from storyloom.api.app import create_app
 from storyloom.api.services import ApiOptions
-from storyloom.api.tenant_limits import BudgetStatus
+from storyloom.api.tenant_limits import BudgetCheck
 from storyloom.config import Settings
 from storyloom.jobs.queue import JobQueue
 from storyloom.store.database import Database
@@ -43,7 +43,7 @@ async def serve_app(
     options: ApiOptions | None = None,
     *,
     database: Database | None = None,
-    budget_status: BudgetStatus | None = None,
+    budget_check: BudgetCheck | None = None,
     **settings_fields: object,
 ) -> AsyncIterator[Served]:
     """create_app on uvicorn (127.0.0.1, free port) in this event loop, plus a client and a queue.
@@ -54,7 +54,7 @@ async def serve_app(
         settings,
         options=options or ApiOptions(heartbeat_s=0.5),
         database=database,
-        budget_status=budget_status,
+        budget_check=budget_check,
     )
     port = free_port()
     server = uvicorn.Server(

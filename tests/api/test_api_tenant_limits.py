@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -18,7 +18,7 @@ import pytest
 from _api_support import ActingWorker, Keys, Served, chapter_result, novel_input, serve_app
 
 from storyloom.api.services import ApiOptions
-from storyloom.api.tenant_limits import PeriodUsage, TenantLimits, parse_tenant_limits
+from storyloom.api.tenant_limits import TenantLimits, parse_tenant_limits
 from storyloom.errors import ConfigError
 
 
@@ -135,46 +135,52 @@ async def test_max_streams_per_tenant_and_a_closed_stream_gives_its_slot_back(tm
             await asyncio.sleep(0.1)
 
 
+@dataclass(frozen=True)
+class _Verdict:
+    over: bool
+    limit_name: str = ""
+    retry_after_s: float | None = None
+    message: str = ""
+
+
 class _Ledger:
-    """Speaks the gateway's budget_status shape: what a tenant has used of each period budget."""
+    """Answers like the gateway's budget_status: is a tenant over a period budget, until when."""
 
     def __init__(self) -> None:
-        self.used: dict[str, float] = {}
+        self.spent: dict[str, float] = {}
 
-    async def __call__(self, tenant: str) -> Sequence[PeriodUsage]:
-        return [
-            PeriodUsage(
-                name="cost_usd_per_day", used=self.used.get(tenant, 0.0), limit=2.0, resets_in_s=3600.0
-            )
-        ]
+    async def __call__(self, tenant: str) -> _Verdict:
+        if self.spent.get(tenant, 0.0) < 2.0:
+            return _Verdict(False)
+        message = (
+            f"tenant {tenant!r} has spent its daily budget of $2.0000 (daily_budget_usd); it resets at …."
+        )
+        return _Verdict(True, "daily_budget_usd", 3600.0, message)
 
 
 async def test_a_tenant_over_a_period_budget_is_refused_until_it_resets(tmp_path: Path) -> None:
     ledger = _Ledger()
     options = ApiOptions(auth=True, heartbeat_s=0.5)
-    async with serve_app(tmp_path, options, budget_status=ledger) as served:
+    async with serve_app(tmp_path, options, budget_check=ledger) as served:
         services = served.app.state.services
         keys = await Keys.make(served.db)
         alice = keys.auth("alice")
         first = await _submit(served, alice, key="b1")
         assert first.status_code == 200
-        ledger.used["alice"] = 2.5
+        ledger.spent["alice"] = 2.5
         await asyncio.sleep(services.budgets.ttl_s + 0.05)  # the gate reads each tenant once a second
         over = await _submit(served, alice)
-        _assert_limited(over, "cost_usd_per_day")
-        assert (
-            "has used 2.5000 of its cost_usd_per_day budget (2); it resets in 60 min."
-            in over.json()["detail"]
-        )
+        _assert_limited(over, "daily_budget_usd")
+        assert over.json()["detail"].startswith("tenant 'alice' has spent its daily budget")
         assert over.headers["retry-after"] == "3600"
         streamed = await served.client.post(
             "/api/novel/generate/stream", json={"novel_input": novel_input()}, headers=alice
         )
-        _assert_limited(streamed, "cost_usd_per_day")
+        _assert_limited(streamed, "daily_budget_usd")
         again = await _submit(served, alice, key="b1")  # a repeat costs nothing: its job
         assert again.status_code == 200 and again.json()["task_id"] == first.json()["task_id"]
         assert (await _submit(served, keys.auth("bob"))).status_code == 200
-        ledger.used["alice"] = 0.0  # the period reset
+        ledger.spent["alice"] = 0.0  # a new day
         await asyncio.sleep(services.budgets.ttl_s + 0.05)
         assert (await _submit(served, alice)).status_code == 200
 
@@ -225,3 +231,34 @@ def test_serve_refuses_bad_limits_with_exit_2(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("error: STORYLOOM_TENANT_LIMITS is invalid at *.max_streams")
     assert "Traceback" not in done.stderr
+
+
+async def test_the_gateways_own_period_budgets_refuse_a_spent_tenant(tmp_path: Path) -> None:
+    """With the llm part's budget_status: spend settled in the shared limits store (as a worker's
+    gateway settles it) makes the API refuse that tenant's next submission."""
+    pytest.importorskip("storyloom.llm.budget_status")
+    from storyloom.llm.limits.budgets import BudgetHold, BudgetLimits
+
+    from storyloom.llm.limits.base import LimitBackend
+
+    limits_url = f"sqlite:///{tmp_path / 'llm-limits.db'}"
+    options = ApiOptions(auth=True, heartbeat_s=0.5)
+    budgets = {"alice": 1.0}
+    async with serve_app(
+        tmp_path, options, limits_url=limits_url, tenant_daily_budgets_usd=budgets
+    ) as served:
+        keys = await Keys.make(served.db)
+        alice = keys.auth("alice")
+        assert (await _submit(served, alice)).status_code == 200
+        backend = LimitBackend.from_url(limits_url)
+        try:
+            hold = await backend.reserve_budget("alice", BudgetLimits(daily_budget_usd=1.0), 1.0, 0, 30)
+            assert isinstance(hold, BudgetHold)
+            await backend.settle_budget(hold, 1.0)
+        finally:
+            await backend.aclose()
+        await asyncio.sleep(served.app.state.services.budgets.ttl_s + 0.05)
+        over = await _submit(served, alice)
+        _assert_limited(over, "daily_budget_usd")
+        assert 1 <= int(over.headers["retry-after"]) <= 86_400
+        assert (await _submit(served, keys.auth("bob"))).status_code == 200

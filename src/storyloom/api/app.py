@@ -15,10 +15,11 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from storyloom.api.auth import WARM_UP_PATH, AuthMiddleware
+from storyloom.api.budgets import open_budget_check
 from storyloom.api.errors import install_error_handlers
 from storyloom.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from storyloom.api.services import ApiOptions, Services
-from storyloom.api.tenant_limits import BudgetStatus, parse_tenant_limits
+from storyloom.api.tenant_limits import BudgetCheck, parse_tenant_limits
 from storyloom.config import Settings
 
 __all__ = ["ApiOptions", "create_app"]
@@ -31,12 +32,12 @@ def create_app(
     database: Any = None,
     queue: Any = None,
     hub: Any = None,
-    budget_status: BudgetStatus | None = None,
+    budget_check: BudgetCheck | None = None,
 ) -> FastAPI:
     """The FastAPI app. `database`/`queue`/`hub` may be passed in (tests, embedding); else opened here.
 
-    `budget_status`: the gateway's per-period budgets of a tenant; submissions of a tenant over one
-    are refused (none given: no budget check at submission; the gateway still enforces its own).
+    `budget_check`: whether a tenant is over a period budget, whose submissions are then refused;
+    not given: the gateway's own budgets (api/budgets.py), when any tenant has one.
     """
     opts = options or ApiOptions()
     tenant_limits = parse_tenant_limits(settings.tenant_limits)  # a ConfigError now, not at start-up
@@ -44,6 +45,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            check = budget_check if budget_check is not None else await open_budget_check(settings, stack)
             app.state.services = await Services.open(
                 settings,
                 opts,
@@ -52,7 +54,7 @@ def create_app(
                 queue=queue,
                 hub=hub,
                 tenant_limits=tenant_limits,
-                budget_status=budget_status,
+                budget_check=check,
             )
             await app.state.services.db.warm_up()
             await _warm_routes(app)

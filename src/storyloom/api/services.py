@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry
 from storyloom.api.auth import KeyAuthenticator
 from storyloom.api.metrics import DURATION_BUCKETS_S, SUBMISSIONS, ServiceCollector, ServiceSnapshot
 from storyloom.api.tenant_limits import (
+    BudgetCheck,
     BudgetGate,
-    BudgetStatus,
     StreamSlots,
     TenantLimitsConfig,
     parse_tenant_limits,
@@ -79,7 +79,7 @@ class Services:
         queue: JobQueue,
         hub: Any,
         tenant_limits: TenantLimitsConfig | None = None,
-        budget_status: BudgetStatus | None = None,
+        budget_check: BudgetCheck | None = None,
     ) -> None:
         self.settings = settings
         self.options = options
@@ -91,7 +91,7 @@ class Services:
         self.keys = KeyAuthenticator(KeyStore(db)) if options.auth else None
         self.tenant_limits = tenant_limits or parse_tenant_limits(settings.tenant_limits)
         self.streams = StreamSlots()
-        self.budgets = BudgetGate(budget_status) if budget_status is not None else None
+        self.budgets = BudgetGate(budget_check) if budget_check is not None else None
         self.collector = ServiceCollector()
         self.service_registry = CollectorRegistry(auto_describe=False)
         self.service_registry.register(self.collector)
@@ -112,7 +112,7 @@ class Services:
         queue: JobQueue | None = None,
         hub: Any = None,
         tenant_limits: TenantLimitsConfig | None = None,
-        budget_status: BudgetStatus | None = None,
+        budget_check: BudgetCheck | None = None,
     ) -> Services:
         from storyloom.jobs.events import EventHub
 
@@ -134,7 +134,7 @@ class Services:
             queue=queue,
             hub=hub,
             tenant_limits=tenant_limits,
-            budget_status=budget_status,
+            budget_check=budget_check,
         )
         if services.keys is not None:
             stack.push_async_callback(services.keys.aclose)

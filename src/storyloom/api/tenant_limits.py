@@ -10,30 +10,29 @@
 transaction that stores a submission (`jobs.intake.TenantCaps`), so every API process of a
 deployment shares them. `max_streams` counts open SSE streams in each API process (`StreamSlots`):
 with N API processes a tenant may hold up to N times as many. The token and cost budgets per day
-and month are the gateway's (`BudgetStatus`): a submission of a tenant already over one is refused.
+and month are the gateway's (`BudgetCheck`): a submission of a tenant already over one is refused.
 Over any limit: `TenantLimitError`, HTTP 429 with Retry-After and a sentence naming the limit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
 
-from storyloom.errors import ConfigError, TenantLimitError
+from storyloom.errors import ConfigError, ProviderError, TenantLimitError
 from storyloom.jobs.intake import TenantCaps
+from storyloom.logs import get_logger
 
 __all__ = [
+    "BudgetCheck",
     "BudgetGate",
-    "BudgetStatus",
-    "PeriodUsage",
+    "BudgetVerdict",
     "StreamSlots",
     "TenantLimits",
     "TenantLimitsConfig",
@@ -41,6 +40,8 @@ __all__ = [
 ]
 
 _STREAM_RETRY_S = 5.0  # a tenant at its stream limit: when one of its streams may have ended
+_NEVER_RETRY_S = 86_400.0  # a spent lifetime budget: no retry helps until an operator raises it
+_log = get_logger("storyloom.api")
 
 
 class TenantLimits(BaseModel):
@@ -130,48 +131,45 @@ class StreamSlots:
         return release
 
 
-@dataclass(frozen=True, slots=True)
-class PeriodUsage:
-    """One period budget of a tenant as the gateway's ledger sees it (a local view of the llm
-    part's `budget_status`; see BudgetStatus)."""
-
-    name: str  # the limit, e.g. "cost_usd_per_day", "tokens_per_month"
-    used: float
-    limit: float
-    resets_in_s: float
+class BudgetVerdict(Protocol):
+    """What the gateway's `llm.budget_status(...)` answers for a tenant (its `BudgetStatus`)."""
 
     @property
-    def exceeded(self) -> bool:
-        return self.used >= self.limit
+    def over(self) -> bool: ...
+    @property
+    def limit_name(self) -> str: ...  # e.g. daily_budget_usd
+    @property
+    def retry_after_s(self) -> float | None: ...  # None: the budget never resets (a lifetime one)
+    @property
+    def message(self) -> str: ...  # one sentence naming the limit and when it resets
 
 
-# The gateway's per-period budgets of a tenant, as `PeriodUsage` values (empty: no budgets). The
-# llm part provides `budget_status(...)`; `Services` takes any callable of this shape.
-BudgetStatus = Callable[[str], Awaitable[Sequence[PeriodUsage]]]
+# Is the tenant already over one of its period budgets? See api/budgets.py for the gateway's.
+BudgetCheck = Callable[[str], Awaitable[BudgetVerdict]]
 
 
 class BudgetGate:
-    """Refuse new work of a tenant already over a period budget. Each tenant's status is read at
+    """Refuse new work of a tenant already over a period budget. Each tenant's verdict is read at
     most once per `ttl_s` (a burst of submissions costs one read of the shared store)."""
 
-    def __init__(self, status: BudgetStatus, *, ttl_s: float = 1.0, max_entries: int = 10_000) -> None:
-        self._status = status
+    def __init__(self, check: BudgetCheck, *, ttl_s: float = 1.0, max_entries: int = 10_000) -> None:
+        self._check = check
         self.ttl_s = ttl_s
         self.max_entries = max_entries
-        self._cache: dict[str, tuple[float, Sequence[PeriodUsage]]] = {}
-        self._reading: dict[str, asyncio.Future[Sequence[PeriodUsage]]] = {}
+        self._cache: dict[str, tuple[float, BudgetVerdict | None]] = {}
+        self._reading: dict[str, asyncio.Future[BudgetVerdict | None]] = {}
 
     async def check(self, tenant: str) -> None:
-        for period in await self._read(tenant):
-            if period.exceeded:
-                raise TenantLimitError(
-                    f"tenant {tenant!r} has used {_amount(period.used)} of its {period.name} budget "
-                    f"({_amount(period.limit)}); it resets in {_duration(period.resets_in_s)}.",
-                    limit=period.name,
-                    retry_after_s=max(1.0, period.resets_in_s),
-                )
+        verdict = await self._read(tenant)
+        if verdict is not None and verdict.over:
+            retry = verdict.retry_after_s
+            raise TenantLimitError(
+                verdict.message,
+                limit=verdict.limit_name,
+                retry_after_s=_NEVER_RETRY_S if retry is None else max(1.0, retry),
+            )
 
-    async def _read(self, tenant: str) -> Sequence[PeriodUsage]:
+    async def _read(self, tenant: str) -> BudgetVerdict | None:
         cached = self._cache.get(tenant)
         if cached is not None and time.monotonic() - cached[0] < self.ttl_s:
             return cached[1]
@@ -182,25 +180,17 @@ class BudgetGate:
             self._reading[tenant] = reading
         return await asyncio.shield(reading)
 
-    async def _fetch(self, tenant: str) -> Sequence[PeriodUsage]:
+    async def _fetch(self, tenant: str) -> BudgetVerdict | None:
         try:
-            found = tuple(await self._status(tenant))
+            verdict: BudgetVerdict | None = await self._check(tenant)
+        except ProviderError as exc:
+            # The limits store is unreachable: accept (the gateway still holds every call against
+            # the budget) rather than refuse every tenant's work for an outage of a side store.
+            _log.warning("api.budget_check_failed", tenant=tenant, error=type(exc).__name__)
+            verdict = None
         finally:
             self._reading.pop(tenant, None)
         if len(self._cache) >= self.max_entries:
             self._cache.clear()  # a bound, not an LRU: entries live a second anyway
-        self._cache[tenant] = (time.monotonic(), found)
-        return found
-
-
-def _amount(value: float) -> str:
-    return f"{value:,.0f}" if value == int(value) else f"{value:,.4f}"
-
-
-def _duration(seconds: float) -> str:
-    s = max(1, math.ceil(seconds))
-    if s < 120:
-        return f"{s} s"
-    if s < 7200:
-        return f"{s // 60} min"
-    return f"{s // 3600} h {s % 3600 // 60} min"
+        self._cache[tenant] = (time.monotonic(), verdict)
+        return verdict
