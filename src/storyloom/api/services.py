@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,6 +23,7 @@ from storyloom.api.tenant_limits import (
 )
 from storyloom.config import Settings
 from storyloom.errors import QueueFullError, TenantLimitError
+from storyloom.jobs.intake import TenantCaps
 from storyloom.jobs.models import Job, JobStatus, QueueStats
 from storyloom.jobs.queue import JobQueue
 from storyloom.store.database import Database
@@ -146,18 +147,20 @@ class Services:
         """Submit within the tenant's limits; returns the job and whether this call created it (False:
         an idempotent repeat, answered even when the tenant is over a limit now)."""
         before = time.time()
+        caps = self.tenant_limits.for_tenant(tenant).caps()
         try:
-            repeat = await self._over_budget_repeat(tenant, idempotency_key)
-            if repeat is not None:
-                SUBMISSIONS.labels("duplicate").inc()
-                return repeat, False
+            if self.budgets is not None and (spent := await self.budgets.refusal(tenant)) is not None:
+                if idempotency_key is None:
+                    raise spent
+                # Still through the queue: a repeat of an accepted job gets it (or its conflict).
+                caps = replace(caps or TenantCaps(), refuse_new=spent)
             job = await self.queue.submit(
                 kind,
                 payload,
                 priority=priority,
                 idempotency_key=idempotency_key,
                 tenant=tenant,
-                caps=self.tenant_limits.for_tenant(tenant).caps(),
+                caps=caps,
             )
         except QueueFullError:
             SUBMISSIONS.labels("rejected").inc()
@@ -168,20 +171,6 @@ class Services:
         created = idempotency_key is None or job.created_at >= before - 0.001
         SUBMISSIONS.labels("accepted" if created else "duplicate").inc()
         return job, created
-
-    async def _over_budget_repeat(self, tenant: str, idempotency_key: str | None) -> Job | None:
-        """None when the tenant is within its period budgets; when it is over one, the job an earlier
-        submission with this key created (a repeat costs nothing), else TenantLimitError."""
-        if self.budgets is None:
-            return None
-        try:
-            await self.budgets.check(tenant)
-        except TenantLimitError:
-            existing = await self.queue.find_by_key(tenant, idempotency_key) if idempotency_key else None
-            if existing is None:
-                raise
-            return existing
-        return None
 
     def open_stream(self, tenant: str) -> Callable[[], None]:
         """A slot among the tenant's open SSE streams in this process; call the result to free it."""

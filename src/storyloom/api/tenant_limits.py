@@ -159,15 +159,17 @@ class BudgetGate:
         self._cache: dict[str, tuple[float, BudgetVerdict | None]] = {}
         self._reading: dict[str, asyncio.Future[BudgetVerdict | None]] = {}
 
-    async def check(self, tenant: str) -> None:
+    async def refusal(self, tenant: str) -> TenantLimitError | None:
+        """Why the tenant may start nothing new (a budget it has spent), or None."""
         verdict = await self._read(tenant)
-        if verdict is not None and verdict.over:
-            retry = verdict.retry_after_s
-            raise TenantLimitError(
-                verdict.message,
-                limit=verdict.limit_name,
-                retry_after_s=_NEVER_RETRY_S if retry is None else max(1.0, retry),
-            )
+        if verdict is None or not verdict.over:
+            return None
+        retry = verdict.retry_after_s
+        return TenantLimitError(
+            verdict.message,
+            limit=verdict.limit_name,
+            retry_after_s=_NEVER_RETRY_S if retry is None else max(1.0, retry),
+        )
 
     async def _read(self, tenant: str) -> BudgetVerdict | None:
         cached = self._cache.get(tenant)

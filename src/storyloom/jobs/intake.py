@@ -50,10 +50,12 @@ class TenantCaps:
 
     max_jobs: int | None = None  # the tenant's queued and running jobs, the new one included
     per_minute: int | None = None  # jobs the tenant submitted in the last 60 s, the new one included
+    # Set: no new job at all, for this reason (its tenant spent a budget); a repeat still gets its job.
+    refuse_new: TenantLimitError | None = None
 
     @property
     def any(self) -> bool:
-        return self.max_jobs is not None or self.per_minute is not None
+        return self.max_jobs is not None or self.per_minute is not None or self.refuse_new is not None
 
 
 class Intake:
@@ -87,6 +89,8 @@ class _TenantUse:
 
     def refusal(self, tenant: str, now: float) -> TenantLimitError | None:
         cap = self.caps
+        if cap.refuse_new is not None:
+            return cap.refuse_new
         if cap.max_jobs is not None and self.unfinished + self.kept >= cap.max_jobs:
             return TenantLimitError(
                 f"tenant {tenant!r} has {self.unfinished + self.kept} jobs queued or running, its limit "

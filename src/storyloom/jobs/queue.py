@@ -139,13 +139,6 @@ class JobQueue:
             raise JobNotFoundError(f"no job {job_id!r}")
         return Job.from_row(row)
 
-    async def find_by_key(self, tenant: str, idempotency_key: str) -> Job | None:
-        """The job a submission with this (tenant, idempotency key) created, if any."""
-        query = sa.select(jobs).where(jobs.c.tenant == tenant, jobs.c.idempotency_key == idempotency_key)
-        async with self.db.read() as conn:
-            row = (await conn.execute(query)).first()
-        return Job.from_row(row) if row is not None else None
-
     async def children(self, parent_id: str) -> list[Job]:
         async with self.db.read() as conn:
             rows = await conn.execute(
