@@ -46,7 +46,6 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Serve the HTTP API with MIN..MAX worker processes; prints the URL once it is ready."""
-        from storyloom.api.tenant_limits import parse_tenant_limits
         from storyloom.commands._settings import load_settings
 
         min_workers, max_workers = parse_worker_range(workers)
@@ -54,9 +53,12 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--sim-config {sim_config} is not a file.")
         settings = load_settings(data_dir=data_dir, database_url=database_url)
         settings.provider()  # a missing key or URL is one sentence now, not a failure later
-        parse_tenant_limits(settings.tenant_limits)  # likewise a wrong STORYLOOM_TENANT_LIMITS
         auth_on = resolve_auth(host, auth)
-        _prepare_metrics_dir(settings.data_dir)
+        _prepare_metrics_dir(settings.data_dir)  # before anything imports prometheus_client
+
+        from storyloom.api.tenant_limits import parse_tenant_limits
+
+        parse_tenant_limits(settings.tenant_limits)  # a wrong STORYLOOM_TENANT_LIMITS: one sentence now
 
         from storyloom import eventloop
         from storyloom.api.service import ServeConfig, run_service
