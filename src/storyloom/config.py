@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     # not stall a chapter for the gateway's whole retry budget.
     step_retry_budget_s: float = Field(default=45.0, gt=0)
 
+    # The HTTP API. Per-tenant limits: JSON/YAML text or a file's path, `"*"` the default (see
+    # api/tenant_limits.py). CORS: origins allowed to call the API from a browser, comma-separated
+    # (`*` for any); empty: same origin only, no CORS headers at all.
+    tenant_limits: str | None = None
+    cors_origins: str = ""
+
     data_dir: Path = Path("./storyloom-data")
     database_url: str | None = None
     redis_url: str | None = None
@@ -161,6 +167,9 @@ class Settings(BaseSettings):
     def model_for(self, agent: str) -> str:
         """The model an agent uses: its override, else the provider's model."""
         return self.agent_models.get(agent) or self.provider().model
+
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     def resolved_database_url(self) -> str:
         if self.database_url:

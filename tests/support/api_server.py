@@ -16,10 +16,12 @@ from fastapi import FastAPI
 
 from storyloom.api.app import create_app
 from storyloom.api.services import ApiOptions
+from storyloom.api.tenant_limits import BudgetCheck
 from storyloom.config import Settings
 from storyloom.jobs.queue import JobQueue
 from storyloom.registry import AppRegistry
 from storyloom.store.database import Database
+from storyloom.store.keys import KeyStore
 
 
 def free_port() -> int:
@@ -34,6 +36,7 @@ class Served:
     client: httpx.AsyncClient
     db: Database
     queue: JobQueue  # its own handle on the database, to act as a worker in tests
+    app: FastAPI
 
 
 @asynccontextmanager
@@ -44,16 +47,20 @@ async def serve_app(
     database: Database | None = None,
     registry: AppRegistry | None = None,
     extend: Callable[[FastAPI], None] | None = None,
+    budget_check: BudgetCheck | None = None,
+    **settings_fields: object,
 ) -> AsyncIterator[Served]:
     """create_app on uvicorn (127.0.0.1, free port) in this event loop, plus a client and a queue.
 
-    `extend(app)` may add routes first (to raise what no real route can raise yet)."""
-    settings = Settings(data_dir=data_dir, _env_file=None)  # type: ignore[call-arg]
+    `extend(app)` may add routes first (to raise what no real route can raise yet);
+    `settings_fields`: Settings fields (e.g. tenant_limits, cors_origins), as the environment would."""
+    settings = Settings(data_dir=data_dir, _env_file=None, **settings_fields)  # type: ignore[call-arg]
     app = create_app(
         settings,
         registry=registry or AppRegistry.discover(),
         options=options or ApiOptions(heartbeat_s=0.5),
         database=database,
+        budget_check=budget_check,
     )
     if extend is not None:
         extend(app)
@@ -70,12 +77,36 @@ async def serve_app(
     url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            yield Served(url=url, client=client, db=db, queue=JobQueue(db))
+            yield Served(url=url, client=client, db=db, queue=JobQueue(db), app=app)
     finally:
         server.should_exit = True
         await task
         if database is None:
             await db.close()
+
+
+@dataclass
+class Keys:
+    """API keys of a test: two members of different tenants, an operator, and a revoked key."""
+
+    alice: str
+    bob: str
+    admin: str
+    revoked: str
+    store: KeyStore
+
+    def auth(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {getattr(self, who)}"}
+
+    @classmethod
+    async def make(cls, db: Database) -> Keys:
+        store = KeyStore(db)
+        _, alice = await store.create(tenant="alice")
+        _, bob = await store.create(tenant="bob")
+        _, admin = await store.create(tenant="ops", role="admin")
+        gone, revoked = await store.create(tenant="alice")
+        await store.revoke(gone.id)
+        return cls(alice=alice, bob=bob, admin=admin, revoked=revoked, store=store)
 
 
 def novel_input(outline: str = "Lin meets the old swordsman at the ferry.") -> dict[str, object]:

@@ -12,12 +12,16 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
+from storyloom.api.auth import AuthMiddleware
+from storyloom.api.budgets import open_budget_check
 from storyloom.api.docs import install_docs
 from storyloom.api.errors import install_error_handlers
 from storyloom.api.middleware import WARM_UP_PATH, BodyLimitMiddleware, RequestContextMiddleware
 from storyloom.api.openapi import install_openapi
 from storyloom.api.services import ApiOptions, Services
+from storyloom.api.tenant_limits import BudgetCheck, parse_tenant_limits
 from storyloom.config import Settings
 from storyloom.registry import AppRegistry
 
@@ -32,17 +36,32 @@ def create_app(
     database: Any = None,
     queue: Any = None,
     hub: Any = None,
+    budget_check: BudgetCheck | None = None,
 ) -> FastAPI:
     """The FastAPI app serving `registry`'s apps (none: the engine's routes only).
-    `database`/`queue`/`hub` may be passed in (tests, embedding); else opened here."""
+    `database`/`queue`/`hub` may be passed in (tests, embedding); else opened here.
+
+    `budget_check`: whether a tenant is over a period budget, whose submissions are then refused;
+    not given: the gateway's own budgets (api/budgets.py), when any tenant has one.
+    """
     opts = options or ApiOptions()
     apps = registry if registry is not None else AppRegistry()
+    tenant_limits = parse_tenant_limits(settings.tenant_limits)  # a ConfigError now, not at start-up
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            check = budget_check if budget_check is not None else await open_budget_check(settings, stack)
             app.state.services = await Services.open(
-                settings, opts, stack, database=database, queue=queue, hub=hub, registry=apps
+                settings,
+                opts,
+                stack,
+                database=database,
+                queue=queue,
+                hub=hub,
+                registry=apps,
+                tenant_limits=tenant_limits,
+                budget_check=check,
             )
             await app.state.services.db.warm_up()
             await _warm_routes(app)
@@ -60,8 +79,28 @@ def create_app(
     _include_routes(app, apps)
     install_openapi(app)
     install_docs(app)
-    # Outermost first: request id/log wraps the body limit so 413s are logged with an id too.
+    # Added innermost first. From the outside: request id and access log (every answer, 401s and
+    # 413s too, is logged with an id); CORS (preflights answered before authentication, and a 401
+    # carries the CORS headers so a browser can read it); authentication; the body limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=opts.max_body_bytes)
+    app.add_middleware(AuthMiddleware)
+    origins = settings.cors_origin_list()
+    if origins:  # none configured: same origin only, and no CORS header is ever sent
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "Last-Event-ID",
+                "X-Request-ID",
+                "X-Tenant",
+            ],
+            expose_headers=["Retry-After", "WWW-Authenticate", "X-Request-ID", "X-Task-Id"],
+            max_age=600,
+        )
     app.add_middleware(RequestContextMiddleware)
     return app
 

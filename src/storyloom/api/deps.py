@@ -11,22 +11,37 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import Depends, Header, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from storyloom.api.auth import PRINCIPAL_SCOPE_KEY, Principal, open_principal
 from storyloom.api.services import Services
 from storyloom.api.sse import MAX_EVENT_ID, SSE_ENDED, SSE_OK
 
 __all__ = [
+    "AUTH",
     "NOT_FOUND",
     "QUEUE_FULL",
     "SSE_ENDED",
     "SSE_OK",
+    "TOO_MANY",
     "After",
+    "PrincipalDep",
     "Responses",
     "ServicesDep",
     "Tenant",
     "bind_job_id",
+    "get_principal",
     "get_services",
+    "get_tenant",
 ]
+
+# Only for the OpenAPI description (every operation lists the bearer scheme, so /docs and clients
+# generated from the spec send the key): AuthMiddleware has checked the key before any route runs.
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An API key from `storyloom keys create`; required when the service runs with --auth.",
+)
 
 
 async def get_services(request: Request) -> Services:
@@ -34,9 +49,30 @@ async def get_services(request: Request) -> Services:
     return services
 
 
-async def get_tenant(x_tenant: Annotated[str | None, Header(max_length=64)] = None) -> str:
-    """The tenant a request acts for (no auth yet: a header, default 'default')."""
-    return x_tenant or "default"
+async def get_principal(
+    request: Request,
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    x_tenant: Annotated[
+        str | None,
+        Header(
+            max_length=64,
+            description="The tenant, when the service runs without --auth; with --auth the key names it "
+            "and this header may only repeat it.",
+        ),
+    ] = None,
+) -> Principal:
+    """Who the request acts for: the key's tenant and role (authentication on), else X-Tenant."""
+    principal: Principal | None = request.scope.get(PRINCIPAL_SCOPE_KEY)
+    if principal is not None:
+        return principal
+    principal = open_principal(x_tenant)
+    structlog.contextvars.bind_contextvars(tenant=principal.tenant)
+    return principal
+
+
+async def get_tenant(principal: Annotated[Principal, Depends(get_principal)]) -> str:
+    """The tenant every resource of the request belongs to."""
+    return principal.tenant
 
 
 async def bind_job_id(request: Request) -> None:
@@ -60,15 +96,26 @@ async def get_after(
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
 Tenant = Annotated[str, Depends(get_tenant)]
 After = Annotated[int, Depends(get_after)]
 
 
 Responses = dict[int | str, dict[str, Any]]
+AUTH: Responses = {
+    401: {"description": "no API key, or one that is not valid or revoked (with --auth)"},
+    403: {"description": "the key may not do this (its role), or X-Tenant names another tenant"},
+}
 NOT_FOUND: Responses = {404: {"description": "no such job, task, project, chapter or version"}}
+TOO_MANY: Responses = {
+    429: {"description": "over one of the tenant's limits, named in the message; retry after Retry-After"}
+}
 # The submit routes' refusals (the name is older than the 422).
 QUEUE_FULL: Responses = {
-    429: {"description": "the queue is full; retry after Retry-After seconds"},
+    429: {
+        "description": "the queue is full, or the tenant is over one of its limits (named in the "
+        "message); retry after Retry-After seconds"
+    },
     422: {
         "description": "the request does not match this schema, or its Idempotency-Key was used"
         " with another body"

@@ -6,19 +6,29 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
+from storyloom.api.auth import KeyAuthenticator
 from storyloom.api.metrics import DURATION_BUCKETS_S, SUBMISSIONS, ServiceCollector, ServiceSnapshot
+from storyloom.api.tenant_limits import (
+    BudgetCheck,
+    BudgetGate,
+    StreamSlots,
+    TenantLimitsConfig,
+    parse_tenant_limits,
+)
 from storyloom.config import Settings
-from storyloom.errors import QueueFullError
+from storyloom.errors import QueueFullError, TenantLimitError
+from storyloom.jobs.intake import TenantCaps
 from storyloom.jobs.models import Job, JobStatus, QueueStats
 from storyloom.jobs.queue import JobQueue
 from storyloom.registry import AppRegistry
 from storyloom.store.database import Database
+from storyloom.store.keys import KeyStore
 from storyloom.store.schema import jobs
 
 __all__ = ["ApiOptions", "JobTotals", "Services"]
@@ -31,8 +41,11 @@ class ApiOptions:
     `worker_count`: the supervisor's live worker count when it shares the process (`serve`); without
     it the API counts workers holding live leases, and calls the service degraded only when due
     jobs have waited `stall_s` with no worker holding any lease.
+
+    `auth`: every route but the public ones needs an API key (see api/auth.py).
     """
 
+    auth: bool = False
     max_body_bytes: int = 1_048_576
     heartbeat_s: float = 15.0
     max_pending: int | None = 10_000
@@ -67,6 +80,8 @@ class Services:
         queue: JobQueue,
         hub: Any,
         registry: AppRegistry | None = None,
+        tenant_limits: TenantLimitsConfig | None = None,
+        budget_check: BudgetCheck | None = None,
     ) -> None:
         self.settings = settings
         self.options = options
@@ -75,6 +90,11 @@ class Services:
         self.hub = hub
         self.registry = registry if registry is not None else AppRegistry()
         self._shared: dict[str, Any] = {}
+        # None: authentication is off (the embedded loopback default); AuthMiddleware reads this.
+        self.keys = KeyAuthenticator(KeyStore(db)) if options.auth else None
+        self.tenant_limits = tenant_limits or parse_tenant_limits(settings.tenant_limits)
+        self.streams = StreamSlots()
+        self.budgets = BudgetGate(budget_check) if budget_check is not None else None
         self.collector = ServiceCollector()
         self.service_registry = CollectorRegistry(auto_describe=False)
         self.service_registry.register(self.collector)
@@ -101,6 +121,8 @@ class Services:
         queue: JobQueue | None = None,
         hub: Any = None,
         registry: AppRegistry | None = None,
+        tenant_limits: TenantLimitsConfig | None = None,
+        budget_check: BudgetCheck | None = None,
     ) -> Services:
         from storyloom.jobs.events import EventHub
 
@@ -115,23 +137,54 @@ class Services:
             stack.push_async_callback(hub.stop)
         if queue is None:
             queue = JobQueue(db, hub=hub, max_backlog=options.max_pending)
-        return cls(settings=settings, options=options, db=db, queue=queue, hub=hub, registry=registry)
+        services = cls(
+            settings=settings,
+            options=options,
+            db=db,
+            queue=queue,
+            hub=hub,
+            registry=registry,
+            tenant_limits=tenant_limits,
+            budget_check=budget_check,
+        )
+        if services.keys is not None:
+            stack.push_async_callback(services.keys.aclose)
+        return services
 
     async def submit(
         self, kind: str, payload: dict[str, Any], *, priority: int, idempotency_key: str | None, tenant: str
     ) -> tuple[Job, bool]:
-        """Submit; returns the job and whether this call created it (False: an idempotent repeat)."""
+        """Submit within the tenant's limits; returns the job and whether this call created it (False:
+        an idempotent repeat, answered even when the tenant is over a limit now)."""
         before = time.time()
+        caps = self.tenant_limits.for_tenant(tenant).caps()
         try:
+            if self.budgets is not None and (spent := await self.budgets.refusal(tenant)) is not None:
+                if idempotency_key is None:
+                    raise spent
+                # Still through the queue: a repeat of an accepted job gets it (or its conflict).
+                caps = replace(caps or TenantCaps(), refuse_new=spent)
             job = await self.queue.submit(
-                kind, payload, priority=priority, idempotency_key=idempotency_key, tenant=tenant
+                kind,
+                payload,
+                priority=priority,
+                idempotency_key=idempotency_key,
+                tenant=tenant,
+                caps=caps,
             )
         except QueueFullError:
             SUBMISSIONS.labels("rejected").inc()
             raise
+        except TenantLimitError:
+            SUBMISSIONS.labels("tenant_limited").inc()
+            raise
         created = idempotency_key is None or job.created_at >= before - 0.001
         SUBMISSIONS.labels("accepted" if created else "duplicate").inc()
         return job, created
+
+    def open_stream(self, tenant: str) -> Callable[[], None]:
+        """A slot among the tenant's open SSE streams in this process; call the result to free it."""
+        return self.streams.acquire(tenant, self.tenant_limits.for_tenant(tenant).max_streams)
 
     async def queue_stats(self) -> QueueStats:
         now = time.monotonic()

@@ -9,12 +9,13 @@ what comes next and ends with the job, instead of waiting for ids that will neve
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from fastapi import Response
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from storyloom.api.metrics import EVENT_LAG, HUB_LAG, SSE_OPEN, STEP_DURATION
 from storyloom.api.services import Services
@@ -24,7 +25,7 @@ from storyloom.jobs.events import Subscription
 from storyloom.jobs.models import TERMINAL_EVENT_KINDS, Job
 from storyloom.store.schema import events
 
-__all__ = ["job_events_response", "resume_job_events"]
+__all__ = ["ReleasingResponse", "job_events_response", "resume_job_events"]
 
 _PAGE = 500
 
@@ -91,9 +92,18 @@ async def _last_seq(services: Services, job_id: str) -> int:
         return int(await conn.scalar(query) or 0)
 
 
-async def resume_job_events(services: Services, job_id: str, after: int) -> Response:
-    """GET /api/jobs/{id}/events: 200 and the events after `after`, or 204 when none can come."""
+async def resume_job_events(
+    services: Services, job_id: str, after: int, *, read_scope: str | None, tenant: str
+) -> Response:
+    """GET /api/jobs/{id}/events: 200 and the events after `after`, or 204 when none can come.
+
+    `read_scope`: the tenant whose jobs the caller may read (None: any, an admin key); another
+    tenant's job is as unknown as none. The stream holds one of `tenant`'s stream slots until it
+    ends (not a 204, which ends at once)."""
     job, subscription = await services.hub.open(job_id, after)
+    if job is not None and read_scope is not None and job.tenant != read_scope:
+        subscription.close()
+        job = None
     if job is not None and after and not job.status.is_terminal:
         last = await _last_seq(services, job_id)
         if last < after:  # an id past this job's log: follow from where the log really is
@@ -107,8 +117,16 @@ async def resume_job_events(services: Services, job_id: str, after: int) -> Resp
         first = await services.queue.events(job_id, after, _PAGE)
         if not first:
             return Response(status_code=204)
-        return _respond(services, _finished_job_events(services, job_id, after, first))
-    return job_events_response(services, job, after, subscription=subscription)
+        release = services.open_stream(tenant)
+        return ReleasingResponse(
+            _respond(services, _finished_job_events(services, job_id, after, first)), release
+        )
+    try:
+        release = services.open_stream(tenant)
+    except BaseException:
+        subscription.close()
+        raise
+    return ReleasingResponse(job_events_response(services, job, after, subscription=subscription), release)
 
 
 def _respond(
@@ -151,3 +169,23 @@ def job_events_response(
     else:
         source = _live_job_events(services, job.id, after, subscription)
     return _respond(services, source, preamble=preamble, headers=headers)
+
+
+class ReleasingResponse(Response):
+    """Any response, with `release` called once it has been sent or its client has gone, however it
+    ended. The stream limit's slot is given back here rather than in the body's generator, whose
+    `finally` never runs when the client leaves before the first chunk is asked for."""
+
+    def __init__(self, inner: Response, release: Callable[[], None]) -> None:
+        # Not Response.__init__: nothing is rendered here, `inner` sends itself.
+        self.inner = inner
+        self.release = release
+        self.status_code = inner.status_code
+        self.background = None
+        self.raw_headers = inner.raw_headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.inner(scope, receive, send)
+        finally:
+            self.release()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import sys
@@ -11,7 +12,7 @@ import typer
 
 from storyloom.errors import ConfigError
 
-__all__ = ["parse_worker_range", "register"]
+__all__ = ["is_loopback", "parse_worker_range", "register", "resolve_auth"]
 
 _MAX_WORKERS = 64
 _MAX_API_PROCESSES = 32
@@ -37,6 +38,12 @@ def register(app: typer.Typer) -> None:
         api_processes: int = typer.Option(
             1, min=1, max=_MAX_API_PROCESSES, help="API processes sharing the port (Linux: SO_REUSEPORT)."
         ),
+        auth: bool | None = typer.Option(
+            None,
+            "--auth/--no-auth",
+            help="Require an API key (`storyloom keys create`) on every route but health. "
+            "Default: on unless --host is a loopback address.",
+        ),
     ) -> None:
         """Serve the HTTP API with MIN..MAX worker processes; prints the URL once it is ready."""
         from storyloom.commands._settings import load_settings
@@ -46,7 +53,12 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--sim-config {sim_config} is not a file.")
         settings = load_settings(data_dir=data_dir, database_url=database_url)
         settings.provider()  # a missing key or URL is one sentence now, not a failure later
-        _prepare_metrics_dir(settings.data_dir)
+        auth_on = resolve_auth(host, auth)
+        _prepare_metrics_dir(settings.data_dir)  # before anything imports prometheus_client
+
+        from storyloom.api.tenant_limits import parse_tenant_limits
+
+        parse_tenant_limits(settings.tenant_limits)  # a wrong STORYLOOM_TENANT_LIMITS: one sentence now
 
         from storyloom import eventloop
         from storyloom.api.services import ApiOptions
@@ -54,6 +66,12 @@ def register(app: typer.Typer) -> None:
         from storyloom.serve.service import ServeConfig, run_service
 
         configure_logging(level=settings.log_level, json=settings.log_json)
+        if not auth_on and not is_loopback(host):
+            typer.echo(
+                f"warning: serving on {host} without authentication (--no-auth): anyone who can reach "
+                "this port can read, submit and cancel every tenant's jobs.",
+                err=True,
+            )
         config = ServeConfig(
             settings=settings,
             host=host,
@@ -66,7 +84,7 @@ def register(app: typer.Typer) -> None:
             sim_config=sim_config,
             api_processes=api_processes,
             worker_nice=worker_nice,
-            api=ApiOptions(max_pending=max_pending, heartbeat_s=heartbeat_s),
+            api=ApiOptions(max_pending=max_pending, heartbeat_s=heartbeat_s, auth=auth_on),
         )
 
         def ready(url: str) -> None:
@@ -76,6 +94,21 @@ def register(app: typer.Typer) -> None:
         from storyloom.registry import installed_apps
 
         eventloop.run(run_service(config, installed_apps(), on_ready=ready))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach `host` (a name other than localhost counts as not)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_auth(host: str, flag: bool | None) -> bool:
+    """--auth/--no-auth as given; unset: on whenever the API listens beyond loopback."""
+    return flag if flag is not None else not is_loopback(host)
 
 
 def parse_worker_range(text: str) -> tuple[int, int]:

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storyloom.errors import InputError, JobNotFoundError
-from storyloom.jobs.intake import Intake, submitted_event
+from storyloom.jobs.intake import Intake, TenantCaps, submitted_event
 from storyloom.jobs.models import Job, JobStatus, QueueStats, StoredEvent
 from storyloom.store.bulk import job_events_after, jobs_by_ids
 from storyloom.store.database import Database
@@ -82,8 +82,11 @@ class JobQueue:
         parent_id: str | None = None,
         depends_on: str | None = None,
         max_attempts: int = 3,
+        caps: TenantCaps | None = None,
     ) -> Job:
-        """Enqueue a job. The same (tenant, idempotency_key) returns the first job, even under races."""
+        """Enqueue a job. The same (tenant, idempotency_key) returns the first job, even under races.
+
+        `caps`: the tenant's own limits, checked atomically with the insert (`TenantLimitError`)."""
         if not 0 <= priority <= 9:
             raise InputError(f"priority must be between 0 and 9, got {priority}.")
         if max_attempts < 1:
@@ -114,7 +117,7 @@ class JobQueue:
         # Followed from before its first commit: the client that submits it asks for its stream next.
         early = self.hub.expect(job_id) if self.hub is not None else None
         try:
-            job, created = await self._intake.submit(row)
+            job, created = await self._intake.submit(row, caps)
         except BaseException:
             if early is not None:
                 early.close()
@@ -128,9 +131,10 @@ class JobQueue:
             self._wake()
         return job
 
-    async def get(self, job_id: str) -> Job:
+    async def get(self, job_id: str, *, tenant: str | None = None) -> Job:
+        """The job; `tenant` given: only if it is that tenant's (another's is as unknown as none)."""
         async with self.db.read() as conn:
-            row = (await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).first()
+            row = (await conn.execute(sa.select(jobs).where(*_owned(job_id, tenant)))).first()
         if row is None:
             raise JobNotFoundError(f"no job {job_id!r}")
         return Job.from_row(row)
@@ -142,12 +146,14 @@ class JobQueue:
             )
             return [Job.from_row(r) for r in rows]
 
-    async def cancel(self, job_id: str) -> Job:
-        """Pending/retrying: cancelled now. Running: flagged; its worker stops it within a heartbeat."""
+    async def cancel(self, job_id: str, *, tenant: str | None = None) -> Job:
+        """Pending/retrying: cancelled now. Running: flagged; its worker stops it within a heartbeat.
+
+        `tenant` given: only that tenant's job; another's raises `JobNotFoundError`, untouched."""
         now = time.time()
 
         async def tx(conn: AsyncConnection) -> Job:
-            row = (await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).first()
+            row = (await conn.execute(sa.select(jobs).where(*_owned(job_id, tenant)))).first()
             if row is None:
                 raise JobNotFoundError(f"no job {job_id!r}")
             job = Job.from_row(row)
@@ -433,6 +439,13 @@ class JobQueue:
 
 
 # ---- shared statements -----------------------------------------------------------------------
+
+
+def _owned(job_id: str, tenant: str | None) -> list[sa.ColumnElement[bool]]:
+    cond = [jobs.c.id == job_id]
+    if tenant is not None:
+        cond.append(jobs.c.tenant == tenant)
+    return cond
 
 
 async def read_events(conn: AsyncConnection, job_id: str, after: int, limit: int) -> list[StoredEvent]:

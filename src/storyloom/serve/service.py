@@ -8,7 +8,7 @@ census file. With the sim profile the simulator runs as its own process (`storyl
 worker calls it over loopback HTTP, so all of them share one simulated provider and its quotas.
 SIGTERM or Ctrl-C stops, in order: the API processes (open SSE streams get `graceful_s` to end),
 the workers (each drains or hands its running jobs back; steps already checkpointed are not
-redone), the simulator.
+redone), the simulator. With `api.auth` every API process requires an API key (api/auth.py).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from storyloom.registry import AppRegistry
 if TYPE_CHECKING:
     from storyloom.serve.api_processes import ApiProcesses
     from storyloom.serve.supervisor import Supervisor
+    from storyloom.store.database import Database
 
 __all__ = ["ServeConfig", "run_service"]
 
@@ -132,6 +133,8 @@ async def run_service(
         db = Database.from_url(database_url)
         stack.push_async_callback(db.close)
         await db.migrate(registry.migrations())
+        if config.api.auth:
+            await _warn_without_keys(db)
         hub = EventHub(db)
         await hub.start()
         stack.push_async_callback(hub.stop)
@@ -177,6 +180,7 @@ async def run_service(
             url=url,
             workers=f"{config.min_workers}..{config.max_workers}",
             api_processes=config.api_processes,
+            auth=config.api.auth,
         )
         if on_ready is not None:
             on_ready(url)
@@ -190,6 +194,17 @@ async def run_service(
         await serving
         stopped.cancel()
     _log.info("service_stopped")
+
+
+async def _warn_without_keys(db: Database) -> None:
+    from storyloom.store.keys import KeyStore
+
+    if not await KeyStore(db).list_keys(include_revoked=False):
+        _log.warning(
+            "auth_without_keys",
+            message="authentication is on and no API key exists: every request but health gets 401; "
+            "create one with `storyloom keys create --tenant T`.",
+        )
 
 
 async def _start_children(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 __all__ = [
+    "api_keys",
     "checkpoints",
     "events",
     "jobs",
@@ -56,6 +57,9 @@ jobs = sa.Table(
     sa.Index("ix_jobs_parent", "parent_id"),
     sa.Index("ix_jobs_depends", "depends_on"),
     sa.Index("ix_jobs_finished", "finished_at"),
+    # Per-tenant limits count a tenant's active jobs and its submissions of the last minute.
+    sa.Index("ix_jobs_tenant_status", "tenant", "status"),
+    sa.Index("ix_jobs_tenant_created", "tenant", "created_at"),
 )
 
 checkpoints = sa.Table(
@@ -123,4 +127,19 @@ usage_daily = sa.Table(
     sa.Column("prompt_tokens", sa.BigInteger, nullable=False),
     sa.Column("completion_tokens", sa.BigInteger, nullable=False),
     sa.Column("cost_usd", _Ts, nullable=False),
+)
+
+# API keys: only a SHA-256 of each key is kept (see store/keys.py); `id` is the key's public part.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(16), primary_key=True),
+    sa.Column("key_hash", sa.String(64), nullable=False),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("created_at", _Ts, nullable=False),
+    sa.Column("revoked_at", _Ts, nullable=True),
+    sa.Column("last_used_at", _Ts, nullable=True),
+    sa.UniqueConstraint("key_hash", name="uq_api_keys_hash"),
+    sa.Index("ix_api_keys_tenant", "tenant"),
 )

@@ -1,11 +1,16 @@
-"""Health, the seed's JSON metrics, and Prometheus /metrics."""
+"""Health, the seed's JSON metrics, and Prometheus /metrics.
+
+Health needs no key (load balancers and orchestrators probe it). Both metrics need an admin key
+when authentication is on: they are figures of the whole deployment, every tenant's tokens and cost
+among them (`storyloom_llm_tokens{tenant=...}`); a Prometheus scrape sends one with
+`authorization: {credentials_file: ...}`."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from storyloom.api.deps import ServicesDep
+from storyloom.api.deps import AUTH, PrincipalDep, ServicesDep
 from storyloom.api.metrics import CONTENT_TYPE_LATEST, render_metrics
 from storyloom.api.schemas import HealthOut, MetricsOut
 from storyloom.errors import StoreError
@@ -46,9 +51,10 @@ async def health(services: ServicesDep) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=503 if reasons else 200)
 
 
-@router.get("/api/metrics", response_model=MetricsOut)
-async def metrics_json(services: ServicesDep) -> MetricsOut:
+@router.get("/api/metrics", response_model=MetricsOut, responses=AUTH)
+async def metrics_json(services: ServicesDep, principal: PrincipalDep) -> MetricsOut:
     """The seed's figures: finished executions, success rate, average time, workers, queue size."""
+    principal.require_admin("/api/metrics")
     totals = await services.job_totals()
     stats = await services.queue_stats()
     finished = totals.completed + totals.failed
@@ -62,6 +68,7 @@ async def metrics_json(services: ServicesDep) -> MetricsOut:
 
 
 @router.get("/metrics", response_class=Response, include_in_schema=False)
-async def prometheus(services: ServicesDep) -> Response:
+async def prometheus(services: ServicesDep, principal: PrincipalDep) -> Response:
+    principal.require_admin("/metrics")
     await services.refresh_snapshot()
     return Response(render_metrics(services.service_registry), media_type=CONTENT_TYPE_LATEST)

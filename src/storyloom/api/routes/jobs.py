@@ -1,4 +1,5 @@
-"""/api/jobs: list, look at, cancel, retry and follow any job."""
+"""/api/jobs: list, look at, cancel, retry and follow a job of the caller's tenant (any tenant's,
+read-only, for an admin key)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,17 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel
 
-from storyloom.api.deps import NOT_FOUND, SSE_ENDED, SSE_OK, After, ServicesDep, Tenant, bind_job_id
+from storyloom.api.deps import (
+    AUTH,
+    NOT_FOUND,
+    SSE_ENDED,
+    SSE_OK,
+    TOO_MANY,
+    After,
+    PrincipalDep,
+    ServicesDep,
+    bind_job_id,
+)
 from storyloom.api.presenters import job_out
 from storyloom.api.schemas import JobOut
 from storyloom.api.services import Services
@@ -18,7 +29,7 @@ from storyloom.jobs.usage import job_usage
 
 __all__ = ["JobList", "router"]
 
-router = APIRouter(prefix="/api/jobs", tags=["jobs"], dependencies=[Depends(bind_job_id)])
+router = APIRouter(prefix="/api/jobs", tags=["jobs"], dependencies=[Depends(bind_job_id)], responses=AUTH)
 
 
 class JobList(BaseModel):
@@ -41,42 +52,50 @@ async def _view(services: Services, found: list[Job]) -> list[JobOut]:
 @router.get("", response_model=JobList)
 async def list_all(
     services: ServicesDep,
-    tenant: Tenant,
+    principal: PrincipalDep,
     status: Annotated[list[str] | None, Query(description="only jobs in these states")] = None,
     kind: Annotated[list[str] | None, Query(description="only jobs of these kinds")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> JobList:
-    """Newest first; `?status=failed` lists the dead letters."""
+    """Newest first (this tenant's; every tenant's for an admin key); `?status=failed` lists the
+    dead letters."""
     page = await list_jobs(
-        services.queue, statuses=status or (), kinds=kind or (), tenant=tenant, limit=limit, offset=offset
+        services.queue,
+        statuses=status or (),
+        kinds=kind or (),
+        tenant=principal.read_scope,
+        limit=limit,
+        offset=offset,
     )
     return JobList(jobs=await _view(services, page.jobs), total=page.total, limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=NOT_FOUND)
-async def get_job(job_id: str, services: ServicesDep) -> JobOut:
-    return (await _view(services, [await services.queue.get(job_id)]))[0]
+async def get_job(job_id: str, services: ServicesDep, principal: PrincipalDep) -> JobOut:
+    return (await _view(services, [await services.queue.get(job_id, tenant=principal.read_scope)]))[0]
 
 
 @router.delete("/{job_id}", response_model=JobOut, responses=NOT_FOUND)
-async def cancel_job(job_id: str, services: ServicesDep) -> JobOut:
+async def cancel_job(job_id: str, services: ServicesDep, principal: PrincipalDep) -> JobOut:
     """Cancel: a queued job at once, a running one within its worker's next heartbeat."""
-    return (await _view(services, [await services.queue.cancel(job_id)]))[0]
+    return (await _view(services, [await services.queue.cancel(job_id, tenant=principal.tenant)]))[0]
 
 
-@router.post("/{job_id}/retry", response_model=JobOut, responses=NOT_FOUND)
-async def retry(job_id: str, services: ServicesDep, tenant: Tenant) -> JobOut:
-    """Run a failed or cancelled job again; its finished steps are not redone."""
-    return (await _view(services, [await retry_job(services.queue, job_id, tenant=tenant)]))[0]
+@router.post("/{job_id}/retry", response_model=JobOut, responses={**NOT_FOUND, **AUTH})
+async def retry(job_id: str, services: ServicesDep, principal: PrincipalDep) -> JobOut:
+    """Run a failed or cancelled job of this tenant again; its finished steps are not redone."""
+    return (await _view(services, [await retry_job(services.queue, job_id, tenant=principal.tenant)]))[0]
 
 
 @router.get(
     "/{job_id}/events",
     response_class=Response,
-    responses={**SSE_OK, **SSE_ENDED, **NOT_FOUND},
+    responses={**SSE_OK, **SSE_ENDED, **NOT_FOUND, **TOO_MANY},
 )
-async def job_events(job_id: str, services: ServicesDep, after: After) -> Response:
+async def job_events(job_id: str, services: ServicesDep, principal: PrincipalDep, after: After) -> Response:
     """SSE: every event with `id:` = its offset and `event:` = its kind; resume with Last-Event-ID
     (or ?after=). 204 once the job has ended and the client has its last event."""
-    return await resume_job_events(services, job_id, after)
+    return await resume_job_events(
+        services, job_id, after, read_scope=principal.read_scope, tenant=principal.tenant
+    )

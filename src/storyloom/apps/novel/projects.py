@@ -373,13 +373,18 @@ class ProjectStore:
 
         return await self._db.transaction(tx)
 
-    async def chapter_job_ids(self, chapter_id: str, *, limit: int = 20) -> list[str]:
-        """Ids of the chapter jobs submitted for this chapter (payload.chapter_id), newest first."""
+    async def chapter_job_ids(
+        self, chapter_id: str, *, tenant: str | None = None, limit: int = 20
+    ) -> list[str]:
+        """Ids of the chapter jobs submitted for this chapter (payload.chapter_id), newest first;
+        `tenant` given: only that tenant's."""
         query = (
             sa.select(jobs.c.id)
             .where(jobs.c.kind == "novel", jobs.c.payload["chapter_id"].as_string() == chapter_id)
             .order_by(jobs.c.created_at.desc())
             .limit(limit)
         )
+        if tenant is not None:
+            query = query.where(jobs.c.tenant == tenant)
         async with self._db.read() as conn:
             return [row[0] for row in await conn.execute(query)]

@@ -1,4 +1,7 @@
-"""/api/projects: projects, their chapters (each written by a chapter job) and candidate versions."""
+"""/api/projects: projects, their chapters (each written by a chapter job) and candidate versions.
+
+Every project belongs to one tenant; a project (and so its chapters, versions and jobs) of another
+tenant answers 404, admin key or not."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
 
-from storyloom.api.deps import NOT_FOUND, QUEUE_FULL, ServicesDep, Tenant
+from storyloom.api.deps import AUTH, NOT_FOUND, QUEUE_FULL, ServicesDep, Tenant
 from storyloom.api.errors import NotFoundError
 from storyloom.api.presenters import job_out
 from storyloom.api.services import Services
@@ -25,7 +28,7 @@ from storyloom.apps.novel.routes.schemas import (
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/projects", tags=["projects"])
+router = APIRouter(prefix="/api/projects", tags=["projects"], responses=AUTH)
 
 IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=150)]
 
@@ -45,12 +48,11 @@ async def _chapter(services: Services, project_id: str, chapter_id: str, tenant:
     return chapter
 
 
-async def _chapter_view(services: Services, chapter: Chapter) -> ChapterOut:
-    jobs = [
-        await services.queue.get(job_id)
-        for job_id in await project_store(services).chapter_job_ids(chapter.id)
-    ]
-    return chapter_out(chapter, await project_store(services).list_versions(chapter.id), jobs)
+async def _chapter_view(services: Services, chapter: Chapter, tenant: str) -> ChapterOut:
+    store = project_store(services)
+    job_ids = await store.chapter_job_ids(chapter.id, tenant=tenant)
+    jobs = [await services.queue.get(job_id, tenant=tenant) for job_id in job_ids]
+    return chapter_out(chapter, await store.list_versions(chapter.id), jobs)
 
 
 @router.post("", response_model=ProjectOut, status_code=status.HTTP_201_CREATED)
@@ -114,18 +116,21 @@ async def write_chapter(
         project.id, index=body.index, title=body.title, outline=body.outline
     )
     job, _ = await submit_chapter_job(services, project, chapter, body, tenant=tenant)
-    return ChapterSubmitted(chapter=await _chapter_view(services, chapter), job=job_out(job))
+    return ChapterSubmitted(chapter=await _chapter_view(services, chapter, tenant), job=job_out(job))
 
 
 @router.get("/{project_id}/chapters", response_model=list[ChapterOut], responses=NOT_FOUND)
 async def list_chapters(project_id: str, services: ServicesDep, tenant: Tenant) -> list[ChapterOut]:
     await _project(services, project_id, tenant)
-    return [await _chapter_view(services, c) for c in await project_store(services).list_chapters(project_id)]
+    return [
+        await _chapter_view(services, c, tenant)
+        for c in await project_store(services).list_chapters(project_id)
+    ]
 
 
 @router.get("/{project_id}/chapters/{chapter_id}", response_model=ChapterOut, responses=NOT_FOUND)
 async def get_chapter(project_id: str, chapter_id: str, services: ServicesDep, tenant: Tenant) -> ChapterOut:
-    return await _chapter_view(services, await _chapter(services, project_id, chapter_id, tenant))
+    return await _chapter_view(services, await _chapter(services, project_id, chapter_id, tenant), tenant)
 
 
 @router.get(
@@ -135,7 +140,7 @@ async def list_versions(
     project_id: str, chapter_id: str, services: ServicesDep, tenant: Tenant
 ) -> list[VersionOut]:
     chapter = await _chapter(services, project_id, chapter_id, tenant)
-    await _chapter_view(services, chapter)  # stores versions of jobs that finished meanwhile
+    await _chapter_view(services, chapter, tenant)  # stores versions of jobs that finished meanwhile
     return [version_out(v) for v in await project_store(services).list_versions(chapter.id)]
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
-from storyloom.api.deps import NOT_FOUND, QUEUE_FULL, ServicesDep, Tenant, bind_job_id
+from storyloom.api.deps import AUTH, NOT_FOUND, QUEUE_FULL, PrincipalDep, ServicesDep, Tenant, bind_job_id
 from storyloom.api.presenters import execution_time
 from storyloom.api.schemas import UsageOut
 from storyloom.api.services import Services
 from storyloom.api.sse import SSE_SUBMITTED, format_named
-from storyloom.api.streams import job_events_response
+from storyloom.api.streams import ReleasingResponse, job_events_response
 from storyloom.apps.novel.models import ChapterInput, ChapterRequest
 from storyloom.apps.novel.routes.presenters import chapter_content
 from storyloom.apps.novel.routes.schemas import GenerateRequest, GenerateResponse, TaskResult, TaskStatus
@@ -21,7 +21,12 @@ from storyloom.jobs.usage import job_usage
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/novel", tags=["novel (seed contract)"], dependencies=[Depends(bind_job_id)])
+router = APIRouter(
+    prefix="/api/novel",
+    tags=["novel (seed contract)"],
+    dependencies=[Depends(bind_job_id)],
+    responses=AUTH,
+)
 
 IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)]
 
@@ -63,17 +68,23 @@ async def generate(
 )
 async def generate_stream(
     body: GenerateRequest, services: ServicesDep, tenant: Tenant, idempotency_key: IdempotencyHeader = None
-) -> StreamingResponse:
+) -> Response:
     """Queue a chapter and stream its events. The first message (no id) names the task; reconnect
     with GET /api/jobs/{task_id}/events and Last-Event-ID."""
-    job, _ = await _submit(services, body, idempotency_key, tenant)
+    release = services.open_stream(tenant)  # before the job: a refused stream leaves no job behind
+    try:
+        job, _ = await _submit(services, body, idempotency_key, tenant)
+    except BaseException:
+        release()
+        raise
     hello = format_named("task", {"kind": "task", "task_id": job.id, "status": job.status.value})
-    return job_events_response(services, job, 0, preamble=hello, headers={"X-Task-Id": job.id})
+    stream = job_events_response(services, job, 0, preamble=hello, headers={"X-Task-Id": job.id})
+    return ReleasingResponse(stream, release)
 
 
 @router.get("/status/{task_id}", response_model=TaskStatus, responses=NOT_FOUND)
-async def status(task_id: str, services: ServicesDep) -> TaskStatus:
-    job = await services.queue.get(task_id)
+async def status(task_id: str, services: ServicesDep, principal: PrincipalDep) -> TaskStatus:
+    job = await services.queue.get(task_id, tenant=principal.read_scope)
     return TaskStatus(
         task_id=job.id,
         status=job.status.value,
@@ -87,8 +98,8 @@ async def status(task_id: str, services: ServicesDep) -> TaskStatus:
 
 
 @router.get("/result/{task_id}", response_model=TaskResult, responses=NOT_FOUND)
-async def result(task_id: str, services: ServicesDep) -> TaskResult:
-    job = await services.queue.get(task_id)
+async def result(task_id: str, services: ServicesDep, principal: PrincipalDep) -> TaskResult:
+    job = await services.queue.get(task_id, tenant=principal.read_scope)
     totals = (await job_usage(services.db, [job.id]))[job.id].to_dict()
     spent = {"usage": UsageOut.model_validate(totals), "cost_usd": totals["cost_usd"]}
     if job.status is not JobStatus.COMPLETED:
