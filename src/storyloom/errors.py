@@ -8,6 +8,7 @@ Three families are kept apart so callers can react correctly:
     │   ├── InputError
     │   │   └── IdempotencyConflictError   a reused idempotency key with a different body (422)
     │   ├── NotFoundError          no such app, project, chapter or version (404)
+    │   ├── ConflictError          the resource is not in a state that allows this (409)
     │   ├── AuthenticationError    no key, or a key that is unknown or revoked (401)
     │   └── PermissionDeniedError  a valid key whose role may not do this (403)
     ├── ProviderError              a model call failed; carries status and Retry-After
@@ -45,6 +46,7 @@ __all__ = [
     "BudgetExceededError",
     "CircuitOpenError",
     "ConfigError",
+    "ConflictError",
     "FlowError",
     "IdempotencyConflictError",
     "InputError",
@@ -91,6 +93,10 @@ class IdempotencyConflictError(InputError):
 
 class NotFoundError(UserError):
     """A named resource (an app, a project, a chapter, a version) does not exist (HTTP 404)."""
+
+
+class ConflictError(UserError):
+    """The resource exists but its state forbids the request (retrying a job that did not fail)."""
 
 
 class AuthenticationError(UserError):

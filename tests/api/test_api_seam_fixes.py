@@ -42,12 +42,12 @@ async def test_dead_letters_are_listed_and_retried(api: Served) -> None:
     everything = (await api.client.get("/api/jobs", params={"kind": "novel", "limit": 1})).json()
     assert everything["total"] == 2 and len(everything["jobs"]) == 1
     bad = await api.client.get("/api/jobs", params={"status": "sleeping"})
-    assert bad.status_code == 400 and "unknown job status" in bad.json()["message"]
+    assert bad.status_code == 422 and "status" in bad.json()["message"]
 
     again = await api.client.post(f"/api/jobs/{failed.id}/retry")
     assert again.status_code == 200 and again.json()["status"] == "pending"
     refused = await api.client.post(f"/api/jobs/{ok.id}/retry")
-    assert refused.status_code == 400 and "only failed or cancelled" in refused.json()["message"]
+    assert refused.status_code == 409 and "only failed or cancelled" in refused.json()["message"]
     assert (await api.client.post("/api/jobs/nope/retry")).status_code == 404
     kinds = [e.kind for e in await api.queue.events(failed.id)]
     assert kinds[-2:] == ["job.failed", "job.retried"]

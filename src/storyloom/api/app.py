@@ -118,12 +118,13 @@ async def _warm_routes(app: FastAPI) -> None:
 
 def _include_routes(app: FastAPI, registry: AppRegistry) -> None:
     """The engine's routes, then each app's own (an app may add routes, never replace ours)."""
+    from storyloom.api.routes.apps import app_job_router
     from storyloom.api.routes.apps import router as apps_router
     from storyloom.api.routes.health import router as health_router
     from storyloom.api.routes.jobs import router as jobs_router
     from storyloom.api.routes.openai import router as openai_router
 
-    for router in (apps_router, jobs_router, openai_router, health_router):
+    for router in (app_job_router(registry), apps_router, jobs_router, openai_router, health_router):
         app.include_router(router)
     for plugin in registry:
         if plugin.routes is not None:

@@ -30,6 +30,7 @@ from typing import Any
 import structlog
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from storyloom.api.errors import error_body
 from storyloom.api.middleware import WARM_UP_PATH
 from storyloom.errors import AuthenticationError, PermissionDeniedError, StoreError
 from storyloom.logs import get_logger
@@ -225,7 +226,9 @@ def _is_public(path: str) -> bool:
 async def _send_json(
     send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
-    payload = json.dumps({"detail": detail}).encode()
+    # Outside the app's exception handlers, so the ErrorOut body is made here (same shape).
+    text = detail.strip() or "not allowed"
+    payload = json.dumps(error_body(text if text.endswith((".", "?", "!")) else f"{text}.")).encode()
     start: dict[str, Any] = {
         "type": "http.response.start",
         "status": status,

@@ -35,6 +35,7 @@ from starlette.routing import compile_path
 from storyloom.api.schemas import ErrorOut, FieldError, ValidationErrorOut
 from storyloom.errors import (
     AuthenticationError,
+    ConflictError,
     IdempotencyConflictError,
     JobNotFoundError,
     NotFoundError,
@@ -159,6 +160,10 @@ async def _user_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(400, _sentence(str(exc)))
 
 
+async def _conflict(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(409, _sentence(str(exc)))
+
+
 async def _unauthenticated(_: Request, exc: Exception) -> JSONResponse:
     message = _sentence(str(exc) or "an API key is required (Authorization: Bearer KEY)")
     return error_response(401, message, headers={"WWW-Authenticate": "Bearer"})
@@ -202,6 +207,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(IdempotencyConflictError, _idempotency_conflict)
     app.add_exception_handler(JobNotFoundError, _not_found)
     app.add_exception_handler(NotFoundError, _not_found)
+    app.add_exception_handler(ConflictError, _conflict)
     app.add_exception_handler(AuthenticationError, _unauthenticated)
     app.add_exception_handler(PermissionDeniedError, _forbidden)
     app.add_exception_handler(QueueFullError, _queue_full)

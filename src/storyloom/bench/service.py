@@ -284,7 +284,7 @@ def _step_commits_per_s(db_path: Path) -> tuple[int, float]:
     with sqlite3.connect(db_path) as conn:
         count, first, last = conn.execute(
             "SELECT count(*), min(c.created_at), max(c.created_at) FROM job_checkpoints c "
-            "JOIN jobs j ON j.id = c.run_id WHERE j.kind = 'chapter'"
+            "JOIN jobs j ON j.id = c.run_id WHERE j.kind = 'novel'"
         ).fetchone()
     span = (last or 0.0) - (first or 0.0)
     return int(count or 0), (count / span if span > 0 else 0.0)

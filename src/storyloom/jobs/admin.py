@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storyloom.errors import InputError, JobNotFoundError
+from storyloom.errors import ConflictError, InputError, JobNotFoundError
 from storyloom.jobs.models import Job, JobStatus
 from storyloom.jobs.queue import JobQueue, append_event
 from storyloom.store.schema import jobs
@@ -75,7 +75,7 @@ async def retry_job(queue: JobQueue, job_id: str, *, tenant: str | None = None) 
             raise JobNotFoundError(f"no job {job_id!r}")
         job = Job.from_row(row)
         if job.status.value not in _RETRYABLE:
-            raise InputError(
+            raise ConflictError(
                 f"job {job_id} is {job.status.value}: only failed or cancelled jobs can be retried."
             )
         await conn.execute(

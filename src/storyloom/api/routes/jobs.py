@@ -24,7 +24,7 @@ from storyloom.api.schemas import JobOut
 from storyloom.api.services import Services
 from storyloom.api.streams import resume_job_events
 from storyloom.jobs.admin import list_jobs, retry_job
-from storyloom.jobs.models import Job
+from storyloom.jobs.models import Job, JobStatus
 from storyloom.jobs.usage import job_usage
 
 __all__ = ["JobList", "router"]
@@ -53,7 +53,7 @@ async def _view(services: Services, found: list[Job]) -> list[JobOut]:
 async def list_all(
     services: ServicesDep,
     principal: PrincipalDep,
-    status: Annotated[list[str] | None, Query(description="only jobs in these states")] = None,
+    status: Annotated[list[JobStatus] | None, Query(description="only jobs in these states")] = None,
     kind: Annotated[list[str] | None, Query(description="only jobs of these kinds")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
@@ -62,7 +62,7 @@ async def list_all(
     dead letters."""
     page = await list_jobs(
         services.queue,
-        statuses=status or (),
+        statuses=[s.value for s in status or ()],
         kinds=kind or (),
         tenant=principal.read_scope,
         limit=limit,
@@ -82,7 +82,11 @@ async def cancel_job(job_id: str, services: ServicesDep, principal: PrincipalDep
     return (await _view(services, [await services.queue.cancel(job_id, tenant=principal.tenant)]))[0]
 
 
-@router.post("/{job_id}/retry", response_model=JobOut, responses={**NOT_FOUND, **AUTH})
+@router.post(
+    "/{job_id}/retry",
+    response_model=JobOut,
+    responses={**NOT_FOUND, **AUTH, 409: {"description": "the job has not failed or been cancelled"}},
+)
 async def retry(job_id: str, services: ServicesDep, principal: PrincipalDep) -> JobOut:
     """Run a failed or cancelled job of this tenant again; its finished steps are not redone."""
     return (await _view(services, [await retry_job(services.queue, job_id, tenant=principal.tenant)]))[0]

@@ -20,16 +20,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from storyloom.api.deps import ServicesDep, Tenant
+from storyloom.api.deps import AUTH, ServicesDep, Tenant
 from storyloom.api.services import Services
 from storyloom.api.sse import SSE_HEADERS
 from storyloom.app import App
 from storyloom.errors import NotFoundError, UserError
 from storyloom.jobs.models import TERMINAL_EVENT_KINDS, Job, StoredEvent
 
-__all__ = ["ChatCompletionIn", "router"]
+__all__ = ["ChatCompletionIn", "OpenAIErrorOut", "router"]
 
-router = APIRouter(prefix="/v1", tags=["openai-compatible"])
+router = APIRouter(prefix="/v1", tags=["openai-compatible"], responses=AUTH)
 
 _PREFIX = "storyloom/"
 
@@ -50,6 +50,26 @@ class ChatCompletionIn(BaseModel):
     messages: list[ChatMessageIn] = Field(min_length=1, max_length=1000)
     stream: bool = False
     user: str | None = Field(default=None, max_length=200)
+
+
+class OpenAIError(BaseModel):
+    message: str
+    type: str
+    code: str | None = None
+    param: str | None = None
+
+
+class OpenAIErrorOut(BaseModel):
+    """OpenAI's error body, so the SDKs raise their usual exceptions with our sentence."""
+
+    error: OpenAIError
+
+
+_OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": OpenAIErrorOut, "description": "the messages cannot be turned into the app's input"},
+    404: {"model": OpenAIErrorOut, "description": "no app is this model"},
+    502: {"model": OpenAIErrorOut, "description": "the app's job failed or was cancelled"},
+}
 
 
 class ModelOut(BaseModel):
@@ -75,7 +95,7 @@ async def list_models(services: ServicesDep) -> ModelList:
     return ModelList(data=[ModelOut(id=f"{_PREFIX}{app.name}", created=now) for app in services.registry])
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post("/chat/completions", response_model=None, responses=_OPENAI_ERRORS)
 async def chat_completions(
     body: ChatCompletionIn, request: Request, services: ServicesDep, tenant: Tenant
 ) -> JSONResponse | StreamingResponse:
