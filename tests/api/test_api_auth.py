@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import re
 
-from _api_support import Keys, Served, novel_input
 from fastapi.routing import APIRoute
 
 from storyloom.api.auth import PUBLIC_PATHS
 from storyloom.store.keys import KeyStore
+from support.api_server import Keys, Served, novel_input
 
 
 def _routes(served: Served) -> list[tuple[str, str]]:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from _api_support import Keys, Served, novel_input, serve_app
-
 from storyloom.api.services import ApiOptions
+from support.api_server import Keys, Served, novel_input, serve_app
 
 _STUDIO = "https://studio.example"
 _PREFLIGHT = {

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _api_support import novel_input
+
+from support.api_server import novel_input
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from _api_support import ActingWorker, Keys, Served, chapter_result, novel_input
+from support.api_server import ActingWorker, Keys, Served, chapter_result, novel_input
 
 
 async def _first_frame(served: Served, headers: dict[str, str], body: dict[str, Any]) -> str:

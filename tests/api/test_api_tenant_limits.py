@@ -15,11 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _api_support import ActingWorker, Keys, Served, chapter_result, novel_input, serve_app
 
 from storyloom.api.services import ApiOptions
 from storyloom.api.tenant_limits import TenantLimits, parse_tenant_limits
 from storyloom.errors import ConfigError
+from support.api_server import ActingWorker, Keys, Served, chapter_result, novel_input, serve_app
 
 
 def _limits(doc: object) -> str:
