@@ -18,18 +18,17 @@ import contextlib
 import os
 import signal
 import socket
-import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from storyloom.api.services import ApiOptions
 from storyloom.config import Settings
-from storyloom.errors import ConfigError
 from storyloom.logs import get_logger
 from storyloom.registry import AppRegistry
+from storyloom.serve.simulator import SimProcess
 
 if TYPE_CHECKING:
     from storyloom.serve.api_processes import ApiProcesses
@@ -56,47 +55,6 @@ class ServeConfig:
     api_processes: int = 1  # API processes sharing the port (SO_REUSEPORT); extras are children
     worker_nice: int = 5  # added to the workers' niceness: the API first when CPU is short
     api: ApiOptions = field(default_factory=ApiOptions)
-
-
-@asynccontextmanager
-async def _simulator(config_path: Path | None, seed: int) -> AsyncIterator[str]:
-    """`storyloom sim` as a child process on a free loopback port; yields its URL (…/v1)."""
-    cmd = [sys.executable, "-m", "storyloom.cli", "sim", "--host", "127.0.0.1", "--port", "0"]
-    cmd += ["--seed", str(seed)]
-    if config_path is not None:
-        cmd += ["--config", str(config_path)]
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL
-    )
-    assert proc.stdout is not None
-    drain: asyncio.Task[None] | None = None
-    try:
-        try:
-            async with asyncio.timeout(60):
-                line = (await proc.stdout.readline()).decode().strip()
-        except TimeoutError:
-            line = ""
-        if not line.startswith("http"):
-            raise ConfigError("the simulator did not start (see its error above).")
-
-        async def _drain(stream: asyncio.StreamReader) -> None:
-            while await stream.readline():
-                pass
-
-        drain = asyncio.create_task(_drain(proc.stdout))
-        _log.info("simulator_started", url=line, pid=proc.pid)
-        yield line
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                async with asyncio.timeout(10):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        if drain is not None:
-            drain.cancel()
 
 
 async def run_service(
@@ -128,7 +86,10 @@ async def run_service(
             stack.callback(sock.close)
         env: dict[str, str] = {}
         if provider.is_simulated:
-            sim_url = await stack.enter_async_context(_simulator(config.sim_config, settings.sim_seed))
+            sim = await asyncio.to_thread(SimProcess, config.sim_config, seed=settings.sim_seed)
+            stack.push_async_callback(asyncio.to_thread, sim.close)
+            sim_url = sim.url
+            _log.info("simulator_started", url=sim_url, pid=sim.pid)
             env = simulator_env(sim_url, settings)
         db = Database.from_url(database_url)
         stack.push_async_callback(db.close)

@@ -12,6 +12,7 @@ from storyloom.jobs.wake import WakeSender, parse_wake_urls
 from storyloom.jobs.worker import Worker, WorkerConfig
 from storyloom.logs import get_logger
 from storyloom.registry import AppRegistry
+from storyloom.serve.simulator import SimProcess
 from storyloom.store.database import Database
 
 __all__ = ["run_supervised", "run_worker_process", "simulator_env"]
@@ -35,10 +36,7 @@ async def run_worker_process(
         await db.migrate(registry.migrations())
         if sim_url is None and settings.provider().is_simulated:
             # No simulator given (the serve command passes one): run one for this process alone.
-            from storyloom.sim.config import SimConfig
-            from storyloom.sim.embedded import run_sim_in_thread
-
-            sim = stack.enter_context(run_sim_in_thread(SimConfig(seed=settings.sim_seed)))
+            sim = stack.enter_context(SimProcess(seed=settings.sim_seed))
             sim_url = sim.url
             _log.warning("worker_private_simulator", url=sim_url)
         services = build_services(db, settings, registry, sim_url=sim_url)
@@ -79,10 +77,7 @@ async def run_supervised(
         stack.push_async_callback(db.close)
         env: dict[str, str] = {}
         if settings.provider().is_simulated:
-            from storyloom.sim.config import SimConfig
-            from storyloom.sim.embedded import run_sim_in_thread
-
-            sim = stack.enter_context(run_sim_in_thread(SimConfig(seed=settings.sim_seed)))
+            sim = stack.enter_context(SimProcess(seed=settings.sim_seed))
             env = simulator_env(sim.url, settings)
         await db.migrate(registry.migrations())
         args = ["--lease-s", str(config.lease_s), "--grace-s", str(config.grace_s)]

@@ -9,7 +9,6 @@ only 5xx for `outage_s`; we watch traffic leave it, the probes, and traffic comi
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -21,13 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from storyloom.bench.gateway.analysis import jain, percentile, read_records
 from storyloom.bench.gateway.workload import WorkerSpec, spec_json
 from storyloom.errors import ConfigError
 from storyloom.limits.base import LimitBackend
 from storyloom.limits.state import BreakerPolicy, breaker_state, in_flight
+from storyloom.serve.simulator import SimProcess
 
 __all__ = [
     "BenchOptions",
@@ -57,49 +55,6 @@ class BenchOptions:
     headroom: float = 0.02
     kill: bool = True
     flows_per_tenant: int = 8
-
-
-class SimProcess:
-    """A simulator in its own process (`storyloom sim`), driven over HTTP."""
-
-    def __init__(self, config: dict[str, Any], workdir: Path, name: str) -> None:
-        path = workdir / f"{name}.json"
-        path.write_text(json.dumps(config))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "storyloom.cli", "sim", "--port", "0", "--config", str(path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        if not line.startswith("http"):
-            self.proc.kill()
-            raise ConfigError(f"the simulator did not start (printed {line!r}).")
-        self.url = line
-        self.root = line.removesuffix("/v1")
-        self._http = httpx.Client(timeout=10)
-
-    def stats(self) -> dict[str, Any]:
-        doc: dict[str, Any] = self._http.get(f"{self.root}/stats").json()
-        return doc
-
-    def configure(self, patch: dict[str, Any]) -> None:
-        self._http.post(f"{self.root}/sim/config", json=patch).raise_for_status()
-
-    def reset(self) -> None:
-        self._http.post(f"{self.root}/stats/reset").raise_for_status()
-
-    def close(self) -> None:
-        self._http.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
 
 def _start_workers(specs: list[WorkerSpec]) -> list[subprocess.Popen[bytes]]:
@@ -137,7 +92,7 @@ def run_gateway_bench(opts: BenchOptions) -> dict[str, Any]:
         "chunk_interval_s": 0.05,
         "chunk_tokens": 16,
     }
-    sim = SimProcess(sim_cfg, work, "sim-a")
+    sim = SimProcess(sim_cfg)
     try:
         saturation = saturation_phase(opts, work, run, sim, window_s, limits_url, rpm_w, tpm_w)
         breaker = breaker_phase(opts, work, run, sim, window_s, limits_url, rpm_w, tpm_w)
@@ -317,9 +272,7 @@ def breaker_phase(
     """Deployment B answers only 5xx for outage_s; watch it empty, probe one at a time, and refill."""
     outage = opts.outage_s
     warm, recover = 8.0, max(6.0, outage / 2)  # warm: worker start-up (imports) + traffic on both
-    bad = SimProcess(
-        {"seed": 8, "default": {"ttft_s": 0.1, "tokens_per_s": 600.0}, "chunk_tokens": 16}, work, "sim-b"
-    )
+    bad = SimProcess({"seed": 8, "default": {"ttft_s": 0.1, "tokens_per_s": 600.0}, "chunk_tokens": 16})
     try:
         deps = [
             _deployment(f"sim-a-{run}", sim.url, rpm_w, tpm_w, opts.concurrency, window_s),
