@@ -56,8 +56,9 @@ async def test_many_deltas_become_few_events_with_text_in_order() -> None:
 
 async def test_pending_text_is_flushed_before_finished_and_failed() -> None:
     async def quick(ctx: StepContext) -> Any:
-        ctx.delta("a")
+        ctx.delta("a")  # a step's first text goes out at once
         ctx.delta("b")
+        ctx.delta("c")  # the rest waits for the interval, or for the step's next event
         return 1
 
     async def broken(ctx: StepContext) -> Any:
@@ -71,7 +72,8 @@ async def test_pending_text_is_flushed_before_finished_and_failed() -> None:
     await run_flow(flow, None, sink=sink, coalesce_s=10.0)
     assert [(e.kind, e.data.get("text")) for e in sink.events if e.step == "quick"] == [
         (EventKind.STEP_STARTED, None),
-        (EventKind.STEP_DELTA, "ab"),
+        (EventKind.STEP_DELTA, "a"),
+        (EventKind.STEP_DELTA, "bc"),
         (EventKind.STEP_FINISHED, None),
     ]
     assert sink.kinds("broken") == [

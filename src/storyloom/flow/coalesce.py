@@ -42,7 +42,17 @@ class DeltaPacing:
 
 
 class DeltaCoalescer:
-    __slots__ = ("_handle", "_interval", "_loop", "_pending", "_run_id", "_since", "_sink", "_streaming")
+    __slots__ = (
+        "_handle",
+        "_interval",
+        "_loop",
+        "_pending",
+        "_run_id",
+        "_since",
+        "_sink",
+        "_started",
+        "_streaming",
+    )
 
     def __init__(self, sink: EventSink, run_id: str, interval: float | DeltaPacing) -> None:
         self._sink = sink
@@ -53,6 +63,9 @@ class DeltaCoalescer:
         # When each pending text's first token arrived: delta events carry it (`data.since`), so a
         # client can tell the coalescing delay from the delivery delay.
         self._since: dict[str, float] = {}
+        # Steps that have emitted a delta. A step's first text goes out at once: the time to its
+        # first token is what a reader waits on most, and one more event per step is cheap.
+        self._started: set[str] = set()
         self._handle: asyncio.TimerHandle | None = None
         self._streaming: set[str] = set()  # counted in a DeltaPacing
 
@@ -71,7 +84,8 @@ class DeltaCoalescer:
             buf.append(text)
             return
         interval_s = self._interval_s()
-        if interval_s <= 0:
+        if interval_s <= 0 or path not in self._started:
+            self._started.add(path)
             self._emit(path, text, time.time())
             return
         self._pending[path] = [text]
@@ -89,6 +103,7 @@ class DeltaCoalescer:
     def finish(self, path: str) -> None:
         """The step ended: emit its pending text and stop counting it as streaming."""
         self.flush(path)
+        self._started.discard(path)
         if path in self._streaming:
             self._streaming.discard(path)
             self._uncount(1)
@@ -107,6 +122,7 @@ class DeltaCoalescer:
         self.flush_all()
         self._uncount(len(self._streaming))
         self._streaming.clear()
+        self._started.clear()
 
     def _uncount(self, n: int) -> None:
         if n and isinstance(self._interval, DeltaPacing):
