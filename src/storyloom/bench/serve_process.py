@@ -103,6 +103,17 @@ class ServeProcess:
                 with contextlib.suppress(psutil.Error):
                     proc.nice(nice)
 
+    def simulator_root(self) -> str | None:
+        """http://127.0.0.1:<port> of the simulator child (sim profile), from its listening socket."""
+        for part, proc in process_parts(self.root):
+            if part != "simulator":
+                continue
+            with contextlib.suppress(psutil.Error):
+                for conn in proc.net_connections(kind="tcp"):
+                    if conn.status == psutil.CONN_LISTEN and conn.laddr:
+                        return f"http://127.0.0.1:{conn.laddr.port}"
+        return None
+
     def pids(self, part: str) -> list[int]:
         return [p.pid for name, p in process_parts(self.root) if name == part]
 
