@@ -109,7 +109,9 @@ def _serve(workdir: Path, cfg: ChaosConfig, sim: Path, *, port: int | None = Non
     args += ["--max-pending", "100000", "--grace-s", "5"]
     if port is not None:
         args = ["--port", str(port), *args]
-    return ServeProcess(workdir, args)
+    service = ServeProcess(workdir, args)
+    time.sleep(3.0)  # the workers' start-up (imports, warm-up) is not what a phase measures
+    return service
 
 
 def _sim_stats(service: ServeProcess) -> dict[str, Any]:
@@ -266,7 +268,7 @@ def _phase_chaos(workdir: Path, cfg: ChaosConfig) -> dict[str, Any]:
     return out
 
 
-def _phase_restart(workdir: Path, cfg: ChaosConfig) -> dict[str, Any]:
+def _phase_restart(workdir: Path, cfg: ChaosConfig, restart_after_s: float) -> dict[str, Any]:
     home = workdir / "restart"
     sim = _sim_file(workdir, cfg, faults=None, soak=False)
     port = _free_port()
@@ -274,7 +276,7 @@ def _phase_restart(workdir: Path, cfg: ChaosConfig) -> dict[str, Any]:
     timeline: dict[str, float] = {}
 
     async def restarter() -> None:
-        await asyncio.sleep(30.0)  # mid-run: every job has started, none has finished
+        await asyncio.sleep(restart_after_s)  # mid-run: every job has started, none has finished
         timeline["stopped_at_s"] = time.monotonic()
         await asyncio.to_thread(holder["service"].stop)
         holder["service"] = await asyncio.to_thread(_serve, home, cfg, sim, port=port)
@@ -341,21 +343,29 @@ def _phase_soak(workdir: Path, cfg: ChaosConfig) -> dict[str, Any]:
     }
 
 
+_PHASES: dict[str, Callable[[Path, ChaosConfig], dict[str, Any]]] = {
+    "clean": _phase_clean,
+    "crash": _phase_crash,
+    "chaos": _phase_chaos,
+    "soak": _phase_soak,
+}
+
+
 def run_chaos_bench(cfg: ChaosConfig) -> dict[str, Any]:
     out: dict[str, Any] = {"jobs": cfg.jobs, "versions": cfg.versions, "workers": cfg.workers}
     out["provider"] = {"ttft_s": cfg.ttft_s, "tokens_per_s": cfg.tokens_per_s, "jitter": 0.3}
     with tempfile.TemporaryDirectory(prefix="storyloom-bench-chaos-") as tmp:
         workdir = Path(tmp)
-        for name, phase in (
-            ("clean", _phase_clean),
-            ("crash", _phase_crash),
-            ("chaos", _phase_chaos),
-            ("restart", _phase_restart),
-            ("soak", _phase_soak),
-        ):
-            if name in cfg.phases:
-                (workdir / name).mkdir()
-                out[name] = phase(workdir, cfg)
+        for name in ("clean", "crash", "chaos", "restart", "soak"):
+            if name not in cfg.phases:
+                continue
+            (workdir / name).mkdir()
+            if name == "restart":
+                # Stop the service 40% into a run (as long as the clean one took, else 30 s).
+                clean_wall = float(out.get("clean", {}).get("wall_s", 75.0))
+                out[name] = _phase_restart(workdir, cfg, max(3.0, 0.4 * clean_wall))
+            else:
+                out[name] = _PHASES[name](workdir, cfg)
     checks: dict[str, bool] = {}
     clean = out.get("clean")
     if "crash" in out:
