@@ -33,8 +33,6 @@ def _run(tmp_path: Path, limits_url: str, *, kill: bool) -> dict:
             "window_s": window_s,
             "chunk_tokens": 16,
         },
-        tmp_path,
-        "sim",
     )
     try:
         return saturation_phase(opts, tmp_path, "t", sim, window_s, limits_url, rpm_w, tpm_w)
