@@ -145,3 +145,45 @@ async def _reap(queue: JobQueue) -> None:
     got = await queue.claim("probe", limit=1, lease_s=5)
     if got:
         await queue.release("probe", [j.id for j in got])
+
+
+async def test_supervisor_voids_a_dead_workers_leases_at_once(tmp_path: Path, slow_sim: Any) -> None:
+    """With 60 s leases, the killed worker's jobs come back when the supervisor sees it die."""
+    from storyloom.serve.supervisor import Supervisor, SupervisorConfig
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'sup.db'}"
+    db = Database.from_url(url)
+    await db.migrate()
+    queue = JobQueue(db)
+    env = {"STORYLOOM_PROFILE": "generic", "STORYLOOM_BASE_URL": slow_sim.url}
+    config = SupervisorConfig(
+        database_url=url,
+        min_workers=1,
+        max_workers=1,
+        concurrency=10,
+        worker_args=["--lease-s", "60", "--no-schedule"],
+        env={**env, "STORYLOOM_MODEL": "sim-writer"},
+        check_every_s=0.2,
+        restart_backoff_s=0.2,
+    )
+    sup = Supervisor(config, queue=queue)
+    ids = [(await queue.submit("novel", _chapter(i))).id for i in range(3)]
+    await sup.start()
+    try:
+
+        async def running() -> bool:
+            async with db.read() as conn:
+                return int(await conn.scalar(sa.select(sa.func.count()).select_from(checkpoints)) or 0) >= 2
+
+        await _wait(running, 60, "the first steps")
+        os.kill(sup.pids[0], signal.SIGKILL)
+
+        async def all_done() -> bool:
+            return all([(await queue.get(i)).status is JobStatus.COMPLETED for i in ids])
+
+        await _wait(all_done, 45, "the jobs to finish well before their 60 s leases run out")
+    finally:
+        await sup.stop()
+    final = [await queue.get(i) for i in ids]
+    assert all(j.attempts == 1 for j in final) and max(j.lease_losses for j in final) == 1
+    await db.close()

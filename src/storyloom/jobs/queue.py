@@ -440,6 +440,20 @@ class JobQueue:
 
         return await self.db.transaction(tx)
 
+    async def expire_leases(self, worker_id: str) -> int:
+        """Void the leases of a worker known to be dead (its supervisor saw it exit): the next
+        claim reaps its jobs (`jobs/leases.py`) instead of waiting for the leases to run out."""
+        stmt = (
+            sa.update(jobs)
+            .where(jobs.c.lease_owner == worker_id, jobs.c.status == JobStatus.RUNNING.value)
+            .values(lease_expires_at=0.0)
+        )
+
+        async def tx(conn: AsyncConnection) -> int:
+            return int((await conn.execute(stmt)).rowcount or 0)
+
+        return await self.db.transaction(tx)
+
     async def suspend(self, job_id: str, worker_id: str, wait: WaitFor) -> JobStatus | None:
         """Park a running job until `wait` holds (`jobs/waits.py`): WAITING, PENDING if it already
         holds, None if the lease was lost."""
@@ -448,9 +462,7 @@ class JobQueue:
         self._wake()
         return status
 
-    async def signal(
-        self, job_id: str, name: str, payload: Any = None, *, tenant: str | None = None
-    ) -> Job:
+    async def signal(self, job_id: str, name: str, payload: Any = None, *, tenant: str | None = None) -> Job:
         """Send a named signal to a job; a job waiting for it is queued again at once.
 
         Kept whatever the job's state (the latest payload per name), so a signal sent before the
@@ -458,9 +470,7 @@ class JobQueue:
         if not 1 <= len(name) <= 200:
             raise InputError("a signal name has 1 to 200 characters.")
         now = time.time()
-        job, _ = await self.db.transaction(
-            lambda conn: send_signal(conn, job_id, name, payload, tenant, now)
-        )
+        job, _ = await self.db.transaction(lambda conn: send_signal(conn, job_id, name, payload, tenant, now))
         self._wake()
         return job
 
