@@ -32,7 +32,7 @@ from storyloom.apps.debate.prompts import (
     summary_prompt,
 )
 from storyloom.apps.debate.search import run_searches
-from storyloom.flow import Flow, RunResult, StepContext
+from storyloom.flow import Flow, OnError, RunResult, StepContext
 from storyloom.llm.tokens import estimate_tokens
 
 __all__ = [
@@ -181,7 +181,18 @@ async def plan(ctx: StepContext[Any]) -> dict[str, Any]:
     return {**planned.model_dump(mode="json"), "queries": _queries(planned, inp)}
 
 
-@debate_flow.step(after=("plan",))
+def _no_research(ctx: StepContext[Any]) -> dict[str, Any]:
+    """The searches could not run at all (no tool registry, a bug): the debate goes on without
+    evidence, and says so."""
+    queries = list(ctx.inputs["plan"]["queries"])
+    reason = "the searches could not run"
+    ctx.emit("step.degraded", reason=reason)
+    return SearchReport(queries=queries, calls=0, degraded=len(queries), reasons=[reason]).model_dump(
+        mode="json"
+    )
+
+
+@debate_flow.step(after=("plan",), on_error=OnError.FALLBACK, fallback=_no_research)
 async def research(ctx: StepContext[Any]) -> dict[str, Any]:
     report = await run_searches(ctx, ctx.inputs["plan"]["queries"])
     return report.model_dump(mode="json")

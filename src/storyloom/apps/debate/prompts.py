@@ -40,7 +40,7 @@ def plan_prompt(message: str, summary: str, turns: Sequence[Turn], language: str
 
 
 def _evidence(search: SearchReport) -> str:
-    if not search.calls:
+    if not search.calls and not search.degraded:
         return "No web search was made."
     lines = [f"- {f}" for f in search.findings] or ["- (no usable results)"]
     note = f" ({search.degraded} of {search.calls} searches were unavailable)" if search.degraded else ""
