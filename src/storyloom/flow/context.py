@@ -24,6 +24,7 @@ from storyloom.flow.results import Outcome, RunResult
 
 if TYPE_CHECKING:
     from storyloom.flow.graph import Flow
+    from storyloom.tools.base import ToolResult
 
 __all__ = ["Prompt", "RunHandle", "StepContext", "StepLLM", "StepServices"]
 
@@ -71,7 +72,7 @@ class StepServices(Protocol):
 
     def llm(self, ctx: StepContext[Any]) -> StepLLM: ...
 
-    async def tool(self, ctx: StepContext[Any], name: str, arguments: dict[str, Any]) -> Any: ...
+    async def tool(self, ctx: StepContext[Any], name: str, arguments: dict[str, Any]) -> ToolResult: ...
 
 
 class RunHandle(Protocol):
@@ -133,12 +134,18 @@ class StepContext(Generic[DepsT]):
             handle = self._llm = services.llm(self)
         return handle
 
-    async def tool(self, name: str, /, **arguments: Any) -> Any:
-        """Call the tool `name` under its limits; a tool that fails for good answers degraded."""
+    async def tool(self, name: str, /, **arguments: Any) -> ToolResult:
+        """Call the tool `name` under its limits (a `ToolResult`): a tool that is down, over its
+        limits or failing answers `degraded=True` instead of raising; only an unknown name or
+        invalid arguments raise (ToolNotFoundError, ToolArgumentsError)."""
         services = self._run.services
         if services is None:
             raise FlowError(f"step {self.path!r} called tool {name!r}, but this run has no tools")
         return await services.tool(self, name, arguments)
+
+    async def tools(self, calls: Iterable[tuple[str, dict[str, Any]]]) -> list[ToolResult]:
+        """Several tool calls at once (each under its own tool's limits), results in order."""
+        return list(await asyncio.gather(*(self.tool(name, **arguments) for name, arguments in calls)))
 
     def delta(self, text: str) -> None:
         """Report streamed text; it reaches the sink coalesced as `step.delta` events."""
