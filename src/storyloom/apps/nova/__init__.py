@@ -23,6 +23,12 @@ def _result(run: Any) -> NovaResult:
     return nova_result(run)
 
 
+def _tools() -> list[Any]:
+    from storyloom.apps.nova.tools import platform_tools
+
+    return platform_tools()
+
+
 app: App[NovaInput] = App(
     name="nova",
     title="Nova post",
@@ -32,4 +38,5 @@ app: App[NovaInput] = App(
     flow=_flow(),
     result=_result,
     answer_step="write",
+    tools=_tools(),
 )

@@ -50,7 +50,8 @@ async def supervise(ctx: StepContext[Any]) -> dict[str, Any]:
         schema=SupervisorPlan,
         default=lambda: SupervisorPlan(angle=inp.request[:200]),
     )
-    tasks: dict[str, AgentTask] = {agent: getattr(plan, agent) for agent in AGENTS}
+    chosen = set(plan.agents)
+    tasks = {a: AgentTask(run=a in chosen, query=str(getattr(plan, f"{a}_query"))) for a in AGENTS}
     if inp.agents is not None:  # the caller's choice wins over the supervisor's
         tasks = {a: AgentTask(run=a in inp.agents, query=t.query) for a, t in tasks.items()}
     if not any(t.run for t in tasks.values()):

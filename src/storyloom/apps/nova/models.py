@@ -21,28 +21,40 @@ AGENTS = ("profile", "insight", "facts", "hitpoint")
 """The sub-agents (seed 001): who the readers are, what they feel, what is true, what hooks them."""
 
 
+AgentName = Literal["profile", "insight", "facts", "hitpoint"]
+
+
 class NovaInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     request: str = Field(min_length=1, max_length=4000, description="what the post is about, and for whom")
     audience: str = Field(default="", max_length=500)
-    agents: list[Literal["profile", "insight", "facts", "hitpoint"]] | None = Field(
+    agents: list[AgentName] | None = Field(
         default=None, description="the sub-agents to run; default: the supervisor decides"
     )
     language: Literal["zh", "en"] = "zh"
 
 
 class AgentTask(BaseModel):
-    run: bool = Field(default=True, description="whether this sub-agent is needed for the request")
-    query: str = Field(default="", max_length=200, description="what it should search for")
+    run: bool = True
+    query: str = ""
+
+
+def _all_agents() -> list[AgentName]:
+    return ["profile", "insight", "facts", "hitpoint"]
 
 
 class SupervisorPlan(BaseModel):
+    """Flat on purpose: the schema goes into the prompt, and flat schemas are what models follow."""
+
     angle: str = Field(description="the post's angle in one sentence")
-    profile: AgentTask = Field(default_factory=AgentTask)
-    insight: AgentTask = Field(default_factory=AgentTask)
-    facts: AgentTask = Field(default_factory=AgentTask)
-    hitpoint: AgentTask = Field(default_factory=AgentTask)
+    agents: list[AgentName] = Field(default_factory=_all_agents, description="the sub-agents needed")
+    profile_query: str = Field(default="", max_length=200, description="what ProfileAgent should search for")
+    insight_query: str = Field(default="", max_length=200, description="what InsightAgent should search for")
+    facts_query: str = Field(default="", max_length=200, description="what FactsAgent should search for")
+    hitpoint_query: str = Field(
+        default="", max_length=200, description="what HitpointAgent should search for"
+    )
 
 
 class AgentNotes(BaseModel):
