@@ -167,6 +167,7 @@ class AppJob(Generic[InputT]):
             on_call=self._record_call,
             on_degraded=self._record_degraded,
             step_budget_s=services.step_budget_s,
+            tool_specs=services.tool_runtime.registry.specs if services.tool_runtime is not None else None,
         )
 
     def run_services(self, *, language: str = "en") -> RunServices:

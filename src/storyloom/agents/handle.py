@@ -10,7 +10,7 @@ lower-level `AgentCall` (their own prompts, retries, a variant index for N versi
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -20,6 +20,7 @@ from storyloom.agents.call import AgentCall, OnCall
 from storyloom.agents.prose import ask_text
 from storyloom.agents.run import AgentRun
 from storyloom.agents.structured import JSON_MAX_TOKENS, ask_json, schema_block
+from storyloom.agents.tool_loop import ToolLoop, run_tool_loop
 from storyloom.errors import FlowError
 from storyloom.flow.context import Prompt, StepContext
 from storyloom.llm.types import CallMeta, Message, ModelClient
@@ -60,6 +61,8 @@ class RunLLM:
     on_call: OnCall | None = None
     on_degraded: Callable[[str, str], None] | None = None  # (step path, reason)
     step_budget_s: float | None = None
+    # The OpenAI `tools` entries of named tools (the process's tool registry), for `with_tools`.
+    tool_specs: Callable[[Sequence[str]], list[dict[str, Any]]] | None = None
 
     def meta(self, step: str, variant: int | None = None) -> CallMeta:
         deadline = None if self.step_budget_s is None else time.monotonic() + self.step_budget_s
@@ -158,6 +161,39 @@ class LLMHandle:
         try:
             return await ask_json(
                 call, messages, schema, default=default, max_tokens=max_tokens or JSON_MAX_TOKENS
+            )
+        finally:
+            self._absorb(call.run)
+
+    async def with_tools(
+        self,
+        prompt: Prompt,
+        *,
+        tools: Sequence[str],
+        max_rounds: int = 3,
+        tool_choice: str | dict[str, Any] = "auto",
+        model: str | None = None,
+        stream: bool = True,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> ToolLoop:
+        """Offer `tools` to the model and run its calls (in parallel, through `ctx.tool`) until it
+        answers or `max_rounds` rounds of calls are spent; the answer's text streams as deltas."""
+        if self._shared.tool_specs is None:
+            raise FlowError(f"step {self._ctx.path!r} offered tools, but this run has no tool registry")
+        specs = self._shared.tool_specs(list(tools))
+        call = self.agent(model=model, stream=stream, temperature=0.8 if temperature is None else temperature)
+        try:
+            return await run_tool_loop(
+                self._ctx,
+                call,
+                as_messages(prompt, system),
+                specs,
+                max_rounds=max_rounds,
+                tool_choice=tool_choice,
+                max_tokens=max_tokens,
+                stream=stream,
             )
         finally:
             self._absorb(call.run)

@@ -23,6 +23,7 @@ from storyloom.errors import FlowError
 from storyloom.flow.results import Outcome, RunResult
 
 if TYPE_CHECKING:
+    from storyloom.agents.tool_loop import ToolLoop
     from storyloom.flow.graph import Flow
     from storyloom.tools.base import ToolResult
 
@@ -64,6 +65,23 @@ class StepLLM(Protocol):
         max_tokens: int | None = None,
     ) -> M:
         """A validated `schema`, parsed defensively; degrades to `default()` (recorded) or raises."""
+        ...
+
+    async def with_tools(
+        self,
+        prompt: Prompt,
+        *,
+        tools: Sequence[str],
+        max_rounds: int = 3,
+        tool_choice: str | dict[str, Any] = "auto",
+        model: str | None = None,
+        stream: bool = True,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> ToolLoop:
+        """Function calling: the model calls `tools` (run in parallel via `ctx.tool`) for at most
+        `max_rounds` rounds, then answers; a `ToolLoop` (text, rounds, calls, degraded)."""
         ...
 
 

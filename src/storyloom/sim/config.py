@@ -26,7 +26,16 @@ __all__ = [
     "load_sim_config",
 ]
 
-FAULT_KINDS = ("error_5xx", "error_429", "hang", "stream_cut", "prose_json", "prose_only", "empty")
+FAULT_KINDS = (
+    "error_5xx",
+    "error_429",
+    "hang",
+    "stream_cut",
+    "prose_json",
+    "prose_only",
+    "empty",
+    "broken_tool_args",
+)
 """Fault kinds in the fixed order their rates are laid out on [0, 1) when one is drawn."""
 
 _Rate = Field(default=0.0, ge=0.0, le=1.0)
@@ -46,6 +55,7 @@ class FaultRates(_Strict):
     prose_json: float = _Rate  # applies only when the request asked for JSON
     prose_only: float = _Rate  # asked for JSON, answers prose with no JSON in it at all
     empty: float = _Rate
+    broken_tool_args: float = _Rate  # applies only to answers with tool calls: one call's JSON cut short
 
     def overridden_by(self, other: FaultRates | None) -> FaultRates:
         """These rates with the fields `other` sets explicitly replaced (a model's own rates)."""

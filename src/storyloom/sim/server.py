@@ -34,6 +34,7 @@ from storyloom.sim.config import SimConfig
 from storyloom.sim.prompt import analyse, message_text
 from storyloom.sim.state import SimState
 from storyloom.sim.story import story_text, truncate_to_tokens
+from storyloom.sim.tools import ToolPlan, plan_tool_calls
 from storyloom.sim.wire import ChunkWriter, completion_body, error_body
 
 __all__ = ["create_sim_app", "install_log_filter"]
@@ -186,7 +187,7 @@ class _ChatEndpoint:
 
         facts = analyse(messages, body.get("response_format"))
         json_wanted = wants_json(body, facts)
-        fault = state.draw_fault(model, json_wanted)
+        fault = state.draw_fault(model, json_wanted, bool(body.get("tools")))
         if fault == "error_5xx":
             stats.faults["error_5xx"] += 1
             status = state.fault_rng.choice((500, 502, 503))
@@ -217,6 +218,13 @@ class _ChatEndpoint:
             answer.text, answer.completion_tokens = text, estimate_tokens(text)
             if profile.latency_s is None:  # keep ttft + n / tokens_per_s true for the new length
                 answer.total_s = answer.ttft_s + answer.completion_tokens / profile.tokens_per_s
+        plan = plan_tool_calls(body, facts, key, fault == "broken_tool_args") if body.get("tools") else None
+        if plan is not None:  # a model that calls tools says nothing else
+            answer.text, answer.finish_reason, answer.completion_tokens = "", "tool_calls", plan.tokens
+            if profile.latency_s is None:
+                answer.total_s = answer.ttft_s + answer.completion_tokens / profile.tokens_per_s
+        elif fault == "broken_tool_args":
+            fault = None
         prompt_tokens = sum(4 + estimate_tokens(message_text(m)) for m in messages) + 2
         charge = prompt_tokens + (max_tokens if max_tokens is not None else answer.completion_tokens)
 
@@ -244,11 +252,11 @@ class _ChatEndpoint:
                     await _send_simple(send, 504, error_body(504, "The simulated hang ended."))
             elif stream:
                 sent_tokens, completed = await self._stream(
-                    send, client, model, answer, t0, prompt_tokens, include_usage, headers, fault
+                    send, client, model, answer, t0, prompt_tokens, include_usage, headers, fault, plan
                 )
             else:
                 sent_tokens, completed = await self._complete(
-                    send, client, model, answer, t0, prompt_tokens, headers, fault
+                    send, client, model, answer, t0, prompt_tokens, headers, fault, plan
                 )
             if completed:
                 stats.completed += 1
@@ -275,6 +283,7 @@ class _ChatEndpoint:
         prompt_tokens: int,
         headers: dict[str, str],
         fault: str | None,
+        plan: ToolPlan | None = None,
     ) -> tuple[int, bool]:
         """Send the whole answer at its deadline: (completion tokens sent, completed)."""
         if not await client.sleep_until(t0 + answer.total_s):
@@ -287,6 +296,7 @@ class _ChatEndpoint:
             finish_reason=answer.finish_reason,
             prompt_tokens=prompt_tokens,
             completion_tokens=answer.completion_tokens,
+            tool_calls=plan.calls if plan is not None else None,
         )
         if fault == "stream_cut":  # promise the full length, deliver half, drop the connection
             raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
@@ -308,6 +318,7 @@ class _ChatEndpoint:
         include_usage: bool,
         headers: dict[str, str],
         fault: str | None,
+        plan: ToolPlan | None = None,
     ) -> tuple[int, bool]:
         """Pace the answer's pieces to their deadlines: (completion tokens sent, completed)."""
         config = self.state.config
@@ -330,6 +341,10 @@ class _ChatEndpoint:
             cut_at = max(1, int(n * self.state.fault_rng.uniform(0.2, 0.8))) if n > 1 else 0
         if not await client.sleep_until(first):
             return 0, False
+        if plan is not None:
+            return await self._stream_calls(
+                send, client, writer, answer, end, prompt_tokens, include_usage, plan
+            )
         out = [writer.role()]
         sent_chars = 0
         i = 0
@@ -359,6 +374,38 @@ class _ChatEndpoint:
             wake = min(max(due[i], last_write + config.chunk_interval_s), end)
             if not await client.sleep_until(wake):
                 return _tokens_of(answer, sent_chars), False
+
+    async def _stream_calls(
+        self,
+        send: Send,
+        client: _Client,
+        writer: ChunkWriter,
+        answer: Answer,
+        end: float,
+        prompt_tokens: int,
+        include_usage: bool,
+        plan: ToolPlan,
+    ) -> tuple[int, bool]:
+        """Tool calls as OpenAI streams them: per call a delta with id and name, then its
+        arguments in pieces; the finish chunk at the answer's deadline."""
+        first = [writer.role()]
+        rest: list[bytes] = []
+        for index, (call_id, name, arguments) in enumerate(plan.calls):
+            first.append(writer.tool_call_start(index, call_id, name))
+            step = max(1, len(arguments) // 3)
+            for i in range(0, len(arguments), step):
+                rest.append(writer.tool_call_arguments(index, arguments[i : i + step]))
+        await send({"type": "http.response.body", "body": b"".join(first), "more_body": True})
+        if rest:
+            await send({"type": "http.response.body", "body": b"".join(rest), "more_body": True})
+        if not await client.sleep_until(end):
+            return answer.completion_tokens // 2, False
+        tail = [writer.finish("tool_calls")]
+        if include_usage:
+            tail.append(writer.usage(prompt_tokens, answer.completion_tokens))
+        tail.append(writer.done())
+        await send({"type": "http.response.body", "body": b"".join(tail), "more_body": False})
+        return answer.completion_tokens, True
 
 
 def _tokens_of(answer: Answer, sent_chars: int) -> int:

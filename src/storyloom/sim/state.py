@@ -77,7 +77,7 @@ class SimState:
         self.window.reset_maxima()
         self.fault_rng = random.Random(self.config.seed)
 
-    def draw_fault(self, model: str, json_wanted: bool) -> str | None:
+    def draw_fault(self, model: str, json_wanted: bool, tools_offered: bool = False) -> str | None:
         """One fault kind or None: a single uniform draw laid over the kinds' rates in order."""
         rates = self.config.fault_rates(model)
         u = self.fault_rng.random()
@@ -89,6 +89,8 @@ class SimState:
             edge += rate
             if u < edge or rate >= 1.0:
                 if kind in ("prose_json", "prose_only") and not json_wanted:
+                    return None
+                if kind == "broken_tool_args" and not tools_offered:
                     return None
                 return kind
         return None
