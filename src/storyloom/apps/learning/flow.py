@@ -18,7 +18,7 @@ from storyloom.flow import Flow, StepContext
 if TYPE_CHECKING:
     from storyloom.jobs.queue import JobQueue
 
-__all__ = ["BACKGROUND_PRIORITY", "LearningDeps", "chat_flow", "consolidate_flow", "analyze_flow"]
+__all__ = ["BACKGROUND_PRIORITY", "LearningDeps", "analyze_flow", "chat_flow", "consolidate_flow"]
 
 BACKGROUND_PRIORITY = 3  # below chat answers (5): a busy queue answers learners first
 

@@ -27,7 +27,9 @@ class LearningInput(BaseModel):
     session_id: str = SessionField
     topic: str = Field(default="", max_length=200)
     history: list[Turn] = Field(default_factory=list, max_length=100, description="the short-term memory")
-    background: bool = Field(default=True, description="enqueue memory consolidation and analysis after the answer")
+    background: bool = Field(
+        default=True, description="enqueue memory consolidation and analysis after the answer"
+    )
 
 
 class ChatIn(LearningInput):

@@ -32,9 +32,14 @@ class LearningStore:
             await conn.execute(
                 db.insert(memories)
                 .values(
-                    id=_id(), tenant=tenant, session_id=session_id, job_id=job_id, topic=topic[:200],
-                    summary=summary, created_at=time.time(),
-                )  # fmt: skip
+                    id=_id(),
+                    tenant=tenant,
+                    session_id=session_id,
+                    job_id=job_id,
+                    topic=topic[:200],
+                    summary=summary,
+                    created_at=time.time(),
+                )
                 .on_conflict_do_nothing(index_elements=["job_id"])
             )
             row = (await conn.execute(sa.select(memories.c.id).where(memories.c.job_id == job_id))).one()
@@ -46,10 +51,15 @@ class LearningStore:
         await self._db.execute(
             self._db.insert(analyses)
             .values(
-                id=_id(), tenant=tenant, session_id=session_id, job_id=job_id,
-                understanding=int(found["understanding"]), gaps=list(found["gaps"]),
-                next_questions=list(found["next_questions"]), created_at=time.time(),
-            )  # fmt: skip
+                id=_id(),
+                tenant=tenant,
+                session_id=session_id,
+                job_id=job_id,
+                understanding=int(found["understanding"]),
+                gaps=list(found["gaps"]),
+                next_questions=list(found["next_questions"]),
+                created_at=time.time(),
+            )
             .on_conflict_do_nothing(index_elements=["job_id"])
         )
 
@@ -74,7 +84,9 @@ class LearningStore:
         async with self._db.read() as conn:
             row = (
                 await conn.execute(
-                    sa.select(vectors.c.vector).where(vectors.c.tenant == tenant, vectors.c.memory_id == memory_id)
+                    sa.select(vectors.c.vector).where(
+                        vectors.c.tenant == tenant, vectors.c.memory_id == memory_id
+                    )
                 )
             ).first()
         return [float(x) for x in row[0]] if row is not None else None
@@ -92,7 +104,12 @@ class LearningStore:
             ).all()
             found = (
                 await conn.execute(
-                    sa.select(analyses.c.understanding, analyses.c.gaps, analyses.c.next_questions, analyses.c.created_at)
+                    sa.select(
+                        analyses.c.understanding,
+                        analyses.c.gaps,
+                        analyses.c.next_questions,
+                        analyses.c.created_at,
+                    )
                     .where(analyses.c.tenant == tenant, analyses.c.session_id == session_id)
                     .order_by(analyses.c.created_at.desc())
                     .limit(limit)
@@ -104,7 +121,8 @@ class LearningStore:
             "session_id": session_id,
             "memories": [{"id": r[0], "topic": r[1], "summary": r[2], "created_at": r[3]} for r in mems],
             "analyses": [
-                {"understanding": r[0], "gaps": r[1], "next_questions": r[2], "created_at": r[3]} for r in found
+                {"understanding": r[0], "gaps": r[1], "next_questions": r[2], "created_at": r[3]}
+                for r in found
             ],
         }
 
@@ -112,7 +130,9 @@ class LearningStore:
         async with self._db.read() as conn:
             rows = (
                 await conn.execute(
-                    sa.select(memories.c.session_id).where(memories.c.tenant == tenant).distinct()
+                    sa.select(memories.c.session_id)
+                    .where(memories.c.tenant == tenant)
+                    .distinct()
                     .union(sa.select(analyses.c.session_id).where(analyses.c.tenant == tenant).distinct())
                 )
             ).all()
@@ -140,7 +160,12 @@ class LearningStore:
         async def tx(conn: AsyncConnection) -> list[dict[str, Any]]:
             out = []
             for tenant, calls, tokens, cost in (await conn.execute(query)).all():
-                row = {"tenant": str(tenant), "calls": int(calls), "tokens": int(tokens), "cost_usd": float(cost)}
+                row = {
+                    "tenant": str(tenant),
+                    "calls": int(calls),
+                    "tokens": int(tokens),
+                    "cost_usd": float(cost),
+                }
                 await conn.execute(
                     db.insert(cost_stats)
                     .values(job_id=job_id, period_start=since, period_end=until, **row)
@@ -160,7 +185,9 @@ class LearningStore:
         async with self._db.read() as conn:
             rows = (
                 await conn.execute(
-                    sa.select(cost_stats).where(cost_stats.c.tenant == tenant).order_by(cost_stats.c.period_end)
+                    sa.select(cost_stats)
+                    .where(cost_stats.c.tenant == tenant)
+                    .order_by(cost_stats.c.period_end)
                 )
             ).all()
         return [dict(r._mapping) for r in rows]
@@ -171,8 +198,12 @@ class LearningStore:
         async def tx(conn: AsyncConnection) -> dict[str, int]:
             old = sa.select(memories.c.id).where(memories.c.created_at < cutoff)
             gone_vectors = (await conn.execute(vectors.delete().where(vectors.c.memory_id.in_(old)))).rowcount
-            gone_memories = (await conn.execute(memories.delete().where(memories.c.created_at < cutoff))).rowcount
-            gone_analyses = (await conn.execute(analyses.delete().where(analyses.c.created_at < cutoff))).rowcount
+            gone_memories = (
+                await conn.execute(memories.delete().where(memories.c.created_at < cutoff))
+            ).rowcount
+            gone_analyses = (
+                await conn.execute(analyses.delete().where(analyses.c.created_at < cutoff))
+            ).rowcount
             return {"memories": gone_memories, "vectors": gone_vectors, "analyses": gone_analyses}
 
         return await self._db.transaction(tx)

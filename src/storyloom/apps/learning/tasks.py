@@ -1,13 +1,11 @@
 """The learning system's background, scheduled and batch task kinds (seed 004), as job handlers.
 
-| kind | seed 004 | what it does |
-|---|---|---|
-| `learning.consolidate` | 记忆固化 (background, LLM) | summarize a conversation into a memory, then enqueue its vector |
-| `learning.analyze` | 对话分析 (background, LLM) | understanding score, gaps, next questions |
-| `learning.embed` | 向量存储 (I/O) | the memory's embedding through the gateway into `learning_vectors` |
-| `learning.cost_stats` | 成本统计 (scheduled) | usage of learning jobs per tenant since the last run |
-| `learning.cleanup` | 系统清理 (scheduled) | forget memories, vectors and analyses past retention |
-| `learning.export` / `export_part` | 数据导出 (batch) | a parent that fans out one child per session, then assembles |
+- `learning.consolidate` (记忆固化, background, LLM): a conversation -> a memory, then its vector job
+- `learning.analyze` (对话分析, background, LLM): understanding score, gaps, next questions
+- `learning.embed` (向量存储): the memory's embedding through the gateway into `learning_vectors`
+- `learning.cost_stats` (成本统计, scheduled): usage of learning jobs per tenant since the last run
+- `learning.cleanup` (系统清理, scheduled): forget memories, vectors and analyses past retention
+- `learning.export` / `export_part` (数据导出, batch): a parent, one child per session, assembled
 """
 
 from __future__ import annotations
@@ -142,7 +140,9 @@ async def export_job(job: AppJob[Any]) -> dict[str, Any]:
         await asyncio.sleep(_EXPORT_POLL_S)
     failed = [c for c in child_ids if kids[c].status is not JobStatus.COMPLETED]
     if failed:
-        raise StoryloomError(f"{len(failed)} of {len(child_ids)} export parts did not complete: {failed[0]} first")
+        raise StoryloomError(
+            f"{len(failed)} of {len(child_ids)} export parts did not complete: {failed[0]} first"
+        )
     parts = [kids[c].result or {} for c in child_ids]
     return {
         "sessions": parts,

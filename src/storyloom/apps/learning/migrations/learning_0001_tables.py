@@ -29,7 +29,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("job_id"),
     )
-    op.create_index("ix_learning_memories_session", "learning_memories", ["tenant", "session_id", "created_at"])
+    op.create_index(
+        "ix_learning_memories_session", "learning_memories", ["tenant", "session_id", "created_at"]
+    )
     op.create_table(
         "learning_analyses",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -43,7 +45,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("job_id"),
     )
-    op.create_index("ix_learning_analyses_session", "learning_analyses", ["tenant", "session_id", "created_at"])
+    op.create_index(
+        "ix_learning_analyses_session", "learning_analyses", ["tenant", "session_id", "created_at"]
+    )
     op.create_table(
         "learning_vectors",
         sa.Column("memory_id", sa.String(length=32), nullable=False),
