@@ -229,6 +229,7 @@ class ChapterResult(BaseModel):
     plan: dict[str, object] = Field(default_factory=dict)
     director: AgentRun | None = None  # the shared plan's agent run (tokens, time, degradation)
     summary: str = ""  # of the chosen version: the next chapter's previous_summary
+    previous_summary: str | None = None  # the seam this chapter was written after (read when it ran)
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float = 0.0
     cache_hit_share: float = 0.0  # prompt tokens served from the provider's prompt cache ÷ prompt tokens
