@@ -79,6 +79,12 @@ async def _chapter(job: Any) -> ChapterResult:
 
 
 async def _book(job: Any) -> dict[str, Any]:
+    """A book run's chapter (`{"run_id", "chapter"}`: apps/novel/book/), or the older
+    list-of-chapters payload (`{"chapters": [...]}`)."""
+    if "run_id" in job.payload:
+        from storyloom.apps.novel.book.job import book_chapter_job
+
+        return await book_chapter_job(job)
     from storyloom.apps.novel.jobs import book_job
 
     return await book_job(job)
