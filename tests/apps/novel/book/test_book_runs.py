@@ -123,7 +123,7 @@ async def test_the_run_waits_for_the_author_without_a_slot(bench: Bench) -> None
 async def test_pause_resume_and_cancel(bench: Bench) -> None:
     run = await bench.control.start(bench.book, first=1, last=4, versions=1, chooser=Chooser.JUDGE)
     await bench.until(run.id, lambda r: r.done >= 1)
-    paused = await bench.control.pause((await bench.control.runs.get(run.id)))  # type: ignore[arg-type]
+    paused = await bench.control.pause(await bench.control.runs.get(run.id))  # type: ignore[arg-type]
     assert paused.status is RunStatus.PAUSED
     still = await bench.until(run.id, lambda r: r.job_id is not None and bench.worker.running == 0, 30)
     at = still.done
@@ -132,7 +132,7 @@ async def test_pause_resume_and_cancel(bench: Bench) -> None:
     resumed = await bench.control.resume(still)
     assert resumed.status is RunStatus.RUNNING
     await bench.until(run.id, lambda r: r.done > at)
-    cancelled = await bench.control.cancel((await bench.control.runs.get(run.id)))  # type: ignore[arg-type]
+    cancelled = await bench.control.cancel(await bench.control.runs.get(run.id))  # type: ignore[arg-type]
     assert cancelled.status is RunStatus.CANCELLED
     with pytest.raises(Exception, match="cancelled already"):
         await bench.control.cancel(cancelled)
