@@ -1,7 +1,7 @@
 """the book runner: book runs (a chain of chapter jobs) and chapter staleness
 
 Revision ID: novel_0010
-Revises: novel_0001
+Revises: novel_0003
 Create Date: 2026-12-02 04:30:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "novel_0010"
-down_revision = "novel_0001"
+down_revision = "novel_0003"
 branch_labels = None
 depends_on = None
 
