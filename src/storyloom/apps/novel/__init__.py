@@ -90,6 +90,12 @@ async def _book(job: Any) -> dict[str, Any]:
     return await book_job(job)
 
 
+async def _plan(job: Any) -> dict[str, Any]:
+    from storyloom.apps.novel.book.plan import plan_job
+
+    return await plan_job(job)
+
+
 app: App[ChapterInput] = App(
     name="novel",
     title="Novel chapter",
@@ -100,6 +106,6 @@ app: App[ChapterInput] = App(
     from_messages=_from_messages,
     routes=_routes,
     tables=AppTables(migrations=Path(__file__).with_name("migrations")),
-    jobs={"book": _book},
+    jobs={"book": _book, "plan": _plan},
     cli=_cli,
 )
