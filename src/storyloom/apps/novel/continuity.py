@@ -36,7 +36,8 @@ _SPEECH = re.compile(
     r"[“\"「『]|\b(said|says|asked|asks|replied|shouted|whispered|laughed|nodded|walked|smiled)\b|说|道|问|喊|笑|点头|走"
 )
 _MEMORY = re.compile(
-    r"\b(remember\w*|memor\w+|recall\w*|ghost|grave|corpse|body|dream\w*|mourn\w*|funeral)\b|\bthe late\b|回忆|想起|记得|遗言|坟|尸|梦|生前|曾经|悼",
+    r"\b(remember\w*|memor\w+|recall\w*|ghost|grave|corpse|body|dream\w*|mourn\w*|funeral)\b|\bthe late\b"
+    r"|回忆|想起|记得|遗言|坟|尸|梦|生前|曾经|悼",
     re.I,
 )
 _TRAVEL = re.compile(
