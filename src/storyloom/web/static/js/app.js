@@ -1,7 +1,7 @@
 // The studio's shell: who is signed in, the header, and a hash router over the views.
 
 import * as api from "./api.js";
-import { clear, h } from "./dom.js";
+import { clear, fill, h } from "./dom.js";
 import { getLang, setLang, t } from "./i18n.js";
 import { renderApp, renderApps } from "./views/apps.js";
 import { renderChapter } from "./views/chapter.js";
@@ -27,7 +27,7 @@ const ROUTES = [
 ];
 
 function header() {
-  clear(nav).append(...[
+  fill(nav, ...[
     link("#/projects", t("nav_projects")),
     link("#/apps", t("nav_apps")),
     who && who.role === "admin" ? link("#/ops", t("nav_ops")) : null,
@@ -38,7 +38,7 @@ function header() {
       header();
       route();
     } }, t("lang_switch"));
-  clear(user).append(...[
+  fill(user, ...[
     h("span.small.who", who ? (who.authenticated ? t("signed_as", who) : t("local_user")) : ""),
     lang,
     who && who.authenticated ? h("button.ghost", { type: "button", onclick: () => { api.setKey(""); start(); } }, t("signout")) : null,
@@ -60,13 +60,13 @@ async function route() {
   for (const [re, view] of ROUTES) {
     const m = re.exec(hash);
     if (!m) continue;
-    clear(main).append(h("p.muted", { role: "status" }, t("loading")));
+    fill(main, h("p.muted", { role: "status" }, t("loading")));
     try {
       const stop = await view(m);
       if (typeof stop === "function") leave = stop;
     } catch (err) {
       if (err instanceof api.ApiError && err.status === 401) return start(err.message);
-      clear(main).append(h("p.error", { role: "alert" }, t("error", { msg: err.message })),
+      fill(main, h("p.error", { role: "alert" }, t("error", { msg: err.message })),
         h("button.ghost", { type: "button", onclick: route }, t("retry")));
     }
     main.focus({ preventScroll: true });
@@ -86,7 +86,7 @@ async function start(error) {
       renderSignin(main, { error, onSignedIn: (w) => { who = w; route(); } });
       return;
     }
-    clear(main).append(h("p.error", t("error", { msg: err.message })));
+    fill(main, h("p.error", t("error", { msg: err.message })));
     return;
   }
   route();

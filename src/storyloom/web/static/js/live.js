@@ -144,7 +144,7 @@ export function apply(state, ev) {
 // for each new event (and once with change null after restoring). Returns `stop()`.
 export function track(jobId, onChange, { onEnd } = {}) {
   const state = load(jobId) || emptyState();
-  const stats = { restoredSeq: state.seq, firstSeq: null, applied: 0, gaps: 0, repeats: 0, seqs: [] };
+  const stats = { restoredSeq: state.seq, firstSeq: null, applied: 0, gaps: 0, repeats: 0, state };
   registerStats(jobId, stats);
   onChange(state, null);
   let dirty = false;
@@ -174,7 +174,6 @@ export function track(jobId, onChange, { onEnd } = {}) {
         }
         if (change.gap) stats.gaps += 1;
         stats.applied += 1;
-        if (stats.seqs.length < 5000) stats.seqs.push(ev.seq);
         dirty = true;
         onChange(state, change);
       },

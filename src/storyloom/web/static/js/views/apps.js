@@ -1,13 +1,13 @@
 // Every installed app: a form made from its input JSON Schema, a run, its steps and result live.
 
 import * as api from "../api.js";
-import { clear, fmtCost, fmtNum, fmtSecs, h, onFrame, toast } from "../dom.js";
+import { clear, fill, fmtCost, fmtNum, fmtSecs, h, onFrame, toast } from "../dom.js";
 import { t } from "../i18n.js";
 import { track } from "../live.js";
 
 export async function renderApps(root) {
   const apps = await api.listApps();
-  clear(root).append(h("div.page-head", h("h1", t("apps_title"))), h("p.muted", t("apps_help")),
+  fill(root, h("div.page-head", h("h1", t("apps_title"))), h("p.muted", t("apps_help")),
     h("ul.app-list", apps.map((a) => h("li.card", h("a", { href: `#/apps/${a.name}` }, h("h2", a.title || a.name)),
       h("p", a.description || ""), h("p.small.muted", a.model)))));
 }
@@ -119,7 +119,7 @@ function runView(out, jobId) {
   const steps = h("ol.timeline.steps", { "aria-label": t("app_steps") });
   const result = h("div.result");
   const rows = new Map();
-  clear(out).append(h("section.card", h("h2", t("app_steps"), " ", status), steps), h("section.card", h("h2", t("app_result")), result));
+  fill(out, h("section.card", h("h2", t("app_steps"), " ", status), steps), h("section.card", h("h2", t("app_result")), result));
   let state = null;
   const render = () => {
     status.textContent = t(`st_${state.status}`);
@@ -148,7 +148,7 @@ function runView(out, jobId) {
   }, {
     onEnd: async () => {
       const job = await api.getJob(jobId);
-      clear(result).append(
+      fill(result, 
         job.error ? h("p.error", job.error) : null,
         job.text ? h("div.result-text", job.text) : null,
         h("p.small", `${fmtNum(job.usage.total_tokens)} ${t("tokens")} · ${fmtCost(job.cost_usd)}`),

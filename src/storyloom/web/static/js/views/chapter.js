@@ -2,7 +2,7 @@
 // director's plan and the judge's reasons, then comparison, diff and the choice.
 
 import * as api from "../api.js";
-import { clear, fmtCost, fmtNum, fmtSecs, h, onFrame, toast } from "../dom.js";
+import { clear, fill, fmtCost, fmtNum, fmtSecs, h, onFrame, toast } from "../dom.js";
 import { t } from "../i18n.js";
 import { track } from "../live.js";
 import { diffView } from "../diff.js";
@@ -151,14 +151,14 @@ function liveView(project, chapter, job, onDone) {
     render();
     if (result && result.plan) {
       plan.dataset.final = "1";
-      clear(plan).append(planList(result.plan));
+      fill(plan, planList(result.plan));
     }
-    clear(judgeBody).append(judgeSummary(result && result.judge));
+    fill(judgeBody, judgeSummary(result && result.judge));
     for (const v of (result && result.versions) || []) {
       const col = columns.get(v.index);
       if (col) col.finish(v, versions.find((x) => x.index === v.index), project, chapter);
     }
-    clear(after).append(compareView(versions, result));
+    fill(after, compareView(versions, result));
   }
 
   return {
@@ -302,7 +302,7 @@ function versionColumn(n) {
         measures.append(h("p.error", v.error || ""));
         return;
       }
-      clear(measures).append(measureList(v));
+      fill(measures, measureList(v));
       clear(actions);
       if (stored) {
         if (stored.chosen) actions.append(h("span.badge.chosen", t("chosen")));
@@ -385,7 +385,7 @@ function compareView(versions, result) {
     const draw = () => {
       const va = ok.find((v) => v.index === Number(a.sel.value));
       const vb = ok.find((v) => v.index === Number(b.sel.value));
-      clear(out).append(diffView(va.text, vb.text));
+      fill(out, diffView(va.text, vb.text));
     };
     a.sel.addEventListener("change", draw);
     b.sel.addEventListener("change", draw);

@@ -3,14 +3,14 @@
 // Live: it reads again every 3 s while the page is visible.
 
 import * as api from "../api.js";
-import { clear, fmtCost, fmtNum, fmtTime, h, toast } from "../dom.js";
+import { clear, fill, fmtCost, fmtNum, fmtTime, h, toast } from "../dom.js";
 import { t } from "../i18n.js";
 
 const STATES = ["pending", "running", "retrying", "completed", "failed", "cancelled"];
 
 export async function renderOps(root, { who }) {
   if (who && who.role !== "admin") {
-    clear(root).append(h("p.error", t("ops_admin_only")));
+    fill(root, h("p.error", t("ops_admin_only")));
     return () => {};
   }
   const filters = { status: "failed", kind: "" };
@@ -21,7 +21,7 @@ export async function renderOps(root, { who }) {
   const jobs = h("section.card.jobs");
   const limits = h("section.card");
   const usage = h("section.card");
-  clear(root).append(h("div.page-head", h("h1", t("ops_title")), updated), top, h("div.two", queue, counts), jobs, h("div.two", limits, usage));
+  fill(root, h("div.page-head", h("h1", t("ops_title")), updated), top, h("div.two", queue, counts), jobs, h("div.two", limits, usage));
 
   const load = async () => {
     try {
@@ -48,7 +48,7 @@ export async function renderOps(root, { who }) {
 }
 
 function drawTop(el, ov) {
-  clear(el).append(
+  fill(el, 
     h("div.card.stat", h("span.big", String(ov.live_workers)), h("span", t("ops_live_workers")),
       h("ul.small", ov.workers.map((w) => h("li", `${w.worker}: ${t("ops_busy", { n: w.running_jobs })}`)))),
     h("div.card.stat", h("span.big", String(ov.queued)), h("span", t("ops_queued"))),
@@ -57,7 +57,7 @@ function drawTop(el, ov) {
 
 function drawQueue(el, ov) {
   const max = Math.max(1, ...ov.queue.map((q) => q.queued));
-  clear(el).append(h("h2", t("ops_queue")), h("table.bars", h("tbody", ov.queue.map((q) =>
+  fill(el, h("h2", t("ops_queue")), h("table.bars", h("tbody", ov.queue.map((q) =>
     h("tr", h("th", { scope: "row" }, `P${q.priority}`),
       h("td", h("span.bar", { style: `--w:${(100 * q.queued) / max}%` })), h("td.num", String(q.queued)))))));
 }
@@ -65,7 +65,7 @@ function drawQueue(el, ov) {
 function drawCounts(el, ov) {
   const apps = [...new Set(ov.jobs.map((j) => j.app || j.kind))];
   const cell = (app, st) => ov.jobs.filter((j) => (j.app || j.kind) === app && j.status === st).reduce((a, j) => a + j.count, 0);
-  clear(el).append(h("h2", t("ops_jobs")), h("div.table-wrap", h("table",
+  fill(el, h("h2", t("ops_jobs")), h("div.table-wrap", h("table",
     h("thead", h("tr", h("th", t("col_kind")), STATES.map((s) => h("th", t(`st_${s === "pending" ? "pending" : s}`))))),
     h("tbody", apps.length ? apps.map((a) => h("tr", h("th", { scope: "row" }, a), STATES.map((s) => h("td.num", String(cell(a, s) || ""))))) : h("tr", h("td", t("ops_none")))))));
 }
@@ -91,7 +91,7 @@ function drawJobs(el, list, ov, filters, reload) {
         toast(t("error", { msg: err.message }), "error");
       }
     } }, t("ops_retry")) : "")));
-  clear(el).append(h("h2", t("ops_job_list"), h("span.small.muted", ` (${list.total})`)),
+  fill(el, h("h2", t("ops_job_list"), h("span.small.muted", ` (${list.total})`)),
     h("div.row.filters", h("label", t("ops_filter_status"), status), h("label", t("ops_filter_kind"), kind)),
     h("div.table-wrap", h("table",
       h("thead", h("tr", ["col_id", "col_kind", "col_state", "col_tenant", "col_created", "col_cost", "ops_error", ""].map((k) => h("th", k ? t(k) : "")))),
@@ -100,7 +100,7 @@ function drawJobs(el, list, ov, filters, reload) {
 
 function drawLimits(el, lim) {
   const fmt = (v) => (v === null || v === undefined ? "∞" : fmtNum(v));
-  clear(el).append(h("h2", t("ops_limits")), h("div.table-wrap", h("table",
+  fill(el, h("h2", t("ops_limits")), h("div.table-wrap", h("table",
     h("thead", h("tr", ["name", "model", "rpm", "tpm", "max_concurrency"].map((k) => h("th", k)), h("th", t("ops_breaker")), h("th", "in flight"))),
     h("tbody", lim.deployments.map((d) => h("tr",
       h("td", d.name), h("td", d.model), h("td.num", fmt(d.rpm)), h("td.num", fmt(d.tpm)), h("td.num", fmt(d.max_concurrency)),
@@ -113,7 +113,7 @@ function drawLimits(el, lim) {
 }
 
 function drawUsage(el, rows) {
-  clear(el).append(h("h2", t("ops_usage")), h("div.table-wrap", h("table",
+  fill(el, h("h2", t("ops_usage")), h("div.table-wrap", h("table",
     h("thead", h("tr", h("th", t("ops_day")), h("th", t("ops_tenant")), h("th", t("ops_calls")), h("th", t("tokens")), h("th", t("cost")))),
     h("tbody", rows.length ? rows.map((u) => h("tr", h("td", u.day), h("td", u.tenant), h("td.num", fmtNum(u.calls)),
       h("td.num", fmtNum(u.prompt_tokens + u.completion_tokens)), h("td.num", fmtCost(u.cost_usd)))) : h("tr", h("td", { colspan: 5 }, t("ops_none")))))));

@@ -1,7 +1,7 @@
 // Sign in with an API key (only when the service runs with --auth).
 
 import * as api from "../api.js";
-import { clear, h } from "../dom.js";
+import { clear, fill, h } from "../dom.js";
 import { t } from "../i18n.js";
 
 export function renderSignin(root, { onSignedIn, error }) {
@@ -22,6 +22,6 @@ export function renderSignin(root, { onSignedIn, error }) {
   }, h("h1", t("signin_title")), h("p", t("signin_help")),
   h("label", { for: "signin-key" }, t("signin_key")), key, message,
   h("button.primary", { type: "submit" }, t("signin_go")));
-  clear(root).append(form);
+  fill(root, form);
   key.focus();
 }
