@@ -69,5 +69,3 @@ def stop_serve(proc: subprocess.Popen[str]) -> None:
         proc.wait()
     if proc.stdout is not None:
         proc.stdout.close()
-
-

@@ -45,9 +45,11 @@ def page(browser: Any) -> Iterator[Any]:
     # A stream that has ended answers 204 on the reconnect, which Chromium logs: not our error.
     page.on(
         "console",
-        lambda m: errors.append(m.text)
-        if m.type == "error" and "EventSource" not in m.text and "Failed to load resource" not in m.text
-        else None,
+        lambda m: (
+            errors.append(m.text)
+            if m.type == "error" and "EventSource" not in m.text and "Failed to load resource" not in m.text
+            else None
+        ),
     )
     page.errors = errors
     try:
