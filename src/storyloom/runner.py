@@ -146,8 +146,11 @@ class AppJob(Generic[InputT]):
 
     # -- model calls and flows -------------------------------------------------------------------
 
-    def llm(self, *, language: str = "en") -> RunLLM:
-        """Model access for this job: every call metered into its usage rows."""
+    def llm(
+        self, *, language: str = "en", budget_scope: str | None = None, budget_usd: float | None = None
+    ) -> RunLLM:
+        """Model access for this job: every call metered into its usage rows (and, with a
+        `budget_scope`, held against that scope's lifetime cap `budget_usd` by the gateway)."""
         services = self.services
         if services.client is None or services.models is None:
             raise RuntimeError("this worker was started without a model client")
@@ -162,10 +165,18 @@ class AppJob(Generic[InputT]):
             on_call=self._record_call,
             on_degraded=self._record_degraded,
             step_budget_s=services.step_budget_s,
+            budget_scope=budget_scope,
+            budget_scope_usd=budget_usd,
         )
 
-    def run_services(self, *, language: str = "en") -> RunServices:
-        model_access = self.llm(language=language) if self.services.client is not None else None
+    def run_services(
+        self, *, language: str = "en", budget_scope: str | None = None, budget_usd: float | None = None
+    ) -> RunServices:
+        model_access = (
+            self.llm(language=language, budget_scope=budget_scope, budget_usd=budget_usd)
+            if self.services.client is not None
+            else None
+        )
         return RunServices(model_access, self.services.tools)
 
     async def run_flow(

@@ -60,6 +60,8 @@ class RunLLM:
     on_call: OnCall | None = None
     on_degraded: Callable[[str, str], None] | None = None  # (step path, reason)
     step_budget_s: float | None = None
+    budget_scope: str | None = None  # CallMeta.budget_scope of every call (e.g. one book's cap)
+    budget_scope_usd: float | None = None
 
     def meta(self, step: str, variant: int | None = None) -> CallMeta:
         deadline = None if self.step_budget_s is None else time.monotonic() + self.step_budget_s
@@ -70,6 +72,8 @@ class RunLLM:
             step=step,
             variant=variant,
             retry_deadline_s=deadline,
+            budget_scope=self.budget_scope,
+            budget_scope_usd=self.budget_scope_usd,
         )
 
 
