@@ -109,6 +109,58 @@ export const listVersions = (pid, cid) => get(`/api/projects/${enc(pid)}/chapter
 export const chooseVersion = (pid, cid, vid) =>
   post(`/api/projects/${enc(pid)}/chapters/${enc(cid)}/versions/${enc(vid)}/choose`);
 
+// -- books (the novel app's book routes, when the server has them: see features().books) ------------
+
+const book = (id) => `/api/books/${enc(id)}`;
+const chapterPath = (id, n) => `${book(id)}/chapters/${enc(n)}`;
+export const createBook = (fields) => post("/api/books", { generate: true, ...fields });
+export const getBook = (id) => get(book(id));
+export const bookChapters = (id) => get(`${book(id)}/chapters`);
+export const bookChapter = (id, n) => get(chapterPath(id, n));
+export const bookVersions = (id, n) => get(`${chapterPath(id, n)}/versions`);
+export const chooseBookVersion = (id, n, version) => post(`${chapterPath(id, n)}/choose`, { version });
+export const saveChapterText = (id, n, text) => request("PUT", `${chapterPath(id, n)}/text`, { text });
+export const rewritePassage = (id, n, { start, end, instruction, candidates = 3 }) =>
+  post(`${chapterPath(id, n)}/rewrite`, { start, end, instruction, candidates });
+export const acceptRewrite = (id, n, jobId, candidate) =>
+  post(`${chapterPath(id, n)}/rewrite/${enc(jobId)}/accept`, { candidate });
+export const getBible = (id) => get(`${book(id)}/bible`);
+export const saveBible = (id, bible) => request("PUT", `${book(id)}/bible`, bible);
+export const getOutline = (id) => get(`${book(id)}/outline`);
+export const saveOutlineChapter = (id, n, chapter) => request("PUT", `${book(id)}/outline/${enc(n)}`, chapter);
+export const startRun = (id, body) => post(`${book(id)}/runs`, body);
+export const listRuns = (id) => get(`${book(id)}/runs`);
+export const getRun = (id, runId) => get(`${book(id)}/runs/${enc(runId)}`);
+export const runAction = (id, runId, action) => post(`${book(id)}/runs/${enc(runId)}/${action}`);
+export const staleChapters = (id) => get(`${book(id)}/stale`);
+export const regenerate = (id, body) => post(`${book(id)}/regenerate`, body);
+export const bookEval = (id) => get(`${book(id)}/eval`);
+
+// The export as a file the browser saves (a plain link could not carry the key).
+export async function downloadExport(id, format) {
+  const res = await fetch(`${book(id)}/export?format=${enc(format)}`, { headers: headers({ Accept: "*/*" }) });
+  if (!res.ok) {
+    let message = res.statusText;
+    try {
+      message = (await res.json()).message || message;
+    } catch {
+      /* not JSON */
+    }
+    throw new ApiError(res.status, message, null);
+  }
+  const disposition = res.headers.get("Content-Disposition") || "";
+  const named = /filename\*?=(?:UTF-8'')?"?([^";]+)"?/i.exec(disposition);
+  const blob = await res.blob();
+  const url = URL.createObjectURL(blob);
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = named ? decodeURIComponent(named[1]) : `book.${format}`;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
 // -- apps and jobs -------------------------------------------------------------------------------
 
 export const listApps = () => get("/api/apps");
@@ -149,6 +201,7 @@ const KINDS = [
   "job.submitted", "job.started", "job.retrying", "job.released", "job.completed", "job.failed",
   "job.cancelled", "run.started", "run.finished", "run.failed", "run.cancelled", "step.started",
   "step.delta", "step.finished", "step.failed", "step.skipped", "step.restored", "step.degraded",
+  "book.progress", "book.waiting", "book.stopped", "book.chapters", "book.chapter_done",
 ];
 
 function eventSourceStream(url, after, onEvent, onEnd, onState) {

@@ -134,6 +134,13 @@ export function apply(state, ev) {
       if (s.status === "done") s.status = "degraded";
       break;
     }
+    case "book.progress":
+      state.progress = d;
+      break;
+    case "book.waiting":
+    case "book.stopped":
+      state[ev.kind.slice(5)] = d;
+      break;
     default:
       break;
   }

@@ -6,6 +6,7 @@ import { clear, fill, fmtCost, fmtNum, fmtSecs, h, onFrame, toast } from "../dom
 import { t } from "../i18n.js";
 import { track } from "../live.js";
 import { diffView } from "../diff.js";
+import { chapterEditor } from "./book.js";
 import { chapterState, stateBadge } from "./project.js";
 
 const AGENTS = ["plot", "character", "scene", "synthesis", "optimize", "quality", "revise", "final"];
@@ -40,6 +41,17 @@ export async function renderChapter(root, { pid, cid }) {
     });
     root.append(live.el);
     views.stop = live.stop;
+  }
+  const features = await api.features();
+  if (features.books && chapter.current_version_id) {
+    const reload = () => window.dispatchEvent(new HashChangeEvent("hashchange"));
+    const editor = chapterEditor(project, await api.bookChapter(pid, chapter.index), reload);
+    root.append(editor.el);
+    const stopLive = views.stop;
+    views.stop = () => {
+      stopLive();
+      editor.stop();
+    };
   }
   root.append(rewriteForm(project, chapter));
   return () => views.stop();

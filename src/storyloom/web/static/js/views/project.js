@@ -3,7 +3,11 @@
 import * as api from "../api.js";
 import { clear, h, toast } from "../dom.js";
 import { t } from "../i18n.js";
+import { bookSection, planProgress } from "./book.js";
 import { rewriteForm } from "./chapter.js";
+
+// The book routes' chapter states, in the studio's words.
+const BOOK_STATES = { outlined: "not_written", writing: "writing", awaiting_choice: "waiting", chosen: "chosen", stale: "stale" };
 
 // not written / writing / waiting for a choice / chosen (/ failed), from the chapter's jobs and versions.
 export function chapterState(chapter) {
@@ -21,21 +25,46 @@ export function stateBadge(state) {
 }
 
 export async function renderProject(root, { pid }) {
-  const [project, chapters] = await Promise.all([api.getProject(pid), api.listChapters(pid)]);
+  const [project, features] = await Promise.all([api.getProject(pid), api.features()]);
   clear(root);
   const list = h("ol.chapter-list");
-  for (const c of chapters) {
-    list.append(h("li.chapter-row", { "data-index": String(c.index) },
-      h("a", { href: `#/projects/${pid}/chapters/${c.id}` }, `${t("chapter", { n: c.index })}${c.title ? ` · ${c.title}` : ""}`),
-      stateBadge(chapterState(c)), h("span.muted.clip", c.outline)));
+  const chaptersCard = h("section.card", h("h2", t("chapters_title")), list);
+  const drawChapters = async () => {
+    const [chapters, states] = await Promise.all([
+      api.listChapters(pid),
+      features.books ? api.bookChapters(pid).catch(() => []) : Promise.resolve([]),
+    ]);
+    const byNumber = new Map(states.map((s) => [s.number, s]));
+    clear(list);
+    for (const c of chapters) {
+      const b = byNumber.get(c.index);
+      const state = b ? BOOK_STATES[b.state] || b.state : chapterState(c);
+      list.append(h("li.chapter-row", { "data-index": String(c.index) },
+        h("a", { href: `#/projects/${pid}/chapters/${c.id}` }, `${t("chapter", { n: c.index })}${c.title ? ` · ${c.title}` : ""}`),
+        stateBadge(state), h("span.muted.clip", b && b.stale_reason ? b.stale_reason : c.outline)));
+    }
+    if (!chapters.length) list.append(h("li.muted", t("chapters_empty")));
+  };
+  await drawChapters();
+  const left = h("div", chaptersCard, rewriteForm(project, null));
+  root.append(h("div.page-head", h("h1", project.title)), h("div.two", left, bibleForm(project)));
+  const stops = [];
+  if (features.books) {
+    const section = await bookSection(project, { onChange: drawChapters });
+    stops.push(section.stop);
+    left.append(section.el);
+    const planJob = sessionStorage.getItem(`storyloom.plan.${pid}`);
+    if (planJob) {
+      const plan = planProgress(planJob, async () => {
+        sessionStorage.removeItem(`storyloom.plan.${pid}`);
+        await drawChapters();
+        await section.refresh();
+      });
+      stops.push(plan.stop);
+      left.prepend(plan.el);
+    }
   }
-  root.append(
-    h("div.page-head", h("h1", project.title)),
-    h("div.two",
-      h("div", h("section.card", h("h2", t("chapters_title")), chapters.length ? list : h("p.muted", t("chapters_empty"))),
-        rewriteForm(project, null)),
-      bibleForm(project)),
-  );
+  return () => stops.forEach((f) => f());
 }
 
 function bibleForm(project) {
