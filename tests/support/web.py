@@ -69,3 +69,15 @@ def stop_serve(proc: subprocess.Popen[str]) -> None:
         proc.wait()
     if proc.stdout is not None:
         proc.stdout.close()
+
+
+def create_key(tmp: Path, tenant: str, role: str = "member") -> str:
+    """`storyloom keys create` on the data dir a `start_serve(tmp, "--auth")` will use."""
+    made = subprocess.run(
+        _cli("keys", "create", "--tenant", tenant, "--role", role, "--data-dir", str(tmp / "data")),
+        capture_output=True,
+        text=True,
+        check=True,
+        env=_env(),
+    )
+    return made.stdout.strip().splitlines()[-1]

@@ -1,4 +1,4 @@
-"""Fixtures of the studio's browser tests: one server and one Chromium per module (each test makes
+"""Fixtures of the studio's browser tests: one server and one Chromium for the session (each test makes
 its own project or job, so they do not see each other's data), a fresh browser context per test."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from support.web import CHROMIUM, Studio, start_serve, stop_serve
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
     tmp = tmp_path_factory.mktemp("studio")
     proc, url = start_serve(tmp)
@@ -23,7 +23,7 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
         stop_serve(proc)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     with sync_api.sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])

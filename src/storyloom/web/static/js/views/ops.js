@@ -32,7 +32,7 @@ export async function renderOps(root, { who }) {
       drawTop(top, ov);
       drawQueue(queue, ov);
       drawCounts(counts, ov);
-      drawJobs(jobs, list, ov, filters, load);
+      drawJobs(jobs, list, ov, filters, load, who);
       drawLimits(limits, lim);
       drawUsage(usage, use);
       updated.textContent = t("ops_updated", { t: new Date().toLocaleTimeString() });
@@ -70,7 +70,9 @@ function drawCounts(el, ov) {
     h("tbody", apps.length ? apps.map((a) => h("tr", h("th", { scope: "row" }, a), STATES.map((s) => h("td.num", String(cell(a, s) || ""))))) : h("tr", h("td", t("ops_none")))))));
 }
 
-function drawJobs(el, list, ov, filters, reload) {
+function drawJobs(el, list, ov, filters, reload, who) {
+  // An admin key reads every tenant's jobs but may run again only its own tenant's (api/auth.py).
+  const mine = (j) => !who || !who.authenticated || j.tenant === who.tenant;
   const kinds = [...new Set(ov.jobs.map((j) => j.kind))];
   const status = h("select", { "aria-label": t("ops_filter_status"), onchange: (e) => { filters.status = e.target.value; reload(); } },
     h("option", { value: "" }, t("ops_any")), STATES.map((s) => h("option", { value: s, selected: filters.status === s }, t(`st_${s}`))));
@@ -80,7 +82,7 @@ function drawJobs(el, list, ov, filters, reload) {
     h("td.mono", j.id.slice(0, 12)), h("td", j.app || j.kind), h("td", h("span.badge", { "data-state": j.status }, t(`st_${j.status}`))),
     h("td", j.tenant), h("td", fmtTime(j.created_at)), h("td.num", fmtCost(j.cost_usd)),
     h("td.error-cell", j.error || ""),
-    h("td", j.status === "failed" || j.status === "cancelled" ? h("button.ghost", { type: "button", "data-retry": j.id, onclick: async (e) => {
+    h("td", (j.status === "failed" || j.status === "cancelled") && mine(j) ? h("button.ghost", { type: "button", "data-retry": j.id, onclick: async (e) => {
       e.target.disabled = true;
       try {
         await api.retryJob(j.id);
