@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import socket
 import time
@@ -40,6 +41,14 @@ from storyloom.store.database import Database
 __all__ = ["Worker", "WorkerConfig"]
 
 _log = get_logger("storyloom.jobs.worker")
+_TRIM_AFTER_JOBS = 50  # runs ended since the last trim, when the worker goes idle
+
+
+def _trim_heap() -> None:
+    """Give freed heap pages back to the OS after a burst (glibc keeps them otherwise, and a
+    worker's RSS would stay at its busiest hour's). A no-op where there is no glibc."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,6 +92,7 @@ class Worker:
         self.completed = 0
         self.failed = 0
         self.started = 0
+        self._ended_since_trim = 0
 
     @property
     def running(self) -> int:
@@ -270,6 +280,14 @@ class Worker:
             self._runs.pop(job.id, None)
             self._stop_reason.pop(job.id, None)
             self.checkpoints.known_empty.discard(job.id)
+            job_ended = getattr(self.services, "job_ended", None)  # runner.WorkerServices
+            if callable(job_ended):
+                with contextlib.suppress(Exception):
+                    job_ended(job.id)
+            self._ended_since_trim += 1
+            if not self._runs and self._ended_since_trim >= _TRIM_AFTER_JOBS:
+                self._ended_since_trim = 0
+                _trim_heap()
             self._slot_freed.set()
 
     async def _after_cancel(self, job: Job, log: Any) -> None:
