@@ -1,6 +1,6 @@
 """One worker process of the shared-limit test: hammers web_search for a while, prints a JSON line.
 
-    limit_worker.py <limits_url> <sim_url> <seconds> <calls_per_window> <window_s> <concurrency>
+limit_worker.py <limits_url> <sim_url> <seconds> <calls_per_window> <window_s> <concurrency>
 """
 
 from __future__ import annotations
