@@ -1,9 +1,9 @@
 """Tools under their own limits (`storyloom bench tools --json`): seed 003's numbers on 2 cores.
 
-500 debate conversations at once against `storyloom serve` with 3 worker processes; 30% of them
-search (three queries each, on topics drawn from a small pool so some repeat, as real questions
-do), against a `web_search` limited to 100 calls a minute and 50 at once (the seed's demand is
-180/min). The search API is a SearxNG-speaking server in this process that records when every
+500 debate conversations against `storyloom serve` with 3 worker processes, started over
+`ramp_s` (150 s) so hundreds run at once; 30% of them search (three queries each, on topics drawn
+from a small pool so some repeat, as real questions do): 450 searches in 150 s is the seed's
+demand of 180/min, against a `web_search` limited to 100 calls a minute and 50 at once. The search API is a SearxNG-speaking server in this process that records when every
 call arrived and how many ran at once: what the limits let through is measured at the API, not
 believed from the workers. The workers share the limits through the data dir's SQLite file.
 
@@ -56,6 +56,7 @@ class ToolsBenchConfig:
     tokens_per_s: float = 300.0
     answer_tokens: int = 60
     seed: int = 7
+    ramp_s: float = 150.0  # submissions spread over this: 450 searches in 150 s = the seed's 180/min
     timeout_s: float = 1500.0
 
 
@@ -127,7 +128,11 @@ async def _drive(cfg: ToolsBenchConfig, url: str, sim_root: str | None, api: _Se
             async with http.post(f"{url}/api/apps/debate/jobs", json={"input": body}) as r:
                 return str((await r.json())["id"]) if r.status == 202 else None
 
-        ids = [i for i in await asyncio.gather(*(submit(b) for b in inputs)) if i]
+        async def submit_at(i: int, body: dict[str, Any]) -> str | None:
+            await asyncio.sleep(cfg.ramp_s * i / len(inputs))
+            return await submit(body)
+
+        ids = [i for i in await asyncio.gather(*(submit_at(n, b) for n, b in enumerate(inputs))) if i]
         deadline = time.monotonic() + cfg.timeout_s
         while time.monotonic() < deadline:
             params = [("kind", "debate"), ("status", "pending"), ("status", "running"), ("limit", "1")]
@@ -162,6 +167,7 @@ async def _drive(cfg: ToolsBenchConfig, url: str, sim_root: str | None, api: _Se
         "completed_ratio": round(len(completed) / len(inputs), 4),
         "searching_conversations": len(searches),
         "tool_calls": calls,
+        "search_demand_per_minute": round(calls / (cfg.ramp_s / 60.0), 1) if cfg.ramp_s else None,
         "tool_calls_admitted": len(api.arrivals),
         "tool_calls_admitted_max_per_60s": admitted_max,
         "tool_calls_per_minute_limit": cfg.calls_per_minute,
@@ -244,7 +250,7 @@ def run_tools_bench(cfg: ToolsBenchConfig) -> dict[str, Any]:
         result = eventloop.run(_run(cfg, Path(tmp)))
     result["config"] = {
         "conversations": cfg.conversations, "search_share": cfg.search_share, "searches_per_conversation": 3,
-        "workers": cfg.workers, "search_latency_s": cfg.search_latency_s, "ttft_s": cfg.ttft_s,
+        "workers": cfg.workers, "ramp_s": cfg.ramp_s, "search_latency_s": cfg.search_latency_s, "ttft_s": cfg.ttft_s,
         "tokens_per_s": cfg.tokens_per_s,
     }  # fmt: skip
     result["pass"] = (
