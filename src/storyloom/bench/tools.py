@@ -3,8 +3,8 @@
 500 debate conversations against `storyloom serve` with 3 worker processes, started over
 `ramp_s` (150 s) so hundreds run at once; 30% of them search (three queries each, on topics drawn
 from a small pool so some repeat, as real questions do): 450 searches in 150 s is the seed's
-demand of 180/min, against a `web_search` limited to 100 calls a minute and 50 at once. The search API is a SearxNG-speaking server in this process that records when every
-call arrived and how many ran at once: what the limits let through is measured at the API, not
+demand of 180/min, against a `web_search` limited to 100 calls a minute and 50 at once. The
+search API is a SearxNG-speaking server in this process that records when every call arrived and how many ran at once: what the limits let through is measured at the API, not
 believed from the workers. The workers share the limits through the data dir's SQLite file.
 
 Reported: completed / submitted (must be 1.0: a search over its limit degrades, it does not fail
@@ -250,8 +250,8 @@ def run_tools_bench(cfg: ToolsBenchConfig) -> dict[str, Any]:
         result = eventloop.run(_run(cfg, Path(tmp)))
     result["config"] = {
         "conversations": cfg.conversations, "search_share": cfg.search_share, "searches_per_conversation": 3,
-        "workers": cfg.workers, "ramp_s": cfg.ramp_s, "search_latency_s": cfg.search_latency_s, "ttft_s": cfg.ttft_s,
-        "tokens_per_s": cfg.tokens_per_s,
+        "workers": cfg.workers, "ramp_s": cfg.ramp_s, "search_latency_s": cfg.search_latency_s,
+        "ttft_s": cfg.ttft_s, "tokens_per_s": cfg.tokens_per_s,
     }  # fmt: skip
     result["pass"] = (
         result["completed_ratio"] == 1.0
