@@ -4,8 +4,9 @@
 `ramp_s` (150 s) so hundreds run at once; 30% of them search (three queries each, on topics drawn
 from a small pool so some repeat, as real questions do): 450 searches in 150 s is the seed's
 demand of 180/min, against a `web_search` limited to 100 calls a minute and 50 at once. The
-search API is a SearxNG-speaking server in this process that records when every call arrived and how many ran at once: what the limits let through is measured at the API, not
-believed from the workers. The workers share the limits through the data dir's SQLite file.
+search API is a SearxNG-speaking server in this process that records when every call arrived
+and how many ran at once: what the limits let through is measured at the API, not believed from
+the workers. The workers share the limits through the data dir's SQLite file.
 
 Reported: completed / submitted (must be 1.0: a search over its limit degrades, it does not fail
 the conversation), calls admitted in the busiest 60 s window (≤ the limit: 0 overshoot) and the
