@@ -16,14 +16,14 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from storyloom.agents.call import AgentCall, OnCall
+from storyloom.agents.call import AgentCall, CallRecord, OnCall
 from storyloom.agents.prose import ask_text
 from storyloom.agents.run import AgentRun
 from storyloom.agents.structured import JSON_MAX_TOKENS, ask_json, schema_block
 from storyloom.agents.tool_loop import ToolLoop, run_tool_loop
 from storyloom.errors import FlowError
 from storyloom.flow.context import Prompt, StepContext
-from storyloom.llm.types import CallMeta, Message, ModelClient
+from storyloom.llm.types import CallMeta, EmbeddingRequest, EmbeddingResult, Message, ModelClient
 
 __all__ = ["LLMHandle", "ModelChoice", "RunLLM", "agent_call", "as_messages"]
 
@@ -197,6 +197,33 @@ class LLMHandle:
             )
         finally:
             self._absorb(call.run)
+
+    async def embed(
+        self, texts: Sequence[str], *, model: str | None = None, dimensions: int | None = None
+    ) -> list[list[float]]:
+        """Vectors for `texts` through the gateway (its limits and ledger), metered as one call of
+        this step (model: `model`, else the `embed` agent's, e.g. STORYLOOM_AGENT_MODELS={"embed": ...})."""
+        shared, ctx = self._shared, self._ctx
+        embed = getattr(shared.client, "embed", None)
+        if embed is None:
+            raise FlowError(f"step {ctx.path!r} asked for embeddings, but the model client has none")
+        chosen = model or shared.models.for_step("embed", shared.app)
+        started = time.perf_counter()
+        result: EmbeddingResult = await embed(
+            EmbeddingRequest(
+                model=chosen, inputs=list(texts), dimensions=dimensions, meta=shared.meta(ctx.path)
+            )
+        )
+        run = self.run
+        run.calls += 1
+        run.usage = run.usage.add(result.usage)
+        run.cost_usd += result.cost_usd
+        run.model_s = round(run.model_s + time.perf_counter() - started, 4)
+        if shared.on_call is not None:
+            shared.on_call(
+                CallRecord(ctx.path, "embed", chosen, result.deployment, result.usage, result.cost_usd)
+            )
+        return result.vectors
 
     def _absorb(self, run: AgentRun) -> None:
         """Fold one call's record into the step's, and report a degradation as it happens."""

@@ -84,6 +84,12 @@ class StepLLM(Protocol):
         `max_rounds` rounds, then answers; a `ToolLoop` (text, rounds, calls, degraded)."""
         ...
 
+    async def embed(
+        self, texts: Sequence[str], *, model: str | None = None, dimensions: int | None = None
+    ) -> list[list[float]]:
+        """One vector per text, through the gateway, metered."""
+        ...
+
 
 class StepServices(Protocol):
     """What a run offers its steps beyond their inputs; one per run, handed to `run_flow`."""

@@ -39,7 +39,15 @@ from storyloom.errors import (
     StreamCutError,
 )
 from storyloom.llm.tokens import estimate_message_tokens, estimate_tokens
-from storyloom.llm.types import ChatRequest, ChatResult, DeltaCallback, ToolCall, Usage
+from storyloom.llm.types import (
+    ChatRequest,
+    ChatResult,
+    DeltaCallback,
+    EmbeddingRequest,
+    EmbeddingResult,
+    ToolCall,
+    Usage,
+)
 
 __all__ = ["HttpModelClient", "build_payload", "parse_retry_after"]
 
@@ -244,6 +252,61 @@ class HttpModelClient:
             raise ProviderConnectionError(
                 f"{self.name}: connection failed: {type(exc).__name__}: {exc}", deployment=self.name
             ) from exc
+
+    async def embed(
+        self,
+        request: EmbeddingRequest,
+        *,
+        provider_model: str | None = None,
+        total_timeout_s: float | None = None,
+    ) -> EmbeddingResult:
+        """One `POST /embeddings` call, with the same typed errors as `chat`."""
+        if self._closed:
+            raise ProviderConnectionError("the model client is closed", deployment=self.name)
+        payload: dict[str, Any] = {"model": provider_model or request.model, "input": request.inputs}
+        if request.dimensions is not None:
+            payload["dimensions"] = request.dimensions
+        start = time.monotonic()
+        limit = total_timeout_s if total_timeout_s is not None else self.total_timeout_s
+        try:
+            async with asyncio.timeout(limit):
+                async with self._http().post(
+                    f"{self.base_url}/embeddings", data=json.dumps(payload).encode(), headers=self._headers
+                ) as response:
+                    body = await response.read()
+                    if response.status >= 400:
+                        raise self._status_error(response, body)
+        except TimeoutError as exc:
+            raise ProviderTimeout(
+                f"{self.name}: no embeddings within {limit:.2f} s (total)",
+                phase="total",
+                deployment=self.name,
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise ProviderConnectionError(
+                f"{self.name}: connection failed: {type(exc).__name__}: {exc}", deployment=self.name
+            ) from exc
+        try:
+            doc = json.loads(body)
+            rows = sorted(doc["data"], key=lambda d: int(d["index"]))
+            vectors = [[float(x) for x in row["embedding"]] for row in rows]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadResponseError(f"{self.name}: answer is not an embeddings list: {body[:200]!r}") from exc
+        if len(vectors) != len(request.inputs):
+            raise BadResponseError(f"{self.name}: {len(vectors)} vectors for {len(request.inputs)} inputs")
+        raw_usage = doc.get("usage")
+        usage = (
+            _parse_usage(raw_usage, self.name)
+            if raw_usage
+            else Usage(sum(estimate_tokens(t) for t in request.inputs))
+        )
+        return EmbeddingResult(
+            vectors=vectors,
+            usage=usage,
+            model=doc.get("model") or request.model,
+            deployment=self.name,
+            latency_s=time.monotonic() - start,
+        )
 
     async def _send(
         self,

@@ -16,6 +16,8 @@ __all__ = [
     "ChatRequest",
     "ChatResult",
     "DeltaCallback",
+    "EmbeddingRequest",
+    "EmbeddingResult",
     "Message",
     "ModelClient",
     "ToolCall",
@@ -127,6 +129,27 @@ class ChatResult:
     cost_usd: float = 0.0
     queue_wait_s: float = 0.0  # time the gateway held the call for admission (all attempts)
     tool_calls: list[ToolCall] = field(default_factory=list)  # finish_reason "tool_calls"
+
+
+@dataclass(slots=True, kw_only=True)
+class EmbeddingRequest:
+    """Vectors for `inputs` (OpenAI's `/v1/embeddings`; `dimensions` where the model allows it)."""
+
+    model: str
+    inputs: list[str]
+    dimensions: int | None = None
+    meta: CallMeta = field(default_factory=CallMeta)
+
+
+@dataclass(slots=True, kw_only=True)
+class EmbeddingResult:
+    vectors: list[list[float]]
+    usage: Usage
+    model: str
+    deployment: str | None = None
+    latency_s: float = 0.0
+    attempts: int = 1
+    cost_usd: float = 0.0
 
 
 @runtime_checkable

@@ -21,6 +21,8 @@ __all__ = [
     "FaultRates",
     "ModelProfile",
     "Quota",
+    "SearchFaults",
+    "SearchProfile",
     "SimConfig",
     "deep_merge",
     "load_sim_config",
@@ -112,6 +114,26 @@ class Quota(_Strict):
     tpm_charge: Literal["reserve", "usage"] = "reserve"
 
 
+class SearchFaults(_Strict):
+    """Rates of the simulated search's faults (mutually exclusive per request, in this order)."""
+
+    error_5xx: float = _Rate
+    error_429: float = _Rate
+    hang: float = _Rate
+
+
+class SearchProfile(_Strict):
+    """The simulated web search (`POST /v1/search`, see sim/search.py)."""
+
+    latency_s: float = Field(default=0.05, ge=0.0)
+    jitter: float = Field(default=0.0, ge=0.0, lt=1.0)
+    quota: Quota = Field(default_factory=Quota)  # rpm / concurrency of the search "account"
+    window_s: float = Field(default=60.0, gt=0.0)
+    faults: SearchFaults = Field(default_factory=SearchFaults)
+    hang_s: float = Field(default=600.0, gt=0.0)
+    retry_after_s: float = Field(default=1.0, ge=0.0)  # Retry-After of an injected 429
+
+
 class SimConfig(_Strict):
     """Everything the simulator does; see `sim/server.py` for how each knob is used."""
 
@@ -126,6 +148,7 @@ class SimConfig(_Strict):
     chunk_tokens: int = Field(default=4, ge=1)  # tokens per SSE event
     hang_s: float = Field(default=600.0, gt=0.0)  # a hang ends when the client leaves, or after this
     fault_retry_after_s: float = Field(default=1.0, ge=0.0)  # Retry-After of an injected 429
+    search: SearchProfile = Field(default_factory=SearchProfile)
 
     def profile(self, model: str) -> ModelProfile:
         """The effective profile of a model name: `default` overridden by the model's own fields."""

@@ -1,6 +1,7 @@
 """The simulator's HTTP app: OpenAI chat completions with latency, quotas and faults, plus control routes.
 
-Routes: `POST /v1/chat/completions`, `GET /v1/models`, `GET /stats`, `POST /stats/reset`,
+Routes: `POST /v1/chat/completions`, `POST /v1/embeddings`, `POST /v1/search` (sim/search.py),
+`GET /v1/models`, `GET /stats`, `POST /stats/reset`,
 `GET /sim/config`, `POST /sim/config` (deep-merge patch).
 
 The chat route is a raw ASGI endpoint rather than a Starlette handler because it must pace writes
@@ -31,7 +32,9 @@ from storyloom.errors import ConfigError
 from storyloom.llm.tokens import estimate_tokens
 from storyloom.sim.answer import Answer, build_answer, content_key, keyed_rng, mangle_json, wants_json
 from storyloom.sim.config import SimConfig
+from storyloom.sim.embeddings import embeddings_route
 from storyloom.sim.prompt import analyse, message_text
+from storyloom.sim.search import SearchEndpoint
 from storyloom.sim.state import SimState
 from storyloom.sim.story import story_text, truncate_to_tokens
 from storyloom.sim.tools import ToolPlan, plan_tool_calls
@@ -499,6 +502,8 @@ def create_sim_app(config: SimConfig | None = None) -> Starlette:
     routes = [
         Route("/v1/chat/completions", _ChatEndpoint(state), methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/embeddings", embeddings_route, methods=["POST"]),
+        Route("/v1/search", SearchEndpoint(state), methods=["POST"]),
         Route("/stats", stats, methods=["GET"]),
         Route("/stats/reset", reset_stats, methods=["POST"]),
         Route("/sim/config", get_config, methods=["GET"]),

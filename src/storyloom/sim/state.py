@@ -12,6 +12,7 @@ from typing import Any
 
 from storyloom.sim.config import FAULT_KINDS, SimConfig
 from storyloom.sim.quota import QuotaWindow
+from storyloom.sim.search import SearchState
 
 __all__ = ["SimState", "SimStats"]
 
@@ -63,6 +64,7 @@ class SimState:
         self.window = QuotaWindow()
         self.fault_rng = random.Random(config.seed)
         self.stats = SimStats()
+        self.search = SearchState(rng=random.Random(config.seed + 1))
 
     def configure(self, patch: dict[str, Any]) -> SimConfig:
         """Deep-merge `patch` into the live config (ConfigError if invalid); a new seed reseeds faults."""
@@ -74,6 +76,7 @@ class SimState:
 
     def reset_stats(self) -> None:
         self.stats = SimStats()
+        self.search = SearchState(rng=random.Random(self.config.seed + 1))
         self.window.reset_maxima()
         self.fault_rng = random.Random(self.config.seed)
 
@@ -137,4 +140,5 @@ class SimState:
             "max_window_requests": w.max_window_requests,
             "max_window_tokens": w.max_window_tokens,
             "over_quota_admitted": w.over_quota_admitted,
+            "search": self.search.snapshot(now, self.config.search),
         }

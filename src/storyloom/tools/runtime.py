@@ -56,9 +56,11 @@ def limit_name(tool: str) -> str:
 class _Degrade(Exception):
     """Internal: the call cannot get an answer; `reason` says why (breaker_open, limit_wait, ...)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, attempts: int = 0, waited: float = 0.0) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.attempts = attempts
+        self.waited = waited
 
 
 class ToolRuntime:
@@ -117,12 +119,10 @@ class ToolRuntime:
             self.metrics.cache_lookups.labels(name, "miss" if hit is None else "hit").inc()
             if hit is not None:
                 return self._done(ToolResult(tool=name, output=hit, cached=True), start)
-        attempts = 0
-        waited = 0.0
         try:
             output, attempts, waited = await self._attempts(tool, args, meta, start)
         except _Degrade as d:
-            return self._done(self._degraded(tool, args, key, d.reason, attempts, waited), start)
+            return self._done(self._degraded(tool, args, key, d.reason, d.attempts, d.waited), start)
         if key is not None:
             self.cache.put(key, output, policy.cache_ttl_s)
         return self._done(ToolResult(tool=name, output=output, attempts=attempts, wait_s=waited), start)
@@ -159,12 +159,12 @@ class ToolRuntime:
             try:
                 admitted = await queue.admit(meta.tenant, meta.priority, 1.0, wait_until)
             except CircuitOpenError:
-                raise _Degrade("breaker_open") from None
+                raise _Degrade("breaker_open", attempt, waited) from None
             except ProviderTimeout:
                 self.metrics.limit_wait.labels(tool.name).observe(time.monotonic() - start)
-                raise _Degrade("limit_wait") from None
+                raise _Degrade("limit_wait", attempt, waited) from None
             except RateLimitError:
-                raise _Degrade("queue_full") from None
+                raise _Degrade("queue_full", attempt, waited) from None
             self.metrics.limit_wait.labels(tool.name).observe(admitted.wait_s)
             waited += admitted.wait_s
             attempt += 1
@@ -183,7 +183,7 @@ class ToolRuntime:
                 await self._release(backend, ask, grant, outcome, tool.name)
                 reason = _reason(exc, timeout_s)
                 if not transient or attempt > policy.retries:
-                    raise _Degrade(reason) from None
+                    raise _Degrade(reason, attempt, waited) from None
                 delay = max(
                     retry_after or 0.0, policy.backoff_s * (2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
                 )
@@ -191,7 +191,7 @@ class ToolRuntime:
                 if meta.deadline_s is not None:
                     limit_at = min(limit_at, meta.deadline_s)
                 if time.monotonic() + delay >= limit_at:
-                    raise _Degrade(reason) from None
+                    raise _Degrade(reason, attempt, waited) from None
                 await asyncio.sleep(delay)
                 continue
             except BaseException:
