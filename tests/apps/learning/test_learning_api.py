@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from storyloom.apps.learning.routes import parse_wait
+from storyloom.apps.learning.store import LearningStore
+from storyloom.apps.learning.vectors import cosine
 from storyloom.errors import InputError
 from storyloom.registry import AppRegistry
 from support.api_server import Served, serve_app
@@ -45,6 +47,15 @@ async def test_chat_answers_inline_and_queues_consolidation_and_analysis(live: S
         assert job["finished_at"] - job["created_at"] <= 5.0  # seed 004's background target
     memory = (await live.client.get("/api/learning/sessions/s1")).json()
     assert len(memory["memories"]) == 1 and memory["memories"][0]["summary"].strip()
+    # Vector storage: the consolidation queued the memory's embedding, made through the gateway.
+    consolidated = await finished(live, body["background"]["consolidate"])
+    embedded = await finished(live, consolidated["result"]["embed_job"], timeout_s=10)
+    assert embedded["status"] == "completed" and embedded["result"]["dims"] > 0, embedded
+    assert embedded["result"]["memory_id"] == memory["memories"][0]["id"]
+    vector = await LearningStore(live.db).vector("default", memory["memories"][0]["id"])
+    assert vector is not None and len(vector) == embedded["result"]["dims"]
+    assert abs(cosine(vector, vector) - 1.0) < 1e-9
+    assert embedded["usage"]["calls"] == 1  # metered like any model call
     assert 0 <= memory["analyses"][0]["understanding"] <= 100
     # The next answer recalls the consolidated memory (its prompt carries it; the step's input shows it).
     again = await _chat(live, "So what is it then?", "s1")
