@@ -161,8 +161,13 @@ async def _drive(cfg: ToolsBenchConfig, url: str, sim_root: str | None, api: _Se
     model_calls = sum(int(j["usage"]["calls"]) for j in completed)
     provider_requests = (sim_after.get("requests", 0) - sim_before.get("requests", 0)) if sim_after else 0
     admitted_max = _max_in_window(api.arrivals)
+    statuses: dict[str, int] = {}
+    for j in mine:
+        statuses[j["status"]] = statuses.get(j["status"], 0) + 1
     return {
         "submitted": len(inputs),
+        "statuses": statuses,
+        "errors": sorted({str(j["error"])[:200] for j in mine if j.get("error")})[:5],
         "accepted": len(ids),
         "completed": len(completed),
         "completed_ratio": round(len(completed) / len(inputs), 4),

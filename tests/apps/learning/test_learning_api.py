@@ -101,3 +101,27 @@ def test_wait_is_parsed_strictly() -> None:
     assert parse_wait("2s") == 2.0 and parse_wait("500ms") == 0.5 and parse_wait("1.5") == 1.5
     with pytest.raises(InputError, match="at most"):
         parse_wait("31s")
+
+
+async def test_a_session_is_its_tenants(tmp_path: Path, sim: Any) -> None:
+    from storyloom.api.services import ApiOptions
+    from support.api_server import Keys
+
+    registry = AppRegistry.discover()
+    async with serve_app(tmp_path, ApiOptions(auth=True, heartbeat_s=0.5), registry=registry) as served:
+        keys = await Keys.make(served.db)
+        async with settings_worker(served, registry, worker_settings(tmp_path, sim.url)):
+            alice, bob = keys.auth("alice"), keys.auth("bob")
+            r = await served.client.post(
+                "/api/learning/chat", json={"message": "What is a derivative?"}, headers=alice
+            )
+            assert r.status_code == 200, r.text
+            await finished(served, r.json()["background"]["consolidate"], headers=alice)
+            assert (
+                await served.client.get("/api/learning/sessions/default", headers=alice)
+            ).status_code == 200
+            assert (await served.client.get("/api/learning/sessions/default", headers=bob)).status_code == 404
+            theirs = await served.client.post("/api/learning/tasks/export?wait=10s", json={}, headers=bob)
+            assert theirs.status_code == 200 and theirs.json()["result"]["sessions"] == []
+            job_id = r.json()["background"]["analyze"]
+            assert (await served.client.get(f"/api/jobs/{job_id}", headers=bob)).status_code == 404
