@@ -1,9 +1,10 @@
 """Tools under their own limits (`storyloom bench tools --json`): seed 003's numbers on 2 cores.
 
 500 debate conversations against `storyloom serve` with 3 worker processes, started over
-`ramp_s` (150 s) so hundreds run at once; 30% of them search (three queries each, on topics drawn
-from a small pool so some repeat, as real questions do): 450 searches in 150 s is the seed's
-demand of 180/min, against a `web_search` limited to 100 calls a minute and 50 at once. The
+`ramp_s` (30 s) with the seed's 5 s per agent call, so about all 500 are open at once; 30% of them
+search (three queries each, on topics drawn from a small pool so some repeat, as real questions
+do), against a `web_search` limited to 100 calls a minute and 50 at once: a demand well above the
+seed's 180/min (`--ramp-s 150` with the same 450 searches is the seed's rate). The
 search API is a SearxNG-speaking server in this process that records when every call arrived
 and how many ran at once: what the limits let through is measured at the API, not believed from
 the workers. The workers share the limits through the data dir's SQLite file.
@@ -53,11 +54,10 @@ class ToolsBenchConfig:
     max_concurrency: int = 50
     workers: int = 3
     search_latency_s: float = 0.4
-    ttft_s: float = 0.3
-    tokens_per_s: float = 300.0
+    model_latency_s: float = 5.0  # seed 003: 5-10 s per agent call
     answer_tokens: int = 60
     seed: int = 7
-    ramp_s: float = 150.0  # submissions spread over this: 450 searches in 150 s = the seed's 180/min
+    ramp_s: float = 30.0  # submissions spread over this; with 5 s calls ~500 conversations are open at once
     timeout_s: float = 1500.0
 
 
@@ -158,6 +158,14 @@ async def _drive(cfg: ToolsBenchConfig, url: str, sim_root: str | None, api: _Se
     cached = sum(s["cached"] for s in searches)
     degraded = sum(s["degraded"] for s in searches)
     times = [j["finished_at"] - j["created_at"] for j in completed if j["finished_at"]]
+    edges = sorted(
+        [(j["created_at"], 1) for j in mine if j["finished_at"]]
+        + [(j["finished_at"], -1) for j in mine if j["finished_at"]]
+    )
+    open_now = peak_open = 0
+    for _, step in edges:
+        open_now += step
+        peak_open = max(peak_open, open_now)
     model_calls = sum(int(j["usage"]["calls"]) for j in completed)
     provider_requests = (sim_after.get("requests", 0) - sim_before.get("requests", 0)) if sim_after else 0
     admitted_max = _max_in_window(api.arrivals)
@@ -183,6 +191,7 @@ async def _drive(cfg: ToolsBenchConfig, url: str, sim_root: str | None, api: _Se
         "cache_share": round(cached / calls, 4) if calls else 0.0,
         "degraded_share": round(degraded / calls, 4) if calls else 0.0,
         "degraded_conversations": sum(1 for j in completed if j["degraded"]),
+        "max_conversations_at_once": peak_open,  # submitted and not yet finished
         "conversation_p50_s": round(_percentile(times, 0.5), 2),
         "conversation_p99_s": round(_percentile(times, 0.99), 2),
         "model_calls": model_calls,
@@ -214,8 +223,8 @@ async def _run(cfg: ToolsBenchConfig, workdir: Path) -> dict[str, Any]:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     sim = workdir / "sim.json"
     profile = {
-        "ttft_s": cfg.ttft_s,
-        "tokens_per_s": cfg.tokens_per_s,
+        "ttft_s": 0.5,
+        "latency_s": cfg.model_latency_s,
         "answer_tokens": cfg.answer_tokens,
         "jitter": 0.3,
     }
@@ -257,7 +266,7 @@ def run_tools_bench(cfg: ToolsBenchConfig) -> dict[str, Any]:
     result["config"] = {
         "conversations": cfg.conversations, "search_share": cfg.search_share, "searches_per_conversation": 3,
         "workers": cfg.workers, "ramp_s": cfg.ramp_s, "search_latency_s": cfg.search_latency_s,
-        "ttft_s": cfg.ttft_s, "tokens_per_s": cfg.tokens_per_s,
+        "model_latency_s": cfg.model_latency_s,
     }  # fmt: skip
     result["pass"] = (
         result["completed_ratio"] == 1.0
