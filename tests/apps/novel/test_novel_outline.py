@@ -1,0 +1,63 @@
+"""The book's plan (bible + outline in batches + coverage) against the simulator over loopback HTTP."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from book_support import Router, http_client, services
+
+from storyloom.apps.novel.outline import (
+    BookOutline,
+    BookPlanRequest,
+    OutlineChapter,
+    check_coverage,
+    plan_book,
+)
+from storyloom.flow import MemoryCheckpoints
+
+
+def test_coverage_finds_gaps_duplicates_and_blank_summaries() -> None:
+    chapters = [OutlineChapter(number=n, summary="s") for n in (1, 2, 2, 4)] + [OutlineChapter(number=5)]
+    report = check_coverage(BookOutline(chapters=chapters), 6)
+    assert (report.missing, report.duplicates, report.unsummarized, report.ok) == ([3, 6], [2], [5], False)
+    whole = BookOutline(chapters=[OutlineChapter(number=n, summary="s") for n in range(1, 4)])
+    assert check_coverage(whole, 3).ok
+
+
+async def test_300_chapters_with_a_failing_and_a_prose_batch_are_repaired(sim: Any) -> None:
+    sim.configure(
+        models={
+            "sim-broken": {"faults": {"error_5xx": 1.0}},
+            "sim-prose": {"faults": {"prose_only": 1.0}},
+        }
+    )
+
+    def rule(text: str) -> str | None:
+        if re.search(r"Outline chapters 61 to 80\b", text):
+            return "sim-broken"
+        if re.search(r"Outline chapters 121 to 140\b", text):
+            return "sim-prose"
+        return None
+
+    client = Router(http_client(sim), rule)
+    request = BookPlanRequest(
+        title="The Long Road", premise="Mara, a courier, crosses a broken empire.", chapters=300
+    )
+    checkpoints = MemoryCheckpoints()
+    try:
+        plan = await plan_book(request, run_id="plan", services=services(client), checkpoints=checkpoints)
+    finally:
+        await client.aclose()
+    assert "sim-broken" in client.routed and "sim-prose" in client.routed
+    numbers = [c.number for c in plan.outline.chapters]
+    assert numbers == list(range(1, 301))
+    assert all(c.summary.strip() for c in plan.outline.chapters)
+    assert plan.coverage.ok and plan.coverage.failed_batches == [4, 7]
+    lost = set(range(61, 81)) | set(range(121, 141))
+    assert set(plan.coverage.missing) == lost
+    assert set(plan.coverage.repaired) == lost and not plan.coverage.placeholders
+    assert check_coverage(plan.outline, 300).ok
+    assert plan.bible.premise == request.premise and plan.bible.characters
+    assert plan.outline.volumes[0].first == 1 and plan.outline.volumes[-1].last == 300
+    assert any("b4" in d for d in plan.degraded) and any("b7" in d for d in plan.degraded)
