@@ -8,12 +8,14 @@ from pydantic import BaseModel, Field, field_validator
 
 from storyloom.api.schemas import JobOut, Priority, Strict
 from storyloom.apps.novel.book.runs import BookRun
+from storyloom.apps.novel.memory import CharacterSheet, MemoryRecord, OpenThread
 from storyloom.apps.novel.outline import MAX_CHAPTERS
 from storyloom.validation import NOT_BLANK_SCHEMA, not_a_bool, not_blank
 
 __all__ = [
     "BookCreate",
     "BookCreated",
+    "BookMemoryOut",
     "BookOut",
     "BookVersionOut",
     "ChapterDetailOut",
@@ -69,6 +71,12 @@ class BookCreated(BookOut):
     job: JobOut | None
 
 
+class BookMemoryOut(BaseModel):
+    chapters: list[MemoryRecord]
+    open_foreshadowing: list[OpenThread]
+    characters: list[CharacterSheet]
+
+
 class ChapterStateOut(BaseModel):
     number: int
     title: str
@@ -110,6 +118,11 @@ class ChapterTextIn(Strict):
 class OutlineChapterIn(Strict):
     title: str | None = Field(default=None, max_length=300)
     summary: str | None = Field(default=None, max_length=20_000)
+    beats: list[str] | None = Field(default=None, max_length=50)
+    pov: str | None = Field(default=None, max_length=200)
+    target_length: int | None = Field(default=None, ge=100, le=20_000)
+
+    _ints = field_validator("target_length", mode="before")(not_a_bool)
 
 
 class ChooseIn(Strict):
