@@ -149,8 +149,14 @@ def test_a_killed_worker_resumes_the_book_at_the_chapter_in_flight(served: Serve
         done = _until(client, book_id, run_id, lambda x: x["status"] in {"completed", "failed"}, 180)
         assert done["status"] == "completed" and done["done"] == 4, done
         job = client.get(f"/api/jobs/{job_id}").json()
-        assert job["attempts"] >= 2 and job["status"] == "completed"  # chapter 2 ran again, not chapter 1
+        kinds = [json.loads(line[5:])["kind"] for line in _lines(client, job_id) if line.startswith("data:")]
+        assert job["status"] == "completed" and "job.lease_lost" in kinds  # chapter 2 ran again
         chapters = client.get(f"/api/books/{book_id}/chapters").json()
         assert [c["state"] for c in chapters] == ["chosen"] * 4
         versions = client.get(f"/api/books/{book_id}/chapters/2/versions").json()
         assert len(versions) == 2  # the re-run overwrote its own versions, nothing doubled
+
+
+def _lines(client: httpx.Client, job_id: str) -> list[str]:
+    with client.stream("GET", f"/api/jobs/{job_id}/events?after=0") as r:
+        return list(r.iter_lines())

@@ -199,7 +199,9 @@ async def _write(job: AppJob[Any], control: BookControl, run: BookRun, index: in
         phase="writing",
     )
     started = time.monotonic()
-    scope = f"bookrun:{run.id}:{job.id}:{job.job.attempts}"
+    # One scope per run of this job (an attempt, or a re-claim after a dead worker), so the cap's
+    # holds start from what the usage rows say was spent, not from another process's memory.
+    scope = f"bookrun:{run.id}:{job.id}:{job.job.attempts}.{getattr(job.job, 'lease_losses', 0)}"
     services = job.run_services(language=book.language, budget_scope=scope, budget_usd=remaining)
     books = BookStore(job.db)
     try:
