@@ -153,3 +153,25 @@ async def test_the_cost_cap_stops_the_run_before_it(bench: Bench) -> None:
     spent = sum(u.cost_usd for u in (await job_usage(bench.db, job_ids)).values())
     assert 0 < spent <= cap and abs(spent - done.cost_usd) < 1e-6
     assert 1 <= done.done < 3
+
+
+async def test_a_list_of_chapters_book_job_finishes_on_one_slot(bench: Bench) -> None:
+    """The older `novel.book` payload: its parent waits for its children without holding the slot."""
+    chapter = {
+        "chapter_outline": "The courier meets a caravan.",
+        "language": "en",
+        "target_length": 200,
+        "versions": 1,
+    }
+    job = await bench.queue.submit(
+        "novel.book", {"chapters": [chapter, {**chapter, "chapter_outline": "A storm."}]}
+    )
+    deadline = time.monotonic() + 90
+    while not (found := await bench.queue.get(job.id)).status.is_terminal:
+        assert time.monotonic() < deadline, found
+        await asyncio.sleep(0.1)
+    assert found.status.value == "completed", found.error
+    kids = await bench.queue.children(job.id)
+    assert len(kids) == 2 and all(k.status.value == "completed" for k in kids)
+    kinds = [e.kind for e in await bench.queue.events(job.id, limit=1000)]
+    assert "job.waiting" in kinds and "job.resumed" in kinds
