@@ -12,14 +12,17 @@ from fastapi import APIRouter, Path, Query, Response, status
 from storyloom.api.deps import AUTH, NOT_FOUND, QUEUE_FULL, Responses, ServicesDep, Tenant
 from storyloom.api.errors import NotFoundError
 from storyloom.api.presenters import job_out
+from storyloom.api.schemas import JobOut
 from storyloom.api.services import Services
 from storyloom.apps.novel.bible import StoryBible
 from storyloom.apps.novel.book.control import BookControl
 from storyloom.apps.novel.book.export import export_book
 from storyloom.apps.novel.book.plan import PLAN_JOB_KIND
+from storyloom.apps.novel.book.rewrite import REWRITE_JOB_KIND
 from storyloom.apps.novel.book.runs import BookRun, Chooser
 from storyloom.apps.novel.book.schemas import (
     MAX_NUMBER,
+    AcceptIn,
     BookCreate,
     BookCreated,
     BookMemoryOut,
@@ -31,6 +34,7 @@ from storyloom.apps.novel.book.schemas import (
     ChooseIn,
     OutlineChapterIn,
     RegenerateIn,
+    RewriteIn,
     RunCreate,
     RunOut,
     run_out,
@@ -294,6 +298,46 @@ async def choose(
     if found is None:
         raise NotFoundError(f"chapter {number} has no version {body.version or body.version_id!r}.")
     await _control(services).choose(book, chapter, found)
+    return await _detail(services, book, number)
+
+
+@router.post(
+    "/{book_id}/chapters/{number}/rewrite",
+    response_model=JobOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={**NOT_FOUND, **QUEUE_FULL},
+)
+async def rewrite(
+    book_id: str, number: Number, body: RewriteIn, services: ServicesDep, tenant: Tenant
+) -> JobOut:
+    """Candidate rewrites of the span [start, end) of the chosen text (a job; its result holds them)."""
+    book = await _book(services, book_id, tenant)
+    await _chapter(services, book, number)
+    chosen = await BookStore(services.db).chosen_text(book.id, number, tenant=tenant)
+    if chosen is None:
+        raise InputError(f"chapter {number} has no chosen text to rewrite yet.")
+    if not body.start < body.end <= len(chosen.text):
+        raise InputError(
+            f"the passage {body.start}-{body.end} is not within the chosen text (0-{len(chosen.text)})."
+        )
+    payload = {"book_id": book.id, "chapter": number, "version_id": chosen.version_id, **body.model_dump()}
+    job, _ = await services.submit(REWRITE_JOB_KIND, payload, priority=7, idempotency_key=None, tenant=tenant)
+    return job_out(job)
+
+
+@router.post(
+    "/{book_id}/chapters/{number}/rewrite/{job_id}/accept",
+    response_model=ChapterDetailOut,
+    responses={**NOT_FOUND, **CONFLICT},
+)
+async def accept_rewrite(
+    book_id: str, number: Number, job_id: str, body: AcceptIn, services: ServicesDep, tenant: Tenant
+) -> ChapterDetailOut:
+    """Make a candidate the chapter's text: a new chosen version; its memory is extracted again
+    (a `novel.remember` job) and the chapters after it become stale."""
+    book = await _book(services, book_id, tenant)
+    chapter = await _chapter(services, book, number)
+    await _control(services).accept_rewrite(book, chapter, job_id, body.candidate)
     return await _detail(services, book, number)
 
 

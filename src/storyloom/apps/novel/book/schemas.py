@@ -13,6 +13,7 @@ from storyloom.apps.novel.outline import MAX_CHAPTERS
 from storyloom.validation import NOT_BLANK_SCHEMA, not_a_bool, not_blank
 
 __all__ = [
+    "AcceptIn",
     "BookCreate",
     "BookCreated",
     "BookMemoryOut",
@@ -24,6 +25,7 @@ __all__ = [
     "ChooseIn",
     "OutlineChapterIn",
     "RegenerateIn",
+    "RewriteIn",
     "RunCreate",
     "RunOut",
     "run_out",
@@ -130,6 +132,26 @@ class ChooseIn(Strict):
     version_id: str | None = Field(default=None, min_length=1, max_length=64)
 
     _ints = field_validator("version", mode="before")(not_a_bool)
+
+
+class RewriteIn(Strict):
+    start: int = Field(ge=0, le=1_000_000, description="first character of the passage in the chosen text")
+    end: int = Field(ge=1, le=1_000_000, description="one past its last character")
+    instruction: str = Field(min_length=1, max_length=2000, json_schema_extra=NOT_BLANK_SCHEMA)
+    candidates: int = Field(default=2, ge=1, le=5)
+
+    _ints = field_validator("start", "end", "candidates", mode="before")(not_a_bool)
+
+    @field_validator("instruction")
+    @classmethod
+    def _blank(cls, v: str) -> str:
+        return not_blank(v, "the instruction")
+
+
+class AcceptIn(Strict):
+    candidate: int = Field(ge=1, le=5, description="the candidate's number (1-based)")
+
+    _ints = field_validator("candidate", mode="before")(not_a_bool)
 
 
 class RunCreate(Strict):
