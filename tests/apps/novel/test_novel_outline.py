@@ -99,3 +99,18 @@ async def test_a_crash_mid_outline_costs_only_the_batch_in_flight(sim: Any) -> N
         await client.aclose()
     assert asked[len(before) :] == ["41", "61", "81"]  # b1 and b2 were not asked again
     assert plan.coverage.ok and [c.number for c in plan.outline.chapters] == list(range(1, 101))
+
+
+async def test_a_chinese_book_plan_is_chinese_and_complete(sim: Any) -> None:
+    client = http_client(sim)
+    request = BookPlanRequest(
+        title="剑歌", premise="少年林凡在乱世中学剑，寻找失踪的师父。", chapters=45, language="zh"
+    )
+    try:
+        plan = await plan_book(request, run_id="zh", services=services(client), batch_size=20)
+    finally:
+        await client.aclose()
+    assert plan.coverage.ok and [c.number for c in plan.outline.chapters] == list(range(1, 46))
+    assert plan.bible.language == "zh" and all(c.target_length == 2000 for c in plan.outline.chapters)
+    text = "".join(c.summary for c in plan.outline.chapters)
+    assert sum("\u4e00" <= ch <= "\u9fff" for ch in text) > 0.5 * len(text)
