@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storyloom.sim.config import FAULT_KINDS, SimConfig
+from storyloom.sim.prefix_cache import PrefixCache
 from storyloom.sim.quota import QuotaWindow
 
 __all__ = ["SimState", "SimStats"]
@@ -38,6 +39,7 @@ class SimStats:
     unauthorized: int = 0
     client_disconnects: int = 0
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
     completion_tokens: int = 0
     rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_REJECT_CAUSES, 0))
     faults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAULT_KINDS, 0))
@@ -63,6 +65,7 @@ class SimState:
         self.window = QuotaWindow()
         self.fault_rng = random.Random(config.seed)
         self.stats = SimStats()
+        self.prefix_cache = PrefixCache(block_chars=config.prompt_cache_block_chars)
 
     def configure(self, patch: dict[str, Any]) -> SimConfig:
         """Deep-merge `patch` into the live config (ConfigError if invalid); a new seed reseeds faults."""
@@ -111,6 +114,7 @@ class SimState:
             "in_flight": w.in_flight,
             "max_concurrency": w.max_in_flight,
             "prompt_tokens": s.prompt_tokens,
+            "cached_prompt_tokens": s.cached_prompt_tokens,
             "completion_tokens": s.completion_tokens,
             "total_tokens": s.prompt_tokens + s.completion_tokens,
             "per_model": {
