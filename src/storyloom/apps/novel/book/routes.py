@@ -44,6 +44,7 @@ from storyloom.apps.novel.bookstore import BookStore
 from storyloom.apps.novel.length import count_length
 from storyloom.apps.novel.outline import BookOutline, OutlineChapter
 from storyloom.apps.novel.projects import Chapter, Project, ProjectStore
+from storyloom.apps.novel.quality import BookEval, book_eval
 from storyloom.errors import InputError
 
 __all__ = ["router"]
@@ -428,6 +429,13 @@ async def regenerate(book_id: str, body: RegenerateIn, services: ServicesDep, te
         cost_cap_usd=body.cost_cap_usd,
     )
     return run_out(run)
+
+
+@router.get("/{book_id}/eval", response_model=BookEval, responses=NOT_FOUND)
+async def evaluate(book_id: str, services: ServicesDep, tenant: Tenant) -> BookEval:
+    """Quality measures of every chosen chapter and their trend across the book."""
+    book = await _book(services, book_id, tenant)
+    return await book_eval(BookStore(services.db), book.id, tenant=tenant)
 
 
 # -- export ----------------------------------------------------------------------------------------
