@@ -77,7 +77,7 @@ async def run_api_child(spec: ChildSpec) -> None:
     async with AsyncExitStack() as stack:
         db = Database.from_url(settings.resolved_database_url())
         stack.push_async_callback(db.close)
-        hub = EventHub(db)
+        hub = EventHub.from_url(db, settings.event_hub_url)
         await hub.start()
         stack.push_async_callback(hub.stop)
         wakes = await listen_for_wakes(hub, sock=socket.socket(fileno=spec.wake_fd))

@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack
 
 from storyloom.config import Settings
 from storyloom.gctune import tune_gc
+from storyloom.jobs.hub import hub_backend_from_url
 from storyloom.jobs.wake import WakeSender, parse_wake_urls
 from storyloom.jobs.worker import Worker, WorkerConfig
 from storyloom.logs import get_logger
@@ -33,6 +34,9 @@ async def run_worker_process(
             wake = WakeSender(parse_wake_urls(settings.event_wake_url))
             stack.callback(wake.close)
             db.add_commit_listener(wake)
+        if (backend := hub_backend_from_url(settings.event_hub_url)) is not None:
+            db.add_commit_listener(backend.notify)  # the API nodes' hubs, on any machine
+            stack.push_async_callback(backend.aclose)
         await db.migrate(registry.migrations())
         if sim_url is None and settings.provider().is_simulated:
             # No simulator given (the serve command passes one): run one for this process alone.
