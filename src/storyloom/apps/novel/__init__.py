@@ -66,9 +66,11 @@ def _routes() -> Any:
 
 
 def _cli(app: Any) -> None:
+    from storyloom.apps.novel.book.cli import register as register_book
     from storyloom.apps.novel.cli import register
 
     register(app)
+    register_book(app)
 
 
 # The job handlers import the store and the runner: loaded on the first job, not by `--help`.

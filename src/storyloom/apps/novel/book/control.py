@@ -10,6 +10,7 @@ the job of the run's current chapter writes anything.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 
 from storyloom.apps.novel.book.runs import BookRun, BookRunStore, Chooser, RunStatus
@@ -195,6 +196,46 @@ class BookControl:
                     progress={str(chapter.index): entry},
                 )
         return chosen
+
+    async def regenerate(
+        self,
+        book: Project,
+        *,
+        from_chapter: int,
+        versions: int,
+        chooser: Chooser,
+        cost_cap_usd: float | None = None,
+    ) -> BookRun:
+        """Write again every stale chapter from `from_chapter` on (new versions; the old are kept)."""
+        stale = sorted(
+            n
+            for n, s in (await self.staleness.of_book(book.id)).items()
+            if s.stale_reason and n >= from_chapter
+        )
+        if not stale:
+            raise ConflictError(f"no chapter of book {book.id!r} from chapter {from_chapter} on is stale.")
+        return await self.start(
+            book,
+            first=stale[0],
+            last=stale[-1],
+            versions=versions,
+            chooser=chooser,
+            cost_cap_usd=cost_cap_usd,
+            only_stale=True,
+        )
+
+    async def edit_text(self, book: Project, chapter: Chapter, text: str) -> ChapterVersion:
+        """The author's own text for a chapter: a new version, chosen (downstream goes stale)."""
+        from storyloom.apps.novel.length import count_length
+        from storyloom.apps.novel.projects import NewVersion
+
+        edit_id = "e" + uuid.uuid4().hex[:31]
+        language = "en" if book.language == "en" else "zh"
+        scores = {"author_edit": True, "length": count_length(text, language), "judge_pick": False}
+        stored = await self.projects.save_versions(
+            chapter.id, edit_id, [NewVersion(index=1, text=text, scores=scores)]
+        )
+        return await self.choose(book, chapter, stored[0])
 
     @staticmethod
     def _next_index(run: BookRun, index: int) -> int:
