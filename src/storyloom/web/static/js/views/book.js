@@ -75,13 +75,9 @@ export async function bookSection(project, { onChange }) {
       : h("p.muted", t("stale_none")));
   };
   const drawOutline = async () => {
-    let doc = null;
-    try {
-      doc = await api.getOutline(project.id);
-    } catch (err) {
-      if (err.status !== 404) fail(err);
-    }
-    const chapters = ((doc && (doc.outline || doc).chapters) || []);
+    // The outline is the book's chapter rows (number, title, summary), as the book routes keep it.
+    const rows = await api.listChapters(project.id).catch(() => []);
+    const chapters = rows.map((c) => ({ number: c.index, title: c.title, summary: c.outline }));
     fill(outline, h("h2", t("outline_chapters")), chapters.length
       ? h("ol.outline-list", chapters.map((c) => outlineRow(project, c, async () => { await drawOutline(); await drawStale(); onChange(); })))
       : h("p.muted", t("outline_none")));
@@ -153,7 +149,7 @@ function outlineRow(project, c, saved) {
   const form = h("form.outline-edit", { hidden: true, onsubmit: async (e) => {
     e.preventDefault();
     try {
-      await api.saveOutlineChapter(project.id, c.number, { ...c, title: title.value, summary: summary.value });
+      await api.saveOutlineChapter(project.id, c.number, { title: title.value, summary: summary.value });
       toast(t("project_saved"));
       await saved();
     } catch (err) {
@@ -198,7 +194,7 @@ export function planProgress(jobId, onDone) {
 
 // -- a chapter page: edit the chosen text, rewrite a passage ----------------------------------------
 
-export function chapterEditor(project, chapter, onSaved) {
+export function chapterEditor(project, chapter, onSaved, { rewrite: canRewrite = false } = {}) {
   const text = h("textarea.chapter-edit", { name: "text", rows: 16, "aria-label": t("chapter_text") });
   text.value = chapter.text || "";
   const instruction = h("input", { name: "instruction", placeholder: t("rewrite_placeholder") });
@@ -255,8 +251,8 @@ export function chapterEditor(project, chapter, onSaved) {
       } catch (err) {
         fail(err);
       }
-    } }, t("save")), selection),
-    h("h3", t("rewrite_title")), h("div.row", h("label", t("rewrite_instruction"), instruction)),
-    h("button.ghost", { type: "button", "data-rewrite": "1", onclick: rewrite }, t("rewrite_go")), candidates);
+    } }, t("save")), canRewrite ? selection : null),
+    canRewrite ? [h("h3", t("rewrite_title")), h("div.row", h("label", t("rewrite_instruction"), instruction)),
+      h("button.ghost", { type: "button", "data-rewrite": "1", onclick: rewrite }, t("rewrite_go")), candidates] : null);
   return { el, stop: () => stop() };
 }

@@ -45,7 +45,7 @@ export async function renderChapter(root, { pid, cid }) {
   const features = await api.features();
   if (features.books && chapter.current_version_id) {
     const reload = () => window.dispatchEvent(new HashChangeEvent("hashchange"));
-    const editor = chapterEditor(project, await api.bookChapter(pid, chapter.index), reload);
+    const editor = chapterEditor(project, await api.bookChapter(pid, chapter.index), reload, { rewrite: features.rewrite });
     root.append(editor.el);
     const stopLive = views.stop;
     views.stop = () => {
@@ -60,7 +60,7 @@ export async function renderChapter(root, { pid, cid }) {
 // -- the live view -------------------------------------------------------------------------------
 
 function liveView(project, chapter, job, onDone) {
-  const el = h("section.live", { "aria-label": t("chapter", { n: chapter.index }) });
+  const el = h("section.live", { "aria-label": t("chapter", { n: chapter.index }), "data-job": job.id });
   const jobLine = h("div.job-line");
   const status = h("span.badge", statusLabel(job.status));
   const totals = h("span.totals");
