@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from support.web import Studio
+from support.web import Studio, new_book
 
 pytestmark = pytest.mark.browser
 
@@ -40,21 +40,6 @@ def _stream(page: Any, job_id: str) -> dict[str, Any]:
         job_id,
     )
     return stats
-
-
-def new_book(page: Any, studio: Studio, title: str, chapters: int) -> str:
-    """A book from a premise through the form; returns its id once its outline is there."""
-    page.goto(studio.url + "/")
-    page.fill(".new-project input[name=title]", title)
-    page.fill(".new-project textarea[name=premise]", "A courier on a river ferry learns the sword.")
-    page.select_option(".new-project select[name=language]", "en")
-    page.fill(".new-project input[name=chapters]", str(chapters))
-    assert page.is_checked(".new-project input[name=generate]")
-    page.click(".new-project button[type=submit]")
-    page.wait_for_selector("section.plan-job")  # the planning job, live
-    page.wait_for_selector(f".outline-list .outline-row[data-number='{chapters}']", timeout=30_000)
-    book_id: str = page.evaluate("() => location.hash.split('/')[2]")
-    return book_id
 
 
 def test_a_book_from_premise_to_epub(studio: Studio, page: Any) -> None:
