@@ -31,6 +31,7 @@ from storyloom.jobs.context import Handler, JobContext
 from storyloom.jobs.maintenance import MaintenancePolicy, housekeeping_handlers, install_housekeeping
 from storyloom.jobs.schedule import ensure_schedule
 from storyloom.jobs.usage import job_usage
+from storyloom.jobs.waits import WaitFor
 from storyloom.store.database import Database
 from storyloom.store.schema import events
 from storyloom.validation import from_validation
@@ -135,6 +136,19 @@ class AppJob(Generic[InputT]):
     def emit(self, kind: str, **data: Any) -> None:
         """An app event on the job's stream (e.g. `book.progress`)."""
         self.ctx.emit(kind, **data)
+
+    def wait_for_children(self, *, timeout_s: float | None = None) -> WaitFor:
+        """`raise job.wait_for_children()`: this job waits, holding no worker slot, until every
+        child has ended; then the handler runs again from the top (submit children idempotently)."""
+        return self.ctx.wait_for_children(timeout_s=timeout_s)
+
+    def wait_for_signal(self, name: str, *, timeout_s: float | None = None) -> WaitFor:
+        """`raise job.wait_for_signal("choice:3")`: wait, holding no slot, for `queue.signal`."""
+        return self.ctx.wait_for_signal(name, timeout_s=timeout_s)
+
+    async def signals(self) -> dict[str, Any]:
+        """Every signal this job has received: name -> latest payload."""
+        return await self.ctx.signals()
 
     def shared(self, key: str, make: Callable[[], Any]) -> Any:
         """A per-process singleton of this app (a store, a client), made on first use."""

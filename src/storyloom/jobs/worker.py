@@ -7,6 +7,8 @@ and events, one scheduler tick. A run is an asyncio task; cancelling it cancels 
 Why a run stops early, and what happens to its job:
 - cancel requested (seen on a heartbeat) -> `cancelled`;
 - lease lost (another worker owns the job now) -> nothing: the new owner's writes win;
+- the handler raised `WaitFor` -> the job is parked (`waiting`, no slot) until its children end or
+  its signal arrives, then runs again from the top (checkpoints make that cheap);
 - shutdown after the grace period -> leases released, the job is `pending` again and a re-run
   skips the steps already checkpointed.
 """
@@ -31,6 +33,7 @@ from storyloom.jobs.durable import DurableCheckpoints, GroupCommitWriter, JobEve
 from storyloom.jobs.models import Job
 from storyloom.jobs.queue import JobQueue
 from storyloom.jobs.schedule import tick
+from storyloom.jobs.waits import WaitFor
 from storyloom.logs import get_logger
 from storyloom.store.database import Database
 
@@ -202,11 +205,6 @@ class Worker:
             if job.cancel_requested:
                 await self.queue.finish_cancelled(job.id, self.id)
                 return
-            if job.attempts > job.max_attempts:  # its leases expired over and over (it kills workers?)
-                await self.queue.fail(
-                    job.id, self.id, "the job's worker died on every attempt", retryable=False
-                )
-                return
             handler = self.handlers.get(job.kind)
             if handler is None:
                 await self.queue.fail(
@@ -236,6 +234,12 @@ class Worker:
             except asyncio.CancelledError:
                 finalizing = True
                 await self._after_cancel(job, log)
+                return
+            except WaitFor as wait:
+                finalizing = True
+                await self.writer.flush()
+                status = await self.queue.suspend(job.id, self.id, wait)
+                log.info("job_waiting", wait=str(wait), now=status.value if status else "lease lost")
                 return
             except Exception as exc:
                 finalizing = True
