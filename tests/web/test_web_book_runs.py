@@ -1,5 +1,6 @@
 """Book runs in Chromium: write chapters k..n with progress, cost against the cap, pause and
-resume; an outline edit marks the written chapter stale, and regenerating it clears that."""
+resume; an outline edit marks the written chapter stale, and regenerating it clears that; the
+story bible edited in its form."""
 
 from __future__ import annotations
 
@@ -43,4 +44,13 @@ def test_a_run_pauses_resumes_and_a_stale_chapter_is_regenerated(studio: Studio,
     page.wait_for_selector(".stale p.muted", timeout=90_000)  # nothing stale any more
     states = {c["number"]: c["state"] for c in httpx.get(f"{studio.url}/api/books/{book_id}/chapters").json()}
     assert states[1] == "chosen"
+
+    # The story bible in forms: a new world setting is saved, and the written chapter goes stale.
+    page.fill(".story-bible textarea[name=world_setting]", "A river delta of ferries and toll gates.")
+    page.click("[data-save-bible]")
+    page.wait_for_selector(".stale [data-stale='1']")
+    assert "bible" in page.text_content(".stale [data-stale='1']")
+    bible = httpx.get(f"{studio.url}/api/books/{book_id}/bible").json()
+    assert bible["world"]["setting"] == "A river delta of ferries and toll gates."
+    assert bible["characters"]  # the generated characters were kept as they were
     assert not page.errors, page.errors

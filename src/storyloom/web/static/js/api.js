@@ -87,6 +87,7 @@ export async function features() {
       return {
         books: has("/api/books"),
         rewrite: has("/api/books/{book_id}/chapters/{number}/rewrite"),
+        bible: has("/api/books/{book_id}/bible"),
         paths,
         has,
       };
@@ -125,6 +126,8 @@ export const rewritePassage = (id, n, { start, end, instruction, candidates = 3 
   post(`${chapterPath(id, n)}/rewrite`, { start, end, instruction, candidates });
 export const acceptRewrite = (id, n, jobId, candidate) =>
   post(`${chapterPath(id, n)}/rewrite/${enc(jobId)}/accept`, { candidate });
+export const getBible = (id) => get(`${book(id)}/bible`);
+export const saveBible = (id, bible) => request("PUT", `${book(id)}/bible`, bible);
 export const saveOutlineChapter = (id, n, chapter) => request("PUT", `${book(id)}/outline/${enc(n)}`, chapter);
 export const startRun = (id, body) => post(`${book(id)}/runs`, body);
 export const listRuns = (id) => get(`${book(id)}/runs`);
