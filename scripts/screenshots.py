@@ -81,27 +81,41 @@ def main() -> None:
                     else "少年林风在渡口遇见一位老剑客，从此踏上习剑之路。",
                 )
                 page.select_option(".new-project select[name=language]", ns.lang)
+                books = page.locator(".new-project input[name=chapters]").count() > 0
+                if books:  # the book routes: the bible and an outline are generated
+                    page.fill(".new-project input[name=chapters]", "6")
                 page.click(".new-project button[type=submit]")
                 page.wait_for_selector("form.bible")
-                page.fill(
-                    ".write-form textarea[name=outline]",
-                    "Lin meets the old swordsman at the ferry."
-                    if ns.lang == "en"
-                    else "林风在渡口遇见老剑客。",
-                )
+                if books:
+                    page.wait_for_selector(".outline-row[data-number='6']", timeout=120_000)
+                    page.wait_for_selector(".story-bible")
+                shoot(page, ns.out, "project")
+                if books:
+                    page.click(".chapter-row[data-index='1'] a")
+                    page.wait_for_selector(".write-form")
+                else:
+                    page.fill(
+                        ".write-form textarea[name=outline]",
+                        "Lin meets the old swordsman at the ferry."
+                        if ns.lang == "en"
+                        else "林风在渡口遇见老剑客。",
+                    )
                 page.fill(".write-form input[name=versions]", "3")
                 page.fill(".write-form input[name=target_length]", "400")
-                shoot(page, ns.out, "project")
                 page.click(".write-form button[type=submit]")
                 page.wait_for_function(
                     "() => [1, 2, 3].every((n) => (document.querySelector(`.stream[data-version='${n}']`)"
                     " || {}).textContent?.length > 150)",
-                    timeout=60_000,
+                    timeout=120_000,
                 )
                 shoot(page, ns.out, "chapter-live")
-                page.wait_for_selector("[data-choose]", timeout=120_000)
+                page.wait_for_selector(".compare-section", timeout=180_000)
                 page.locator("section.compare-section").scroll_into_view_if_needed()
                 shoot(page, ns.out, "compare")
+                if books:
+                    page.wait_for_selector("textarea.chapter-edit")
+                    page.locator("section.editor").scroll_into_view_if_needed()
+                    shoot(page, ns.out, "edit")
                 page.goto(url + "/#/apps/bench-echo")
                 page.wait_for_selector("form.app-form")
                 page.fill("form.app-form [name=question]", "What makes a good ferry story?")

@@ -64,6 +64,11 @@ def test_a_book_from_premise_to_epub(studio: Studio, page: Any) -> None:
     page.click(".write-form button[type=submit]")
     page.wait_for_selector("article.version[data-version='3']")
     job_id = page.get_attribute("section.live", "data-job")
+    # Layout shifts while the versions stream (the browser's own measure, CLS-style).
+    page.evaluate(
+        "() => { window.__shift = 0; new PerformanceObserver((list) => { for (const e of list.getEntries())"
+        " if (!e.hadRecentInput) window.__shift += e.value; }).observe({type: 'layout-shift'}); }"
+    )
 
     # All three columns stream at once: each has text while the job still runs.
     page.wait_for_function(
@@ -72,6 +77,8 @@ def test_a_book_from_premise_to_epub(studio: Studio, page: Any) -> None:
         timeout=30_000,
     )
     assert page.text_content(".live .job-line .badge") == "running"
+    page.wait_for_timeout(1500)  # more text streams in
+    assert page.evaluate("() => window.__shift") < 0.02  # nothing moves while text streams
     seq_before = _stream(page, job_id)["applied"]
 
     page.reload()

@@ -37,7 +37,10 @@ export async function renderChapter(root, { pid, cid }) {
   const views = { stop: () => {} };
   if (job) {
     const live = liveView(project, chapter, job, async () => {
-      badge.replaceWith(stateBadge(chapterState(await api.getChapter(pid, cid))));
+      const now = await api.getChapter(pid, cid);
+      badge.replaceWith(stateBadge(chapterState(now)));
+      // The job chose a version (the judge's pick): show the page again, with the text's editor.
+      if (now.current_version_id && !chapter.current_version_id) window.dispatchEvent(new HashChangeEvent("hashchange"));
     });
     root.append(live.el);
     views.stop = live.stop;
