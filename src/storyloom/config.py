@@ -127,6 +127,11 @@ class Settings(BaseSettings):
     delta_events_per_s: float = Field(default=400.0, gt=0)
     delta_max_interval_s: float = Field(default=0.5, ge=0.05, le=5.0)
 
+    # OpenTelemetry (the `otel` extra; storyloom.tracing): an OTLP/HTTP collector, e.g.
+    # http://collector:4318; unset: no traces. Each process reports as this service name.
+    otel_endpoint: str | None = None
+    otel_service_name: str = "storyloom"
+
     sim_seed: int = 42
     log_level: str = "INFO"
     log_json: bool = True
