@@ -69,13 +69,13 @@ async def test_retry_with_backoff_then_dead_letter(queue: JobQueue) -> None:
     assert await queue.fail(c.id, "w", "boom 1") is JobStatus.RETRYING
     retry = await queue.get(job.id)
     assert retry.status is JobStatus.RETRYING and retry.run_at > failed_at  # backed off, not at once
-    assert await queue.claim("w", limit=1, lease_s=10) == [] or retry.run_at <= time.time()
-    claimed: list[Job] = []
+    claimed: list[Job] = await queue.claim("w", limit=1, lease_s=10)
+    assert claimed == [] or retry.run_at <= time.time()  # not before its backoff has passed
     for _ in range(40):  # backoff_max_s is 0.2 in the fixture; a loaded machine may take longer
-        await asyncio.sleep(0.05)
-        claimed = await queue.claim("w", limit=1, lease_s=10)
         if claimed:
             break
+        await asyncio.sleep(0.05)
+        claimed = await queue.claim("w", limit=1, lease_s=10)
     [c2] = claimed
     assert c2.attempts == 2
     assert await queue.fail(c2.id, "w", "boom 2") is JobStatus.FAILED
