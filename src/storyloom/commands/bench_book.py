@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the results as JSON (stdout)."),
         chapters: int = typer.Option(20, help="Chapters of the book."),
         versions: int = typer.Option(2, help="Versions per chapter."),
-        latency: float = typer.Option(0.25, help="Model time of every answer, seconds."),
+        latency: float = typer.Option(1.0, help="Model time of every answer, seconds."),
         target_length: int = typer.Option(400, help="Target length of each chapter (words)."),
     ) -> None:
         """Wall ÷ critical path, tokens, cache hits, context size, length adherence, coverage of a book."""
