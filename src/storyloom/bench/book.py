@@ -60,7 +60,7 @@ async def run_book_bench(
     *,
     chapters: int = 20,
     versions: int = 2,
-    latency_s: float = 0.25,
+    latency_s: float = 1.0,
     target_length: int = 400,
     concurrency: int = 8,
 ) -> dict[str, Any]:
