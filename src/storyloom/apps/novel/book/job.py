@@ -168,8 +168,8 @@ async def _write(job: AppJob[Any], control: BookControl, run: BookRun, index: in
         return {"run_id": run.id, "chapter": index, "outcome": "failed"}
     if (
         run.only_stale
-        and index not in await control.staleness.of_book(book.id)
         and chapter.current_version_id
+        and not getattr((await control.staleness.of_book(book.id)).get(index), "stale_reason", None)
     ):
         moved = await control.runs.update(
             run.id, when=(RunStatus.RUNNING,), chapter_is=index, chapter=index + 1
