@@ -85,6 +85,12 @@ class WorkerServices:
     step_budget_s: float | None = 45.0  # a failing model keeps one call retrying at most this long
     app_state: dict[str, Any] = field(default_factory=dict)  # per-app singletons (see AppJob.shared)
 
+    def job_ended(self, job_id: str) -> None:
+        """A run of `job_id` ended in this process (any way): drop what was kept for it."""
+        forget = getattr(self.client, "forget_job", None)
+        if callable(forget):
+            forget(job_id)
+
     async def aclose(self) -> None:
         if self.client is not None:
             await self.client.aclose()
@@ -251,13 +257,21 @@ class AppJob(Generic[InputT]):
 
 
 async def _degraded_before(db: Database, job_id: str) -> list[dict[str, str]]:
-    """Degradations recorded by earlier attempts (their steps come back restored, not re-run)."""
-    query = sa.select(events.c.step, events.c.data).where(
-        events.c.job_id == job_id, events.c.kind == "step.degraded"
+    """Degradations recorded in the job's events: steps of earlier attempts (they come back
+    restored, not re-run), and every tool call that answered degraded (`tool <name>: <reason>`)."""
+    query = sa.select(events.c.step, events.c.kind, events.c.data).where(
+        events.c.job_id == job_id, events.c.kind.in_(("step.degraded", "tool"))
     )
     async with db.read() as conn:
         rows = (await conn.execute(query)).all()
-    return [{"step": str(step), "reason": str((data or {}).get("reason", ""))} for step, data in rows]
+    out = []
+    for step, kind, data in rows:
+        data = data or {}
+        if kind == "step.degraded":
+            out.append({"step": str(step), "reason": str(data.get("reason", ""))})
+        elif data.get("degraded"):
+            out.append({"step": str(step), "reason": f"tool {data.get('tool')}: {data.get('reason')}"})
+    return out
 
 
 def _app_handler(app: App[Any], kind: str, custom: Callable[[AppJob[Any]], Awaitable[Any]] | None) -> Handler:

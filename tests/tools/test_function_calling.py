@@ -165,3 +165,29 @@ async def test_the_agent_loop_runs_tool_calls_in_a_job(tmp_path: Path, sim: Any,
     assert usage["tool_calls"] == sum(1 for c in calls if "error" not in c)
     assert sum(1 for e in seen if e.kind == "tool") == usage["tool_calls"]
     assert any(e.kind == "step.delta" for e in seen)  # the answer streamed
+
+
+async def test_the_openai_sdk_reads_the_simulators_tool_calls(sim: Any) -> None:
+    openai = pytest.importorskip("openai")
+    client = openai.AsyncOpenAI(base_url=sim.url, api_key="sim")
+    try:
+        messages: Any = [{"role": "user", "content": "web search for matcha"}]
+        plain = await client.chat.completions.create(model="m", messages=messages, tools=[SEARCH])  # type: ignore[list-item]
+        (call,) = plain.choices[0].message.tool_calls or []
+        assert call.function.name == "web_search" and json.loads(call.function.arguments)["query"]
+        stream = await client.chat.completions.create(
+            model="m", messages=messages, tools=[SEARCH], stream=True
+        )  # type: ignore[list-item]
+        pieces = [c async for c in stream]
+    finally:
+        await client.close()
+    deltas = [c.choices[0].delta for c in pieces if c.choices]
+    first = next(d.tool_calls[0] for d in deltas if d.tool_calls)
+    assert first.id == call.id and first.function is not None and first.function.name == "web_search"
+    args = "".join(
+        (d.tool_calls[0].function.arguments or "")
+        for d in deltas
+        if d.tool_calls and d.tool_calls[0].function
+    )
+    assert args == call.function.arguments
+    assert [c.choices[0].finish_reason for c in pieces if c.choices][-1] == "tool_calls"

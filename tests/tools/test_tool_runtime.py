@@ -214,3 +214,63 @@ def test_the_decorator_reads_the_input_model_and_the_docstring() -> None:
     spec = lookup.spec()
     assert spec["type"] == "function" and spec["function"]["name"] == "lookup"
     assert spec["function"]["parameters"]["required"] == ["q"]
+
+
+async def test_waiters_go_by_priority_then_tenant_fair_share() -> None:
+    order: list[str] = []
+
+    async def slow(args: Q) -> dict[str, str]:
+        order.append(args.q)
+        await asyncio.sleep(0.02)
+        return {"q": args.q}
+
+    t = Tool(name="one_at_a_time", input=Q, fn=slow, policy=ToolPolicy(max_concurrency=1, max_wait_s=30))
+    rt = ToolRuntime(ToolRegistry([t]))
+    try:
+        calls = [rt.call("one_at_a_time", {"q": f"a{i}"}, ToolCallMeta(tenant="a")) for i in range(6)]
+        first = asyncio.gather(*calls)
+        await asyncio.sleep(0.01)  # tenant a's six are queued (one running)
+        late = [rt.call("one_at_a_time", {"q": f"b{i}"}, ToolCallMeta(tenant="b")) for i in range(2)]
+        urgent = rt.call("one_at_a_time", {"q": "urgent"}, ToolCallMeta(tenant="a", priority=9))
+        await asyncio.gather(first, *late, urgent)
+    finally:
+        await rt.aclose()
+    assert order[0] == "a0" and order[1] == "urgent"  # priority first
+    # Then tenant b's calls are not stuck behind all of a's: fair share interleaves them.
+    assert order.index("b1") < order.index("a5")
+
+
+async def test_metrics_count_outcomes_cache_lookups_waits_and_the_breaker() -> None:
+    from prometheus_client import REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    impl = Flaky(["ok", "fail"])
+    t = Tool(
+        name="metered",
+        input=Q,
+        fn=impl,
+        policy=ToolPolicy(timeout_s=0.3, retries=0, cache_ttl_s=60, breaker=tool_breaker(minimum_calls=1)),
+    )
+    rt = ToolRuntime(ToolRegistry([t]))
+    before = {
+        o: value("storyloom_tool_calls_total", tool="metered", outcome=o)
+        for o in ("ok", "cached", "degraded")
+    }
+    try:
+        await rt.call("metered", {"q": "a"})
+        await rt.call("metered", {"q": "a"})
+        await rt.call("metered", {"q": "b"})  # fails: degraded, and the breaker (1 call minimum) opens
+        with pytest.raises(ToolArgumentsError):
+            await rt.call("metered", {})
+        await rt._refresh_gauges_once()
+    finally:
+        await rt.aclose()
+    for outcome in ("ok", "cached", "degraded"):
+        assert value("storyloom_tool_calls_total", tool="metered", outcome=outcome) == before[outcome] + 1
+    assert value("storyloom_tool_calls_total", tool="metered", outcome="failed") >= 1
+    assert value("storyloom_tool_cache_lookups_total", tool="metered", result="hit") >= 1
+    assert value("storyloom_tool_limit_wait_seconds_count", tool="metered") >= 2
+    assert value("storyloom_tool_latency_seconds_count", tool="metered") >= 3
+    assert value("storyloom_tool_breaker_state", tool="metered") == 2  # open

@@ -71,5 +71,7 @@ async def test_a_step_calls_tools_in_a_job(tmp_path: Path, sim: Any) -> None:
     # The two parallel calls end in either order.
     assert sorted(got[1:3]) == [("research", "always_down", "degraded"), ("research", "web_search", "ok")]
     assert tool_events[0].data["arguments"] == {"query": "tea", "max_results": 3}
+    # The job says so: a completed job whose answer was written without one of its tools.
+    assert job.result["degraded"] == [{"step": "research", "reason": "tool always_down: failed: HTTP 503"}]
     assert job.result["usage"]["tool_calls"] == 4
     assert job.result["usage"]["calls"] == 0  # no model call: tool rows are counted apart

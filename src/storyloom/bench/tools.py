@@ -1,11 +1,13 @@
 """Tools under their own limits (`storyloom bench tools --json`): seed 003's numbers on 2 cores.
 
-500 debate conversations at once against `storyloom serve` with 3 worker processes; 30% of them
+500 debate conversations against `storyloom serve` with 3 worker processes, started over
+`ramp_s` (30 s) with the seed's 5 s per agent call, so about all 500 are open at once; 30% of them
 search (three queries each, on topics drawn from a small pool so some repeat, as real questions
-do), against a `web_search` limited to 100 calls a minute and 50 at once (the seed's demand is
-180/min). The search API is a SearxNG-speaking server in this process that records when every
-call arrived and how many ran at once: what the limits let through is measured at the API, not
-believed from the workers. The workers share the limits through the data dir's SQLite file.
+do), against a `web_search` limited to 100 calls a minute and 50 at once: a demand well above the
+seed's 180/min (`--ramp-s 150` with the same 450 searches is the seed's rate). The
+search API is a SearxNG-speaking server in this process that records when every call arrived
+and how many ran at once: what the limits let through is measured at the API, not believed from
+the workers. The workers share the limits through the data dir's SQLite file.
 
 Reported: completed / submitted (must be 1.0: a search over its limit degrades, it does not fail
 the conversation), calls admitted in the busiest 60 s window (≤ the limit: 0 overshoot) and the
@@ -52,10 +54,10 @@ class ToolsBenchConfig:
     max_concurrency: int = 50
     workers: int = 3
     search_latency_s: float = 0.4
-    ttft_s: float = 0.3
-    tokens_per_s: float = 300.0
+    model_latency_s: float = 5.0  # seed 003: 5-10 s per agent call
     answer_tokens: int = 60
     seed: int = 7
+    ramp_s: float = 30.0  # submissions spread over this; with 5 s calls ~500 conversations are open at once
     timeout_s: float = 1500.0
 
 
@@ -127,7 +129,11 @@ async def _drive(cfg: ToolsBenchConfig, url: str, sim_root: str | None, api: _Se
             async with http.post(f"{url}/api/apps/debate/jobs", json={"input": body}) as r:
                 return str((await r.json())["id"]) if r.status == 202 else None
 
-        ids = [i for i in await asyncio.gather(*(submit(b) for b in inputs)) if i]
+        async def submit_at(i: int, body: dict[str, Any]) -> str | None:
+            await asyncio.sleep(cfg.ramp_s * i / len(inputs))
+            return await submit(body)
+
+        ids = [i for i in await asyncio.gather(*(submit_at(n, b) for n, b in enumerate(inputs))) if i]
         deadline = time.monotonic() + cfg.timeout_s
         while time.monotonic() < deadline:
             params = [("kind", "debate"), ("status", "pending"), ("status", "running"), ("limit", "1")]
@@ -152,16 +158,30 @@ async def _drive(cfg: ToolsBenchConfig, url: str, sim_root: str | None, api: _Se
     cached = sum(s["cached"] for s in searches)
     degraded = sum(s["degraded"] for s in searches)
     times = [j["finished_at"] - j["created_at"] for j in completed if j["finished_at"]]
+    edges = sorted(
+        [(j["created_at"], 1) for j in mine if j["finished_at"]]
+        + [(j["finished_at"], -1) for j in mine if j["finished_at"]]
+    )
+    open_now = peak_open = 0
+    for _, step in edges:
+        open_now += step
+        peak_open = max(peak_open, open_now)
     model_calls = sum(int(j["usage"]["calls"]) for j in completed)
     provider_requests = (sim_after.get("requests", 0) - sim_before.get("requests", 0)) if sim_after else 0
     admitted_max = _max_in_window(api.arrivals)
+    statuses: dict[str, int] = {}
+    for j in mine:
+        statuses[j["status"]] = statuses.get(j["status"], 0) + 1
     return {
         "submitted": len(inputs),
+        "statuses": statuses,
+        "errors": sorted({str(j["error"])[:200] for j in mine if j.get("error")})[:5],
         "accepted": len(ids),
         "completed": len(completed),
         "completed_ratio": round(len(completed) / len(inputs), 4),
         "searching_conversations": len(searches),
         "tool_calls": calls,
+        "search_demand_per_minute": round(calls / (cfg.ramp_s / 60.0), 1) if cfg.ramp_s else None,
         "tool_calls_admitted": len(api.arrivals),
         "tool_calls_admitted_max_per_60s": admitted_max,
         "tool_calls_per_minute_limit": cfg.calls_per_minute,
@@ -171,6 +191,7 @@ async def _drive(cfg: ToolsBenchConfig, url: str, sim_root: str | None, api: _Se
         "cache_share": round(cached / calls, 4) if calls else 0.0,
         "degraded_share": round(degraded / calls, 4) if calls else 0.0,
         "degraded_conversations": sum(1 for j in completed if j["degraded"]),
+        "max_conversations_at_once": peak_open,  # submitted and not yet finished
         "conversation_p50_s": round(_percentile(times, 0.5), 2),
         "conversation_p99_s": round(_percentile(times, 0.99), 2),
         "model_calls": model_calls,
@@ -202,8 +223,8 @@ async def _run(cfg: ToolsBenchConfig, workdir: Path) -> dict[str, Any]:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     sim = workdir / "sim.json"
     profile = {
-        "ttft_s": cfg.ttft_s,
-        "tokens_per_s": cfg.tokens_per_s,
+        "ttft_s": 0.5,
+        "latency_s": cfg.model_latency_s,
         "answer_tokens": cfg.answer_tokens,
         "jitter": 0.3,
     }
@@ -244,8 +265,8 @@ def run_tools_bench(cfg: ToolsBenchConfig) -> dict[str, Any]:
         result = eventloop.run(_run(cfg, Path(tmp)))
     result["config"] = {
         "conversations": cfg.conversations, "search_share": cfg.search_share, "searches_per_conversation": 3,
-        "workers": cfg.workers, "search_latency_s": cfg.search_latency_s, "ttft_s": cfg.ttft_s,
-        "tokens_per_s": cfg.tokens_per_s,
+        "workers": cfg.workers, "ramp_s": cfg.ramp_s, "search_latency_s": cfg.search_latency_s,
+        "model_latency_s": cfg.model_latency_s,
     }  # fmt: skip
     result["pass"] = (
         result["completed_ratio"] == 1.0

@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
         calls_per_minute: int = typer.Option(100, min=1, help="The search tool's calls per minute."),
         max_concurrency: int = typer.Option(50, min=1, help="The search tool's calls at once."),
         workers: int = typer.Option(3, min=1, max=16, help="Worker processes sharing the limits."),
+        ramp_s: float = typer.Option(30.0, min=0.0, help="Submissions spread over this many seconds."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
     ) -> None:
         """Completed share, admitted tool calls per 60 s (vs the limit), cache and degraded shares."""
@@ -29,6 +30,7 @@ def register(app: typer.Typer) -> None:
                 calls_per_minute=calls_per_minute,
                 max_concurrency=max_concurrency,
                 workers=workers,
+                ramp_s=ramp_s,
             )
         )
         typer.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))

@@ -129,17 +129,21 @@ class Tool(Generic[In]):
     fn: Callable[[In], Awaitable[Any]]
     description: str = ""
     policy: ToolPolicy = field(default_factory=ToolPolicy)
+    schema: dict[str, Any] | None = None  # the parameters offered to models, when not the input's (MCP)
 
     def __post_init__(self) -> None:
         import re
 
-        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]{0,63}", self.name):
-            raise ConfigError(f"tool name {self.name!r} must be 1-64 letters, digits, '_', '.' or '-'")
+        # OpenAI's rule for function names, so every tool can be offered to a model.
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.name):
+            raise ConfigError(f"tool name {self.name!r} must be 1-64 letters, digits, '_' or '-'")
         if not (isinstance(self.input, type) and issubclass(self.input, BaseModel)):
             raise ConfigError(f"tool {self.name!r}: input= must be a pydantic model class")
 
     def parameters(self) -> dict[str, Any]:
         """The input's JSON schema as function-calling `parameters` (no titles: less prompt)."""
+        if self.schema is not None:
+            return dict(self.schema)
         schema = self.input.model_json_schema()
         schema.pop("title", None)
         for prop in (schema.get("properties") or {}).values():

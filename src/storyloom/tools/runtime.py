@@ -304,11 +304,15 @@ class ToolRuntime:
     async def _refresh_gauges(self) -> None:
         while True:
             await asyncio.sleep(2.0)
-            try:
-                for name, state in (await self.breaker_states()).items():
-                    self.metrics.breaker_state.labels(name).set(_BREAKER_CODES[state])
-            except ProviderError as exc:
-                log.warning("tool breaker gauges: %s", exc)
+            await self._refresh_gauges_once()
+
+    async def _refresh_gauges_once(self) -> None:
+        """The breaker gauges from the shared state (every process sees the same breaker)."""
+        try:
+            for name, state in (await self.breaker_states()).items():
+                self.metrics.breaker_state.labels(name).set(_BREAKER_CODES[state])
+        except ProviderError as exc:
+            log.warning("tool breaker gauges: %s", exc)
 
     async def aclose(self) -> None:
         if self._closed:

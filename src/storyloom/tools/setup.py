@@ -87,6 +87,14 @@ def tools_limits_url(settings: Settings) -> str:
 def build_runtime(settings: Settings, registry: ToolRegistry) -> ToolRuntime:
     """The runtime over `registry`; MCP servers of STORYLOOM_MCP_SERVERS connect on the first call."""
     prepare = None
+    if settings.mcp_servers:
+        from storyloom.tools.mcp import load_mcp_servers, register_mcp_servers
+
+        servers = load_mcp_servers(settings.mcp_servers)  # a bad document fails here, at start
+
+        async def prepare(reg: ToolRegistry) -> None:
+            await register_mcp_servers(reg, servers)
+
     return ToolRuntime(
         registry,
         limits_url=tools_limits_url(settings),

@@ -49,3 +49,26 @@ async def test_search_down_degrades_the_answer_not_the_job(tmp_path: Path, sim: 
     assert report["calls"] == report["degraded"] == 3 and report["findings"] == []
     assert search.calls >= 3 and job["text"].strip()
     assert any(d["step"] == "research" and "searches degraded" in d["reason"] for d in job["degraded"])
+
+
+@pytest.mark.parametrize("fault", [None, "error_5xx", "error_429"])
+async def test_the_simulators_search_backend(tmp_path: Path, sim: Any, fault: str | None) -> None:
+    """The default backend: the simulator's POST /v1/search, with its own faults."""
+    if fault is not None:
+        sim.configure(search={"faults": {fault: 1.0}, "retry_after_s": 0.05})
+    registry = AppRegistry.discover()
+    async with serve_app(tmp_path, registry=registry) as served:
+        config = worker_settings(
+            tmp_path, sim.url, search_url=sim.url,
+            tool_policies={"web_search": {"timeout_s": 0.5, "retries": 1, "backoff_s": 0.05}},
+        )  # fmt: skip
+        async with settings_worker(served, registry, config):
+            body = {"input": {"message": "Do cats need baths?", "search": "always", "max_rounds": 1}}
+            created = await served.client.post("/api/apps/debate/jobs", json=body)
+            job = await finished(served, created.json()["id"])
+    assert job["status"] == "completed", job
+    report = job["result"]["search"]
+    assert report["calls"] == 3
+    assert report["degraded"] == (0 if fault is None else 3)
+    assert bool(report["findings"]) is (fault is None)
+    assert sim.stats()["search"]["requests"] >= 3

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from storyloom.apps.learning.routes import parse_wait
+from storyloom.apps.learning.store import LearningStore
+from storyloom.apps.learning.vectors import cosine
 from storyloom.errors import InputError
 from storyloom.registry import AppRegistry
 from support.api_server import Served, serve_app
@@ -45,6 +47,15 @@ async def test_chat_answers_inline_and_queues_consolidation_and_analysis(live: S
         assert job["finished_at"] - job["created_at"] <= 5.0  # seed 004's background target
     memory = (await live.client.get("/api/learning/sessions/s1")).json()
     assert len(memory["memories"]) == 1 and memory["memories"][0]["summary"].strip()
+    # Vector storage: the consolidation queued the memory's embedding, made through the gateway.
+    consolidated = await finished(live, body["background"]["consolidate"])
+    embedded = await finished(live, consolidated["result"]["embed_job"], timeout_s=10)
+    assert embedded["status"] == "completed" and embedded["result"]["dims"] > 0, embedded
+    assert embedded["result"]["memory_id"] == memory["memories"][0]["id"]
+    vector = await LearningStore(live.db).vector("default", memory["memories"][0]["id"])
+    assert vector is not None and len(vector) == embedded["result"]["dims"]
+    assert abs(cosine(vector, vector) - 1.0) < 1e-9
+    assert embedded["usage"]["calls"] == 1  # metered like any model call
     assert 0 <= memory["analyses"][0]["understanding"] <= 100
     # The next answer recalls the consolidated memory (its prompt carries it; the step's input shows it).
     again = await _chat(live, "So what is it then?", "s1")
@@ -90,3 +101,27 @@ def test_wait_is_parsed_strictly() -> None:
     assert parse_wait("2s") == 2.0 and parse_wait("500ms") == 0.5 and parse_wait("1.5") == 1.5
     with pytest.raises(InputError, match="at most"):
         parse_wait("31s")
+
+
+async def test_a_session_is_its_tenants(tmp_path: Path, sim: Any) -> None:
+    from storyloom.api.services import ApiOptions
+    from support.api_server import Keys
+
+    registry = AppRegistry.discover()
+    async with serve_app(tmp_path, ApiOptions(auth=True, heartbeat_s=0.5), registry=registry) as served:
+        keys = await Keys.make(served.db)
+        async with settings_worker(served, registry, worker_settings(tmp_path, sim.url)):
+            alice, bob = keys.auth("alice"), keys.auth("bob")
+            r = await served.client.post(
+                "/api/learning/chat", json={"message": "What is a derivative?"}, headers=alice
+            )
+            assert r.status_code == 200, r.text
+            await finished(served, r.json()["background"]["consolidate"], headers=alice)
+            assert (
+                await served.client.get("/api/learning/sessions/default", headers=alice)
+            ).status_code == 200
+            assert (await served.client.get("/api/learning/sessions/default", headers=bob)).status_code == 404
+            theirs = await served.client.post("/api/learning/tasks/export?wait=10s", json={}, headers=bob)
+            assert theirs.status_code == 200 and theirs.json()["result"]["sessions"] == []
+            job_id = r.json()["background"]["analyze"]
+            assert (await served.client.get(f"/api/jobs/{job_id}", headers=bob)).status_code == 404

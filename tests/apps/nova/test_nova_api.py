@@ -98,3 +98,9 @@ async def test_model_down_falls_back_then_answers_degraded(
     assert job["result"]["degraded"] is True
     assert "不可用" in job["result"]["body"]
     assert any(d["step"] == "write" for d in job["degraded"])
+
+
+def _events(sse: str) -> list[dict[str, Any]]:
+    import json
+
+    return [json.loads(line[6:]) for line in sse.splitlines() if line.startswith("data: ")]

@@ -93,7 +93,9 @@ def _critic(index: int) -> Any:
 
 
 for _i in range(1, len(CRITIC_PERSONAS) + 1):
-    round_flow.add(f"critic_{_i}", _critic(_i))
+    # A critic whose model fails for good is skipped: the round goes on with the others (the Host
+    # reports it as degraded), rather than the whole conversation failing for one voice.
+    round_flow.add(f"critic_{_i}", _critic(_i), on_error=OnError.SKIP)
 
 
 @round_flow.step(after=tuple(f"critic_{i}" for i in range(1, len(CRITIC_PERSONAS) + 1)))
@@ -101,6 +103,9 @@ async def host(ctx: StepContext[Any]) -> dict[str, Any]:
     state: dict[str, Any] = ctx.run_input
     round_no = int(state["round"]) + 1
     critiques = [str(out["text"]) for out in ctx.inputs.values() if out and out.get("text")]
+    missing = [name for name, out in ctx.inputs.items() if out is None]
+    if missing:
+        ctx.emit("step.degraded", reason=f"{', '.join(missing)} failed; the round went on without them")
     verdict = await ctx.llm.json(
         host_prompt(state["message"], state["approach"], critiques, round_no, int(state["max_rounds"])),
         schema=HostVerdict,

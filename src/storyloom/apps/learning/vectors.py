@@ -1,8 +1,9 @@
-"""Vector storage: a memory's embedding through the gateway (metered like any model call).
+"""Vector storage: a memory's embedding through the gateway (`ctx.llm.embed`: its admission,
+shared limits, retries and ledger; metered as one call of the job's `embed` step).
 
-The embedding model is `<app>.embed` / `embed` in STORYLOOM_AGENT_MODELS, else `text-embedding-3-small`
-(the simulator answers any model name). Vectors go into `learning_vectors` as JSON, which works on
-SQLite and Postgres alike; similarity is computed in Python over a tenant's few hundred memories.
+The embedding model is the `embed` agent's (`STORYLOOM_AGENT_MODELS='{"embed": "text-embedding-3-small"}'`
+or `learning.embed`), else the default model. Vectors go into `learning_vectors` as JSON, which
+works on SQLite and Postgres alike; similarity (`cosine`) is computed over a tenant's memories.
 """
 
 from __future__ import annotations
@@ -11,30 +12,26 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from storyloom.errors import ConfigError
-from storyloom.llm.types import CallMeta, EmbeddingRequest, Usage
+from storyloom.flow import Flow, StepContext
 from storyloom.runner import AppJob
 
-__all__ = ["DEFAULT_EMBEDDING_MODEL", "cosine", "embed_texts"]
+__all__ = ["cosine", "embed_flow", "embed_texts"]
 
-DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"
+embed_flow = Flow("learning-embed")
+
+
+@embed_flow.step()
+async def embed(ctx: StepContext[Any]) -> dict[str, Any]:
+    texts = [str(t) for t in ctx.run_input["texts"]]
+    return {"vectors": await ctx.llm.embed(texts)}
 
 
 async def embed_texts(job: AppJob[Any], texts: Sequence[str]) -> tuple[str, list[list[float]]]:
-    client, models = job.services.client, job.services.models
-    embed = getattr(client, "embed", None)
-    if embed is None or models is None:
-        raise ConfigError("this worker's model client makes no embeddings")
-    model = (
-        models.overrides.get(f"{job.app.name}.embed")
-        or models.overrides.get("embed")
-        or DEFAULT_EMBEDDING_MODEL
-    )
-    meta = CallMeta(tenant=job.tenant, priority=job.priority, job_id=job.id, step="embed")
-    result = await embed(EmbeddingRequest(model=model, inputs=list(texts), meta=meta))
-    usage: Usage = result.usage
-    job.ctx.record_usage(step="embed", model=model, usage=usage, cost_usd=float(result.cost_usd))
-    return model, [list(map(float, v)) for v in result.vectors]
+    """(the model used, one vector per text)."""
+    run = await job.run_flow(embed_flow, {"texts": list(texts)})
+    models = job.services.models
+    model = models.for_step("embed", job.app.name) if models is not None else "unknown"
+    return model, [[float(x) for x in v] for v in run.outputs["embed"]["vectors"]]
 
 
 def cosine(a: Sequence[float], b: Sequence[float]) -> float:

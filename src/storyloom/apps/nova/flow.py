@@ -112,6 +112,9 @@ def _stand_in_post(ctx: StepContext[Any]) -> dict[str, Any]:
         else ("(The writing service is unavailable right now; here are the team's notes.)")
     )
     body = "\n".join([head, *(f"• {p}" for p in points)]) if points else head
+    tags = ctx.inputs["headline"]["tags"]
+    # The streamed answer goes on after the title, as the written body would have.
+    ctx.delta(body + ("\n\n" + " ".join(f"#{t}" for t in tags) if tags else ""))
     ctx.emit("step.degraded", reason="the writer's models are down: the post is the team's notes")
     return {"body": body, "stand_in": True}
 
