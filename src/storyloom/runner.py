@@ -31,6 +31,7 @@ from storyloom.jobs.context import Handler, JobContext
 from storyloom.jobs.maintenance import MaintenancePolicy, housekeeping_handlers, install_housekeeping
 from storyloom.jobs.schedule import ensure_schedule
 from storyloom.jobs.usage import job_usage
+from storyloom.jobs.waits import WaitFor
 from storyloom.llm.types import Usage
 from storyloom.store.database import Database
 from storyloom.store.schema import events
@@ -83,6 +84,12 @@ class WorkerServices:
     pacing: DeltaPacing = field(default_factory=DeltaPacing)
     step_budget_s: float | None = 45.0  # a failing model keeps one call retrying at most this long
     app_state: dict[str, Any] = field(default_factory=dict)  # per-app singletons (see AppJob.shared)
+
+    def job_ended(self, job_id: str) -> None:
+        """A run of `job_id` ended in this process (any way): drop what was kept for it."""
+        forget = getattr(self.client, "forget_job", None)
+        if callable(forget):
+            forget(job_id)
 
     async def aclose(self) -> None:
         if self.client is not None:
@@ -141,6 +148,19 @@ class AppJob(Generic[InputT]):
         """An app event on the job's stream (e.g. `book.progress`)."""
         self.ctx.emit(kind, **data)
 
+    def wait_for_children(self, *, timeout_s: float | None = None) -> WaitFor:
+        """`raise job.wait_for_children()`: this job waits, holding no worker slot, until every
+        child has ended; then the handler runs again from the top (submit children idempotently)."""
+        return self.ctx.wait_for_children(timeout_s=timeout_s)
+
+    def wait_for_signal(self, name: str, *, timeout_s: float | None = None) -> WaitFor:
+        """`raise job.wait_for_signal("choice:3")`: wait, holding no slot, for `queue.signal`."""
+        return self.ctx.wait_for_signal(name, timeout_s=timeout_s)
+
+    async def signals(self) -> dict[str, Any]:
+        """Every signal this job has received: name -> latest payload."""
+        return await self.ctx.signals()
+
     def shared(self, key: str, make: Callable[[], Any]) -> Any:
         """A per-process singleton of this app (a store, a client), made on first use."""
         state = self.services.app_state
@@ -151,8 +171,11 @@ class AppJob(Generic[InputT]):
 
     # -- model calls and flows -------------------------------------------------------------------
 
-    def llm(self, *, language: str = "en") -> RunLLM:
-        """Model access for this job: every call metered into its usage rows."""
+    def llm(
+        self, *, language: str = "en", budget_scope: str | None = None, budget_usd: float | None = None
+    ) -> RunLLM:
+        """Model access for this job: every call metered into its usage rows (and, with a
+        `budget_scope`, held against that scope's lifetime cap `budget_usd` by the gateway)."""
         services = self.services
         if services.client is None or services.models is None:
             raise RuntimeError("this worker was started without a model client")
@@ -168,10 +191,18 @@ class AppJob(Generic[InputT]):
             on_degraded=self._record_degraded,
             step_budget_s=services.step_budget_s,
             tool_specs=services.tool_runtime.registry.specs if services.tool_runtime is not None else None,
+            budget_scope=budget_scope,
+            budget_scope_usd=budget_usd,
         )
 
-    def run_services(self, *, language: str = "en") -> RunServices:
-        model_access = self.llm(language=language) if self.services.client is not None else None
+    def run_services(
+        self, *, language: str = "en", budget_scope: str | None = None, budget_usd: float | None = None
+    ) -> RunServices:
+        model_access = (
+            self.llm(language=language, budget_scope=budget_scope, budget_usd=budget_usd)
+            if self.services.client is not None
+            else None
+        )
         return RunServices(model_access, self.services.tools or self._tool_caller())
 
     def _tool_caller(self) -> ToolCaller | None:

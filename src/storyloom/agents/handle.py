@@ -63,6 +63,8 @@ class RunLLM:
     step_budget_s: float | None = None
     # The OpenAI `tools` entries of named tools (the process's tool registry), for `with_tools`.
     tool_specs: Callable[[Sequence[str]], list[dict[str, Any]]] | None = None
+    budget_scope: str | None = None  # CallMeta.budget_scope of every call (e.g. one book's cap)
+    budget_scope_usd: float | None = None
 
     def meta(self, step: str, variant: int | None = None) -> CallMeta:
         deadline = None if self.step_budget_s is None else time.monotonic() + self.step_budget_s
@@ -73,6 +75,8 @@ class RunLLM:
             step=step,
             variant=variant,
             retry_deadline_s=deadline,
+            budget_scope=self.budget_scope,
+            budget_scope_usd=self.budget_scope_usd,
         )
 
 

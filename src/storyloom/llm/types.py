@@ -49,6 +49,10 @@ class CallMeta:
     # Absolute time.monotonic() after which no new attempt starts (a step's retry budget): a model
     # that keeps failing hands the step to its own failure policy instead of stalling it.
     retry_deadline_s: float | None = None
+    # A lifetime cap of the caller's own (e.g. one book's remaining cost cap), held like a tenant
+    # budget under the name `budget_scope`: a call whose worst case it cannot cover is refused.
+    budget_scope: str | None = None
+    budget_scope_usd: float | None = None
 
 
 @dataclass(slots=True, kw_only=True)
