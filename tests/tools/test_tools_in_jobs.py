@@ -96,14 +96,14 @@ platform_flow = Flow("platforms")
 
 @platform_flow.step()
 async def look(ctx: StepContext) -> dict[str, Any]:
-    found = await ctx.tool("xiaohongshu_search", query=ctx.run_input.topic, max_results=2)
+    found = await ctx.tool("sample_platform_search", query=ctx.run_input.topic, max_results=2)
     return {"urls": [r["url"] for r in found.output["results"]], "degraded": found.degraded}
 
 
 def _platform_tools(setup: ToolSetup) -> list[Tool[Any]]:
     """Built where the app runs: the simulator's search, as a platform of its own."""
     url = setup.sim_url or (setup.settings.search_url if setup.settings is not None else None)
-    return [search_tool(SimSearchBackend(url, source="xiaohongshu"), name="xiaohongshu_search")]
+    return [search_tool(SimSearchBackend(url, source="sample-platform"), name="sample_platform_search")]
 
 
 platforms = App(name="platforms", input=Topic, flow=platform_flow, tools=_platform_tools)
@@ -123,7 +123,7 @@ async def test_an_apps_tools_may_be_made_where_it_runs(tmp_path: Path, sim: Any)
     assert job.status is JobStatus.COMPLETED, job.error
     assert job.result is not None
     result = job.result["result"]
-    assert result["degraded"] is False and all("xiaohongshu.example" in u for u in result["urls"])
+    assert result["degraded"] is False and all("sample-platform.example" in u for u in result["urls"])
     assert sim.stats()["search"]["completed"] == before + 1
 
 
