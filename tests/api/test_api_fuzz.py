@@ -48,6 +48,12 @@ max-stream-events = 8
 object_level_authorization.enabled = false
 use_after_free.enabled = false
 
+# The studio's routes (/api/me, the admin-only /api/ops/overview|limits|usage, /api/jobs/{id}/usage)
+# are fuzzed like every other: this run's admin key reaches them, and ?days is bounded 1..366.
+[[operations]]
+include-path-regex = "^/api/ops/"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "422"]
+
 # The chat front makes an app's input from free-form chat messages (the last user message): what the
 # app needs from them (a non-blank outline) is not something the messages' schema can say, so a
 # schema-valid conversation may be refused with OpenAI's 400, as real providers refuse some prompts.

@@ -52,8 +52,20 @@ def completion_body(
     prompt_tokens: int,
     completion_tokens: int,
     cached_tokens: int = 0,
+    tool_calls: list[tuple[str, str, str]] | None = None,
 ) -> bytes:
-    """A non-streaming chat.completion response."""
+    """A non-streaming chat.completion response; with `tool_calls` [(id, name, arguments)] the
+    message has content null and the calls (finish_reason "tool_calls")."""
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if tool_calls:
+        message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": i, "type": "function", "function": {"name": n, "arguments": a}}
+                for i, n, a in tool_calls
+            ],
+        }
     body: dict[str, Any] = {
         "id": completion_id,
         "object": "chat.completion",
@@ -63,7 +75,7 @@ def completion_body(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": finish_reason,
             }
@@ -94,6 +106,23 @@ class ChunkWriter:
         return (
             self._head + f'[{{"index":0,"delta":{{"content":{delta}}},"finish_reason":null}}]}}\n\n'
         ).encode()
+
+    def tool_call_start(self, index: int, call_id: str, name: str) -> bytes:
+        """A call's first delta: its index, id, type and name, with empty arguments (OpenAI's order)."""
+        call = {
+            "index": index,
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        delta = json.dumps({"tool_calls": [call]}, ensure_ascii=False)
+        return (self._head + f'[{{"index":0,"delta":{delta},"finish_reason":null}}]}}\n\n').encode()
+
+    def tool_call_arguments(self, index: int, piece: str) -> bytes:
+        delta = json.dumps(
+            {"tool_calls": [{"index": index, "function": {"arguments": piece}}]}, ensure_ascii=False
+        )
+        return (self._head + f'[{{"index":0,"delta":{delta},"finish_reason":null}}]}}\n\n').encode()
 
     def finish(self, reason: str) -> bytes:
         return (

@@ -114,3 +114,34 @@ async def test_remember_chapter_extracts_from_the_chosen_version_and_versions_ro
     finally:
         await client.aclose()
         await db.close()
+
+
+async def test_book_eval_reads_the_stored_measures_of_chosen_versions(tmp_path: Path) -> None:
+    from storyloom.apps.novel.outline import BookOutline, OutlineChapter
+    from storyloom.apps.novel.quality import book_eval, measure
+
+    db = await database(tmp_path)
+    try:
+        projects, books = ProjectStore(db), BookStore(db)
+        project = await projects.create_project(title="Road", tenant="t")
+        await books.save_bible(project.id, StoryBible(language="en"), tenant="t")
+        outline = BookOutline(
+            chapters=[OutlineChapter(number=k, summary="s", target_length=100) for k in range(1, 5)]
+        )
+        await books.save_outline(project.id, outline, tenant="t")
+        for k in range(1, 5):
+            chapter = await projects.upsert_chapter(project.id, index=k)
+            text = "She walked to the gate. " * 20 if k == 4 else " ".join(f"word{i}" for i in range(100))
+            scores = {"measures": measure(text, target=100, language="en").model_dump(), "quality_score": 80}
+            (saved,) = await projects.save_versions(
+                chapter.id, f"j{k}", [NewVersion(index=1, text=text, scores=scores)]
+            )
+            if k != 3:  # chapter 3 is written but not chosen: not in the book
+                await projects.choose_version(chapter.id, saved.id)
+        report = await book_eval(books, project.id, tenant="t")
+        assert [c.number for c in report.chapters] == [1, 2, 4]
+        assert report.chapters[0].repetition == 0.0 and report.chapters[-1].repetition > 0.8
+        assert report.trend["repetition"].last > report.trend["repetition"].first
+        assert (await book_eval(books, project.id, tenant="other")).chapters == []
+    finally:
+        await db.close()
