@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     # so many steps of one worker process stream at once that they would emit more than this.
     delta_events_per_s: float = Field(default=400.0, gt=0)
     delta_max_interval_s: float = Field(default=0.5, ge=0.05, le=5.0)
+    # Disk: a finished job's token deltas are merged into one event per step after this many
+    # seconds (the text stays, resumable); its events and checkpoints go after the events'
+    # retention, the job row after the jobs' (see README "Disk").
+    compact_deltas_after_s: float = Field(default=600.0, gt=0)
+    events_retention_days: float = Field(default=7.0, gt=0)
+    jobs_retention_days: float = Field(default=30.0, gt=0)
 
     sim_seed: int = 42
     log_level: str = "INFO"
