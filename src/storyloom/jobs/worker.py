@@ -28,6 +28,7 @@ from typing import Any
 
 import psutil
 
+from storyloom import tracing
 from storyloom.errors import is_permanent
 from storyloom.jobs.context import Handler, JobContext
 from storyloom.jobs.durable import DurableCheckpoints, GroupCommitWriter, JobEventSink
@@ -206,6 +207,12 @@ class Worker:
 
     # ---- one run -------------------------------------------------------------------------------
 
+    async def _traceparent(self, job_id: str) -> str | None:
+        """The submission's trace, from the job's first event (read only while tracing is on)."""
+        first = await self.queue.events(job_id, 0, 1)
+        value = first[0].data.get("traceparent") if first and first[0].kind == "job.submitted" else None
+        return value if isinstance(value, str) else None
+
     async def _run_job(self, job: Job, start: tuple[int, bool] | None = None) -> None:
         """Run one claimed job. `start`: its last event seq and whether it has checkpoints, read for
         a whole claim at once (a burst of hundreds of jobs otherwise costs two queries each)."""
@@ -238,9 +245,20 @@ class Worker:
             )
             self.started += 1
             t0 = time.monotonic()
-            log.info("job_started")
+            log.debug("job_started")  # per-job lines at INFO cost a third of a no-op job's CPU
             try:
-                result = await handler(ctx)
+                if tracing.enabled():
+                    with tracing.job_span(
+                        job_id=job.id,
+                        kind=job.kind,
+                        tenant=job.tenant,
+                        attempt=job.attempts,
+                        worker=self.id,
+                        traceparent=await self._traceparent(job.id),
+                    ):
+                        result = await handler(ctx)
+                else:
+                    result = await handler(ctx)
             except asyncio.CancelledError:
                 finalizing = True
                 await self._after_cancel(job, log)
@@ -265,7 +283,7 @@ class Worker:
                 job.id, self.id, result if isinstance(result, dict) else {"value": result}
             ):
                 self.completed += 1
-                log.info("job_completed", elapsed_s=round(time.monotonic() - t0, 3))
+                log.debug("job_completed", elapsed_s=round(time.monotonic() - t0, 3))
             else:
                 log.warning("job_lease_lost_before_completion")
         except asyncio.CancelledError:

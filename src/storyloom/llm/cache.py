@@ -32,6 +32,8 @@ def cache_key(request: ChatRequest) -> str | None:
         request.json_schema,
         request.seed,
         variant,
+        request.tools,
+        request.tool_choice,
     ]
     raw = json.dumps(doc, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(raw.encode()).hexdigest()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -23,23 +24,33 @@ __all__ = ["CallRecord", "Ledger", "PriceTable", "Totals"]
 
 
 class PriceTable:
-    """USD per million tokens by model name."""
+    """USD per million tokens by model name: (input, output) or (input, output, cached input).
 
-    def __init__(self, prices: dict[str, tuple[float, float]]) -> None:
-        self._prices = prices
+    Cached prompt tokens (served from the provider's prompt cache, part of `prompt_tokens`) cost
+    the model's `cached_input` price; a model without one bills them as ordinary input."""
+
+    def __init__(self, prices: Mapping[str, tuple[float, float] | tuple[float, float, float]]) -> None:
+        self._prices = {m: (p[0], p[1], p[2] if len(p) > 2 else p[0]) for m, p in prices.items()}
 
     @classmethod
     def bundled(cls) -> PriceTable:
         doc: dict[str, Any] = json.loads(
             resources.files("storyloom.llm").joinpath("prices.json").read_text(encoding="utf-8")
         )
-        return cls({m: (float(p["input"]), float(p["output"])) for m, p in doc["models"].items()})
+        return cls(
+            {
+                m: (float(p["input"]), float(p["output"]), float(p.get("cached_input", p["input"])))
+                for m, p in doc["models"].items()
+            }
+        )
 
     def cost(self, usage: Usage, *models: str) -> float:
         for m in models:
             price = self._prices.get(m)
             if price is not None:
-                return (usage.prompt_tokens * price[0] + usage.completion_tokens * price[1]) / 1e6
+                cached = min(usage.cached_tokens, usage.prompt_tokens)
+                fresh = usage.prompt_tokens - cached
+                return (fresh * price[0] + cached * price[2] + usage.completion_tokens * price[1]) / 1e6
         return 0.0
 
 
@@ -48,6 +59,7 @@ class Totals:
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
     cost_usd: float = 0.0
 
 
@@ -105,6 +117,7 @@ class Ledger:
             t.calls += 1
             t.prompt_tokens += rec.usage.prompt_tokens
             t.completion_tokens += rec.usage.completion_tokens
+            t.cached_tokens += rec.usage.cached_tokens
             t.cost_usd += rec.cost_usd
 
     def forget_job(self, job_id: str) -> None:
