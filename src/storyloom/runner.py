@@ -332,6 +332,11 @@ def build_services(
             max_events_per_s=settings.delta_events_per_s, max_interval_s=settings.delta_max_interval_s
         ),
         step_budget_s=settings.step_retry_budget_s,
+        maintenance=MaintenancePolicy(
+            events_ttl_s=settings.events_retention_days * 86_400.0,
+            jobs_ttl_s=settings.jobs_retention_days * 86_400.0,
+            compact_after_s=settings.compact_deltas_after_s,
+        ),
     )
 
 
