@@ -139,6 +139,11 @@ class Settings(BaseSettings):
     tools_limits_url: str | None = None
     mcp_servers: str | None = None
 
+    # OpenTelemetry (the `otel` extra; storyloom.tracing): an OTLP/HTTP collector, e.g.
+    # http://collector:4318; unset: no traces. Each process reports as this service name.
+    otel_endpoint: str | None = None
+    otel_service_name: str = "storyloom"
+
     sim_seed: int = 42
     log_level: str = "INFO"
     log_json: bool = True

@@ -85,6 +85,12 @@ class WorkerServices:
     step_budget_s: float | None = 45.0  # a failing model keeps one call retrying at most this long
     app_state: dict[str, Any] = field(default_factory=dict)  # per-app singletons (see AppJob.shared)
 
+    def job_ended(self, job_id: str) -> None:
+        """A run of `job_id` ended in this process (any way): drop what was kept for it."""
+        forget = getattr(self.client, "forget_job", None)
+        if callable(forget):
+            forget(job_id)
+
     async def aclose(self) -> None:
         if self.client is not None:
             await self.client.aclose()

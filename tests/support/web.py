@@ -14,6 +14,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,3 +82,18 @@ def create_key(tmp: Path, tenant: str, role: str = "member") -> str:
         env=_env(),
     )
     return made.stdout.strip().splitlines()[-1]
+
+
+def new_book(page: Any, studio: Studio, title: str, chapters: int) -> str:
+    """A book from a premise through the form; returns its id once its outline is there."""
+    page.goto(studio.url + "/")
+    page.fill(".new-project input[name=title]", title)
+    page.fill(".new-project textarea[name=premise]", "A courier on a river ferry learns the sword.")
+    page.select_option(".new-project select[name=language]", "en")
+    page.fill(".new-project input[name=chapters]", str(chapters))
+    assert page.is_checked(".new-project input[name=generate]")
+    page.click(".new-project button[type=submit]")
+    page.wait_for_selector("section.plan-job")  # the planning job, live
+    page.wait_for_selector(f".outline-list .outline-row[data-number='{chapters}']", timeout=30_000)
+    book_id: str = page.evaluate("() => location.hash.split('/')[2]")
+    return book_id

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from storyloom import tracing
 from storyloom.agents.run import AgentRun
 from storyloom.errors import ProviderError, StreamCutError
 from storyloom.llm.tokens import estimate_tokens
@@ -101,7 +102,12 @@ class AgentCall:
 
         start = time.perf_counter()
         try:
-            result = await self.client.chat(request, relay)
+            if tracing.enabled():
+                with tracing.model_call_span(self.model, agent=self.run.agent, step=self.meta.step) as span:
+                    result = await self.client.chat(request, relay)
+                    tracing.record_model_result(span, result)
+            else:
+                result = await self.client.chat(request, relay)
         except StreamCutError as exc:
             self._count_cut(exc.partial_text, exc.deployment)
             raise

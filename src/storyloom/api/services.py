@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
+from storyloom import tracing
 from storyloom.api.auth import KeyAuthenticator
 from storyloom.api.metrics import DURATION_BUCKETS_S, SUBMISSIONS, ServiceCollector, ServiceSnapshot
 from storyloom.api.stream_gate import Admitted, StreamGate
@@ -172,15 +173,17 @@ class Services:
                     raise spent
                 # Still through the queue: a repeat of an accepted job gets it (or its conflict).
                 caps = replace(caps or TenantCaps(), refuse_new=spent)
-            job = await self.queue.submit(
-                kind,
-                payload,
-                priority=priority,
-                idempotency_key=idempotency_key,
-                tenant=tenant,
-                caps=caps,
-                depends_on=depends_on,
-            )
+            with tracing.submit_span(kind, tenant):
+                job = await self.queue.submit(
+                    kind,
+                    payload,
+                    priority=priority,
+                    idempotency_key=idempotency_key,
+                    tenant=tenant,
+                    caps=caps,
+                    depends_on=depends_on,
+                    traceparent=tracing.current_traceparent(),
+                )
         except QueueFullError:
             SUBMISSIONS.labels("rejected").inc()
             raise

@@ -545,6 +545,10 @@ class Gateway:
             except ProviderError as exc:
                 log.warning("llm lease renewal failed: %s", exc)
 
+    def forget_job(self, job_id: str) -> None:
+        """The job's run in this process ended: drop its per-job and per-step ledger totals."""
+        self.ledger.forget_job(job_id)
+
     async def aclose(self) -> None:
         if self._closed:
             return

@@ -71,6 +71,7 @@ async def run_service(
     from storyloom.serve.supervisor import Supervisor, SupervisorConfig
     from storyloom.serve.worker_process import simulator_env
     from storyloom.store.database import Database
+    from storyloom.tracing import configure_tracing, shutdown_tracing
 
     settings = config.settings
     database_url = settings.resolved_database_url()
@@ -81,6 +82,8 @@ async def run_service(
         loop.add_signal_handler(sig, stop.set)
 
     async with AsyncExitStack() as stack:
+        if configure_tracing(endpoint=settings.otel_endpoint, service_name=settings.otel_service_name):
+            stack.callback(shutdown_tracing)
         listen = listen_sockets(config.host, config.port, config.api_processes)  # fail fast on a taken port
         for sock in listen:
             stack.callback(sock.close)

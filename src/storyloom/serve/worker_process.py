@@ -15,6 +15,7 @@ from storyloom.logs import get_logger
 from storyloom.registry import AppRegistry
 from storyloom.serve.simulator import SimProcess
 from storyloom.store.database import Database
+from storyloom.tracing import configure_tracing, shutdown_tracing
 
 __all__ = ["run_supervised", "run_worker_process", "simulator_env"]
 
@@ -28,6 +29,8 @@ async def run_worker_process(
     from storyloom.runner import app_handlers, build_services, install_schedules, warm_up
 
     async with AsyncExitStack() as stack:
+        if configure_tracing(endpoint=settings.otel_endpoint, service_name=settings.otel_service_name):
+            stack.callback(shutdown_tracing)
         db = Database.from_url(settings.resolved_database_url())
         stack.push_async_callback(db.close)
         if settings.event_wake_url:

@@ -148,6 +148,9 @@ class SimConfig(_Strict):
     chunk_tokens: int = Field(default=4, ge=1)  # tokens per SSE event
     hang_s: float = Field(default=600.0, gt=0.0)  # a hang ends when the client leaves, or after this
     fault_retry_after_s: float = Field(default=1.0, ge=0.0)  # Retry-After of an injected 429
+    # A prompt cache per API key, as DeepSeek and OpenAI bill it (usage reports the cached tokens).
+    prompt_cache: bool = True
+    prompt_cache_block_chars: int = Field(default=128, ge=1)
     search: SearchProfile = Field(default_factory=SearchProfile)
 
     def profile(self, model: str) -> ModelProfile:

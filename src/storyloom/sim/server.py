@@ -171,9 +171,11 @@ class _ChatEndpoint:
             state.stats.bad_requests += 1
             await _send_simple(send, 400, error_body(400, parsed))
             return
-        await self._answer(parsed, t0, receive, send)
+        await self._answer(parsed, t0, receive, send, _bearer(scope))
 
-    async def _answer(self, body: dict[str, Any], t0: float, receive: Receive, send: Send) -> None:
+    async def _answer(
+        self, body: dict[str, Any], t0: float, receive: Receive, send: Send, api_key: str | None = None
+    ) -> None:
         state, config = self.state, self.state.config
         stats = state.stats
         model: str = body["model"]
@@ -241,6 +243,12 @@ class _ChatEndpoint:
         stats.admitted += 1
         counts.admitted += 1
         stats.prompt_tokens += prompt_tokens
+        cached_tokens = (
+            state.prefix_cache.lookup_and_store(api_key, messages, prompt_tokens)
+            if config.prompt_cache
+            else 0
+        )
+        stats.cached_prompt_tokens += cached_tokens
         if fault is not None:
             stats.faults[fault] += 1
 
@@ -255,11 +263,20 @@ class _ChatEndpoint:
                     await _send_simple(send, 504, error_body(504, "The simulated hang ended."))
             elif stream:
                 sent_tokens, completed = await self._stream(
-                    send, client, model, answer, t0, prompt_tokens, include_usage, headers, fault, plan
+                    send,
+                    client,
+                    model,
+                    answer,
+                    t0,
+                    (prompt_tokens, cached_tokens),
+                    include_usage,
+                    headers,
+                    fault,
+                    plan,
                 )
             else:
                 sent_tokens, completed = await self._complete(
-                    send, client, model, answer, t0, prompt_tokens, headers, fault, plan
+                    send, client, model, answer, t0, (prompt_tokens, cached_tokens), headers, fault, plan
                 )
             if completed:
                 stats.completed += 1
@@ -283,12 +300,13 @@ class _ChatEndpoint:
         model: str,
         answer: Answer,
         t0: float,
-        prompt_tokens: int,
+        prompt: tuple[int, int],
         headers: dict[str, str],
         fault: str | None,
         plan: ToolPlan | None = None,
     ) -> tuple[int, bool]:
-        """Send the whole answer at its deadline: (completion tokens sent, completed)."""
+        """Send the whole answer at its deadline: (completion tokens sent, completed).
+        `prompt`: (prompt tokens, of which served from the prompt cache)."""
         if not await client.sleep_until(t0 + answer.total_s):
             return 0, False
         body = completion_body(
@@ -297,8 +315,9 @@ class _ChatEndpoint:
             model=model,
             text=answer.text,
             finish_reason=answer.finish_reason,
-            prompt_tokens=prompt_tokens,
+            prompt_tokens=prompt[0],
             completion_tokens=answer.completion_tokens,
+            cached_tokens=prompt[1],
             tool_calls=plan.calls if plan is not None else None,
         )
         if fault == "stream_cut":  # promise the full length, deliver half, drop the connection
@@ -317,7 +336,7 @@ class _ChatEndpoint:
         model: str,
         answer: Answer,
         t0: float,
-        prompt_tokens: int,
+        prompt: tuple[int, int],
         include_usage: bool,
         headers: dict[str, str],
         fault: str | None,
@@ -345,9 +364,7 @@ class _ChatEndpoint:
         if not await client.sleep_until(first):
             return 0, False
         if plan is not None:
-            return await self._stream_calls(
-                send, client, writer, answer, end, prompt_tokens, include_usage, plan
-            )
+            return await self._stream_calls(send, client, writer, answer, end, prompt, include_usage, plan)
         out = [writer.role()]
         sent_chars = 0
         i = 0
@@ -364,7 +381,7 @@ class _ChatEndpoint:
                     return _tokens_of(answer, sent_chars), False
                 out.append(writer.finish(answer.finish_reason))
                 if include_usage:
-                    out.append(writer.usage(prompt_tokens, answer.completion_tokens))
+                    out.append(writer.usage(prompt[0], answer.completion_tokens, prompt[1]))
                 out.append(writer.done())
                 await send({"type": "http.response.body", "body": b"".join(out), "more_body": False})
                 return answer.completion_tokens, True
@@ -385,7 +402,7 @@ class _ChatEndpoint:
         writer: ChunkWriter,
         answer: Answer,
         end: float,
-        prompt_tokens: int,
+        prompt: tuple[int, int],
         include_usage: bool,
         plan: ToolPlan,
     ) -> tuple[int, bool]:
@@ -405,7 +422,7 @@ class _ChatEndpoint:
             return answer.completion_tokens // 2, False
         tail = [writer.finish("tool_calls")]
         if include_usage:
-            tail.append(writer.usage(prompt_tokens, answer.completion_tokens))
+            tail.append(writer.usage(prompt[0], answer.completion_tokens, prompt[1]))
         tail.append(writer.done())
         await send({"type": "http.response.body", "body": b"".join(tail), "more_body": False})
         return answer.completion_tokens, True

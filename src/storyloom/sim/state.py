@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storyloom.sim.config import FAULT_KINDS, SimConfig
+from storyloom.sim.prefix_cache import PrefixCache
 from storyloom.sim.quota import QuotaWindow
 from storyloom.sim.search import SearchState
 
@@ -39,6 +40,7 @@ class SimStats:
     unauthorized: int = 0
     client_disconnects: int = 0
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
     completion_tokens: int = 0
     rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_REJECT_CAUSES, 0))
     faults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAULT_KINDS, 0))
@@ -64,6 +66,7 @@ class SimState:
         self.window = QuotaWindow()
         self.fault_rng = random.Random(config.seed)
         self.stats = SimStats()
+        self.prefix_cache = PrefixCache(block_chars=config.prompt_cache_block_chars)
         self.search = SearchState(rng=random.Random(config.seed + 1))
 
     def configure(self, patch: dict[str, Any]) -> SimConfig:
@@ -116,6 +119,7 @@ class SimState:
             "in_flight": w.in_flight,
             "max_concurrency": w.max_in_flight,
             "prompt_tokens": s.prompt_tokens,
+            "cached_prompt_tokens": s.cached_prompt_tokens,
             "completion_tokens": s.completion_tokens,
             "total_tokens": s.prompt_tokens + s.completion_tokens,
             "per_model": {

@@ -30,11 +30,15 @@ def error_body(status: int, message: str, *, code: str | None = None, param: str
     return json.dumps({"error": err}, ensure_ascii=False).encode()
 
 
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+def _usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
+    """OpenAI's usage plus cached prompt tokens as OpenAI and DeepSeek report them."""
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
+        "prompt_cache_hit_tokens": cached_tokens,
+        "prompt_cache_miss_tokens": prompt_tokens - cached_tokens,
     }
 
 
@@ -47,6 +51,7 @@ def completion_body(
     finish_reason: str,
     prompt_tokens: int,
     completion_tokens: int,
+    cached_tokens: int = 0,
     tool_calls: list[tuple[str, str, str]] | None = None,
 ) -> bytes:
     """A non-streaming chat.completion response; with `tool_calls` [(id, name, arguments)] the
@@ -75,7 +80,7 @@ def completion_body(
                 "finish_reason": finish_reason,
             }
         ],
-        "usage": _usage(prompt_tokens, completion_tokens),
+        "usage": _usage(prompt_tokens, completion_tokens, cached_tokens),
     }
     return json.dumps(body, ensure_ascii=False).encode()
 
@@ -124,8 +129,8 @@ class ChunkWriter:
             self._head + f'[{{"index":0,"delta":{{}},"finish_reason":{json.dumps(reason)}}}]}}\n\n'
         ).encode()
 
-    def usage(self, prompt_tokens: int, completion_tokens: int) -> bytes:
-        usage = json.dumps(_usage(prompt_tokens, completion_tokens))
+    def usage(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> bytes:
+        usage = json.dumps(_usage(prompt_tokens, completion_tokens, cached_tokens))
         return (self._head + f'[],"usage":{usage}}}\n\n').encode()
 
     @staticmethod

@@ -150,3 +150,37 @@ async def test_continuity_issues_feed_the_revise_loop(sim: Any) -> None:
     assert all(i.evidence and i.evidence.replace(" ", "") in squashed for i in version.continuity)
     assert any(i.startswith("Continuity:") for i in version.issues)  # what the revise loop is given
     assert version.revise_rounds == 1 and agents.count("continuity") == 2
+
+
+async def test_the_shared_prompt_part_is_a_byte_identical_prefix_and_mostly_cached(sim: Any) -> None:
+    from book_support import Router
+
+    seen: list[list[dict[str, str]]] = []
+
+    client = Router(http_client(sim), lambda _text: None)
+    inner_chat = client.chat
+
+    async def chat(request: Any, on_delta: Any = None) -> Any:
+        seen.append([dict(m) for m in request.messages])
+        return await inner_chat(request, on_delta)
+
+    client.chat = chat  # type: ignore[method-assign]
+    context = "## Story bible\n" + "Mara carries the last letter across the drowned empire. " * 120
+    req = ChapterRequest(
+        input=NovelInput(
+            chapter_outline="Mara reaches the city.", language="en", target_length=400, book_context=context
+        ),
+        versions=2,
+    )
+    try:
+        result = await write_chapter(
+            req, client=client, models=AgentModels(default="sim-writer"), run_id="cache"
+        )
+    finally:
+        await client.aclose()
+    systems = {m[0]["content"] for m in seen}
+    assert len(systems) == 1  # one system message for every agent
+    director, *others = [m[1]["content"] for m in seen]
+    assert all(o == others[0] for o in others)  # plan included: the same bytes for every agent and version
+    assert others[0].startswith(director) and context in director
+    assert result.cache_hit_share >= 0.6 and result.usage.cached_tokens > 0

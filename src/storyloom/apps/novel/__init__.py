@@ -98,6 +98,18 @@ async def _plan(job: Any) -> dict[str, Any]:
     return await plan_job(job)
 
 
+async def _rewrite(job: Any) -> dict[str, Any]:
+    from storyloom.apps.novel.book.rewrite import rewrite_job
+
+    return await rewrite_job(job)
+
+
+async def _remember(job: Any) -> dict[str, Any]:
+    from storyloom.apps.novel.book.rewrite import remember_job
+
+    return await remember_job(job)
+
+
 app: App[ChapterInput] = App(
     name="novel",
     title="Novel chapter",
@@ -108,6 +120,6 @@ app: App[ChapterInput] = App(
     from_messages=_from_messages,
     routes=_routes,
     tables=AppTables(migrations=Path(__file__).with_name("migrations")),
-    jobs={"book": _book, "plan": _plan},
+    jobs={"book": _book, "plan": _plan, "rewrite": _rewrite, "remember": _remember},
     cli=_cli,
 )

@@ -3,12 +3,11 @@
 A chapter job runs `run_chapter` with the job's durable sink and checkpoints and metered model
 access (the runner's), and stores its versions when it belongs to a project chapter. A book job
 is a parent that enqueues its chapters as children, each waiting for (`depends_on`) the previous
-one and reading its summary when it starts.
+one and reading its summary when it starts; the parent waits for them holding no worker slot.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from storyloom.apps.novel.bookstore import BookStore
@@ -24,7 +23,6 @@ __all__ = ["BOOK_KIND", "CHAPTER_KIND", "book_job", "chapter_job"]
 
 CHAPTER_KIND = "novel"
 BOOK_KIND = "novel.book"
-_BOOK_POLL_S = 1.0
 
 
 async def chapter_job(job: AppJob[ChapterInput]) -> ChapterResult:
@@ -120,18 +118,12 @@ async def book_job(job: AppJob[Any]) -> dict[str, Any]:
         )
         child_ids.append(child.id)
         previous = child.id
-    job.emit("book.chapters", job_ids=child_ids)
-    done: set[str] = set()
-    while True:
-        kids = {k.id: k for k in await job.queue.children(job.id)}
-        for cid in child_ids:
-            kid = kids.get(cid)
-            if kid is not None and kid.status.is_terminal and cid not in done:
-                done.add(cid)
-                job.emit("book.chapter_done", job_id=cid, status=kid.status.value)
-        if len(done) == len(child_ids):
-            break
-        await asyncio.sleep(_BOOK_POLL_S)
+    kids = {k.id: k for k in await job.queue.children(job.id)}
+    if not all(cid in kids and kids[cid].status.is_terminal for cid in child_ids):
+        # Wait without a worker slot (a sleeping parent used to hold the only one of
+        # `serve --concurrency 1` while its children waited for it); the last child's end re-queues this.
+        job.emit("book.chapters", job_ids=child_ids)
+        raise job.wait_for_children()
     failed = [cid for cid in child_ids if kids[cid].status is not JobStatus.COMPLETED]
     if failed:
         raise StoryloomError(

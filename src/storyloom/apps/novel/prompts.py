@@ -286,7 +286,8 @@ def _sections(language: str, sections: Mapping[str, Any]) -> str:
     return "\n\n".join(out)
 
 
-_ROLE_LINE = {"zh": "你在本团队中的角色：{role}。", "en": "Your role on the team: the {role}."}
+# No "角色：" / "Characters:" label here: the simulator (and readers) take what follows one for a name.
+_ROLE_LINE = {"zh": "现在请你作为{role}完成以下任务。", "en": "Now work as the {role}."}
 
 
 def shared_part(inp: NovelInput, previous_summary: str | None, plan: Any = None) -> str:

@@ -151,6 +151,7 @@ def register(app: typer.Typer) -> None:
         help="A whole book: bible, outline, chapters, choices, exports.", no_args_is_help=True
     )
     app.add_typer(book_app, name="book")
+    register_more(book_app)
 
     @book_app.command("new")
     def new(
@@ -452,11 +453,13 @@ def register(app: typer.Typer) -> None:
         database_url: str | None = _DATABASE_URL,
     ) -> None:
         """Quality measures of every chosen chapter and their trend across the book."""
-        from storyloom.apps.novel.book.evaluate import book_quality
         from storyloom.apps.novel.book.view import find_book
+        from storyloom.apps.novel.bookstore import BookStore
+        from storyloom.apps.novel.quality import book_eval
 
         async def action(local: Local) -> dict[str, Any]:
-            return await book_quality(local.db, await find_book(local.db, book, tenant=tenant))
+            found = await find_book(local.db, book, tenant=tenant)
+            return (await book_eval(BookStore(local.db), found.id, tenant=tenant)).model_dump(mode="json")
 
         doc = _run(_settings(data_dir, database_url), action)
         if as_json:
@@ -487,3 +490,150 @@ def register(app: typer.Typer) -> None:
             if t is not None:
                 flag = " DEGRADED" if t["degraded"] else ""
                 typer.echo(f"{metric}: {t['first']:.2f} -> {t['last']:.2f} (slope {t['slope']:+.4f}){flag}")
+
+
+def register_more(book_app: typer.Typer) -> None:
+    @book_app.command("rewrite")
+    def rewrite(
+        book: str = typer.Argument(..., help="The book's id or title."),
+        chapter: int = typer.Argument(..., help="The chapter's number."),
+        start: int = typer.Option(..., "--start", help="First character of the passage in the chosen text."),
+        end: int = typer.Option(..., "--end", help="One past its last character."),
+        instruction: str = typer.Option(..., "--instruction", help='e.g. "more tension", "shorter".'),
+        candidates: int = typer.Option(2, "--candidates", help="Candidate rewrites, 1-5."),
+        accept: int | None = typer.Option(None, "--accept", help="Accept this candidate at once."),
+        as_json: bool = typer.Option(False, "--json", help="The candidates as JSON."),
+        tenant: str = _TENANT,
+        profile: str | None = _PROFILE,
+        data_dir: Path | None = _DATA_DIR,
+        database_url: str | None = _DATABASE_URL,
+    ) -> None:
+        """Candidate rewrites of a passage in the chapter's voice; `--accept N` makes one the text."""
+        import asyncio
+
+        from storyloom.apps.novel.book.control import REMEMBER_JOB_KIND, REWRITE_JOB_KIND
+        from storyloom.apps.novel.book.view import find_book
+        from storyloom.apps.novel.bookstore import BookStore
+        from storyloom.apps.novel.projects import ProjectStore
+
+        if not 1 <= candidates <= 5:
+            raise InputError(f"--candidates must be between 1 and 5 (got {candidates}).")
+        if not instruction.strip():
+            raise InputError("--instruction must say what to change.")
+        settings = _settings(data_dir, database_url, profile)
+
+        async def wait(local: Local, job_id: str) -> Any:
+            while True:
+                job = await local.queue.get(job_id)
+                if job.status.is_terminal:
+                    return job
+                await asyncio.sleep(0.1)
+
+        async def action(local: Local) -> dict[str, Any]:
+            found = await find_book(local.db, book, tenant=tenant)
+            chosen = await BookStore(local.db).chosen_text(found.id, chapter, tenant=tenant)
+            if chosen is None:
+                raise InputError(f"chapter {chapter} of {found.title!r} has no chosen text to rewrite yet.")
+            if not 0 <= start < end <= len(chosen.text):
+                raise InputError(
+                    f"the passage {start}-{end} is not within the chosen text (0-{len(chosen.text)})."
+                )
+            job = await local.queue.submit(
+                REWRITE_JOB_KIND,
+                {
+                    "book_id": found.id,
+                    "chapter": chapter,
+                    "version_id": chosen.version_id,
+                    "start": start,
+                    "end": end,
+                    "instruction": instruction,
+                    "candidates": candidates,
+                },
+                tenant=tenant,
+                priority=7,
+            )
+            job = await wait(local, job.id)
+            if job.status.value != "completed":
+                raise InputError(f"the rewrite failed: {job.error}")
+            result = dict(job.result or {})
+            result["job_id"] = job.id
+            if accept is not None:
+                row = next(
+                    c for c in await ProjectStore(local.db).list_chapters(found.id) if c.index == chapter
+                )
+                await local.control.accept_rewrite(found, row, job.id, accept)
+                version = await ProjectStore(local.db).get_chapter(row.id)
+                assert version is not None and version.current_version_id is not None
+                remember = await local.queue.submit(  # the accept's own memory job (same idempotency key)
+                    REMEMBER_JOB_KIND,
+                    {"book_id": found.id, "chapter": chapter},
+                    priority=7,
+                    idempotency_key=f"remember:{version.current_version_id}",
+                    tenant=tenant,
+                )
+                await wait(local, remember.id)
+                result["accepted"] = accept
+            return result
+
+        result = _run(settings, action, worker=True)
+        if as_json:
+            typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+            return
+        for i, c in enumerate(result.get("candidates") or [], start=1):
+            typer.echo(f"--- candidate {i} ---\n{c['passage']}")
+        if result.get("accepted"):
+            typer.echo(
+                f"candidate {result['accepted']} is chapter {chapter}'s text; later chapters are stale."
+            )
+        else:
+            typer.echo(f"rewrite job {result['job_id']}: accept one with --accept N, or via the API.")
+
+    @book_app.command("memory")
+    def memory(
+        book: str = typer.Argument(..., help="The book's id or title."),
+        as_json: bool = typer.Option(False, "--json", help="As JSON."),
+        at: int | None = typer.Option(None, "--at", help="As it stood before this chapter."),
+        tenant: str = _TENANT,
+        data_dir: Path | None = _DATA_DIR,
+        database_url: str | None = _DATABASE_URL,
+    ) -> None:
+        """The story memory: open foreshadowing, character sheets, each chapter's summary."""
+        from storyloom.apps.novel.book.view import find_book
+        from storyloom.apps.novel.bookstore import BookStore
+
+        async def action(local: Local) -> dict[str, Any]:
+            found = await find_book(local.db, book, tenant=tenant)
+            books = BookStore(local.db)
+            return {
+                "book_id": found.id,
+                "chapters": [
+                    m.model_dump(mode="json") for m in await books.memory(found.id, tenant=tenant, upto=at)
+                ],
+                "open_foreshadowing": [
+                    t.model_dump(mode="json")
+                    for t in await books.open_foreshadowing(found.id, tenant=tenant, at_chapter=at)
+                ],
+                "characters": [
+                    c.model_dump(mode="json")
+                    for c in await books.character_sheets(found.id, tenant=tenant, upto=at)
+                ],
+            }
+
+        doc = _run(_settings(data_dir, database_url), action)
+        if as_json:
+            typer.echo(json.dumps(doc, ensure_ascii=False, indent=2))
+            return
+        typer.echo("open foreshadowing:")
+        for t in doc["open_foreshadowing"]:
+            due = " (due)" if t.get("due") else ""
+            typer.echo(f"  {t['key']}: opened in {t['opened_in']}{due} {t.get('detail', '')}")
+        typer.echo("characters:")
+        for c in doc["characters"]:
+            state = "alive" if c.get("alive", True) else f"dead (chapter {c.get('died_in')})"
+            typer.echo(
+                f"  {c['name']}: {state}, at {c.get('location') or '?'}, "
+                f"last seen {c.get('last_seen') or '-'}"
+            )
+        typer.echo("chapters:")
+        for m in doc["chapters"]:
+            typer.echo(f"  {m['number']}: {m['memory'].get('summary', '')}")

@@ -24,6 +24,8 @@ from storyloom.store.database import Database
 __all__ = ["BOOK_JOB_KIND", "BookControl", "job_key", "set_summary"]
 
 BOOK_JOB_KIND = "novel.book"
+REWRITE_JOB_KIND = "novel.rewrite"
+REMEMBER_JOB_KIND = "novel.remember"
 
 
 async def set_summary(db: Database, chapter_id: str, summary: str | None) -> None:
@@ -236,6 +238,60 @@ class BookControl:
             chapter.id, edit_id, [NewVersion(index=1, text=text, scores=scores)]
         )
         return await self.choose(book, chapter, stored[0])
+
+    async def accept_rewrite(
+        self, book: Project, chapter: Chapter, job_id: str, candidate: int
+    ) -> ChapterVersion:
+        from storyloom.apps.novel.projects import NewVersion
+        from storyloom.errors import JobNotFoundError, NotFoundError
+
+        try:
+            job = await self.queue.get(job_id, tenant=book.tenant)
+        except JobNotFoundError as exc:
+            raise NotFoundError(f"no rewrite job {job_id!r}.") from exc
+        payload = job.payload or {}
+        if (
+            job.kind != REWRITE_JOB_KIND
+            or payload.get("book_id") != book.id
+            or payload.get("chapter") != chapter.index
+        ):
+            raise NotFoundError(f"job {job_id!r} is not a rewrite of chapter {chapter.index}.")
+        if job.status.value != "completed":
+            raise ConflictError(f"rewrite job {job_id} is {job.status.value}, not completed.")
+        result = job.result or {}
+        found = result.get("candidates") or []
+        if not 1 <= candidate <= len(found):
+            raise NotFoundError(
+                f"rewrite job {job_id} has {len(found)} candidates; there is no candidate {candidate}."
+            )
+        if chapter.current_version_id != payload.get("version_id"):
+            raise ConflictError(
+                f"chapter {chapter.index}'s chosen text changed since this rewrite was written."
+            )
+        pick = found[candidate - 1]
+        scores = {
+            "rewrite": {
+                "job_id": job_id,
+                "candidate": candidate,
+                "instruction": payload.get("instruction"),
+                "start": payload.get("start"),
+                "end": payload.get("end"),
+            },
+            "judge_pick": False,
+        }
+        stored = await self.projects.save_versions(
+            chapter.id, job_id, [NewVersion(index=candidate, text=str(pick["text"]), scores=scores)]
+        )
+        version = next(v for v in stored if v.index == candidate)
+        chosen = await self.choose(book, chapter, version)
+        await self.queue.submit(
+            REMEMBER_JOB_KIND,
+            {"book_id": book.id, "chapter": chapter.index},
+            priority=7,
+            idempotency_key=f"remember:{version.id}",
+            tenant=book.tenant,
+        )
+        return chosen
 
     @staticmethod
     def _next_index(run: BookRun, index: int) -> int:

@@ -15,11 +15,13 @@ import time
 from typing import Any
 
 from storyloom.apps.novel.book.control import BookControl, set_summary
-from storyloom.apps.novel.book.request import chapter_request
 from storyloom.apps.novel.book.runs import BookRun, Chooser, RunStatus
+from storyloom.apps.novel.bookstore import BookStore
 from storyloom.apps.novel.chapter import run_chapter
+from storyloom.apps.novel.context import chapter_request
+from storyloom.apps.novel.memory import remember_chapter
 from storyloom.apps.novel.models import ChapterResult
-from storyloom.apps.novel.projects import NewVersion, ProjectStore
+from storyloom.apps.novel.projects import NewVersion, ProjectStore, versions_from_result
 from storyloom.errors import AllVersionsFailedError, BudgetExceededError, InputError
 from storyloom.jobs.usage import job_usage
 from storyloom.runner import AppJob
@@ -42,24 +44,21 @@ def _budget_refusal(exc: BaseException) -> bool:
 
 
 def _versions(result: ChapterResult) -> list[NewVersion]:
+    """The stored candidates (the data layer's scores and quality measures), plus what the book
+    runner reads back: each version's summary (the chapter's when it is chosen), target and cost."""
+    stored, _ = versions_from_result(result.model_dump(mode="json"))
+    by_index = {v.index: v for v in result.versions if v.ok}
     out = []
-    for position, v in enumerate(result.versions, start=1):
-        if not v.ok:
-            continue
-        scores = {
-            "quality_score": v.quality_score,
-            "quality_measured": v.quality_measured,
-            "length": v.length,
-            "length_score": v.length_score,
+    for version in stored:
+        own = by_index.get(version.index)
+        extra = {
+            "summary": own.summary if own else "",
             "target_length": result.target_length,
-            "issues": v.issues,
-            "style_hint": v.style_hint,
-            "summary": v.summary,
-            "judge_pick": position == result.chosen,
-            "cost_usd": v.cost_usd,
-            "degraded": v.degraded,
+            "cost_usd": own.cost_usd if own else 0.0,
+            "degraded": own.degraded if own else [],
+            "quality_measured": own.quality_measured if own else False,
         }
-        out.append(NewVersion(index=v.index, text=v.text, scores=scores))
+        out.append(NewVersion(index=version.index, text=version.text, scores={**version.scores, **extra}))
     return out
 
 
@@ -113,6 +112,44 @@ async def _stop(
     }
 
 
+async def _remember(
+    job: AppJob[Any], control: BookControl, books: BookStore, book_id: str, number: int, services: Any
+) -> None:
+    """Extract chapter `number`'s memory from its chosen text (durable: a re-run restores it)."""
+    record = await remember_chapter(
+        books,
+        project_id=book_id,
+        number=number,
+        tenant=job.tenant,
+        services=services,
+        run_id=f"{job.id}:memory:{number}",
+        checkpoints=job.ctx.checkpoints,
+    )
+    if record is not None:
+        await control.staleness.memory_fresh(record.chapter_id)
+
+
+async def _entry(
+    job: AppJob[Any], started: float, result: ChapterResult, context_tokens: int, budget: int
+) -> dict[str, Any]:
+    """The chapter's line in the run's progress: everything its job spent (every attempt, memory too)."""
+    await job.ctx.sink.writer.flush()
+    spent = (await job_usage(job.db, [job.id]))[job.id]
+    entry: dict[str, Any] = {
+        "cost_usd": round(spent.cost_usd, 8),
+        "tokens": spent.usage.total_tokens,
+        "cached_tokens": spent.usage.cached_tokens,
+        "prompt_tokens": spent.usage.prompt_tokens,
+        "elapsed_s": round(time.monotonic() - started, 3),
+        "job_id": job.id,
+        "length": result.chosen_version.length,
+        "target_length": result.target_length,
+        "context_tokens": context_tokens,
+        "context_budget": budget,
+    }
+    return entry
+
+
 async def _write(job: AppJob[Any], control: BookControl, run: BookRun, index: int) -> dict[str, Any]:
     projects: ProjectStore = control.projects
     book = await projects.get_project(run.book_id, tenant=run.tenant)
@@ -159,15 +196,33 @@ async def _write(job: AppJob[Any], control: BookControl, run: BookRun, index: in
         phase="writing",
     )
     started = time.monotonic()
-    request = await chapter_request(projects, book, chapter, versions=run.versions)
-    scope = f"bookrun:{run.id}:{job.id}:{job.job.attempts}"
+    # One scope per run of this job (an attempt, or a re-claim after a dead worker), so the cap's
+    # holds start from what the usage rows say was spent, not from another process's memory.
+    scope = f"bookrun:{run.id}:{job.id}:{job.job.attempts}.{getattr(job.job, 'lease_losses', 0)}"
+    services = job.run_services(language=book.language, budget_scope=scope, budget_usd=remaining)
+    books = BookStore(job.db)
     try:
+        if index > 1:  # the seam: the previous chapter's memory as its chosen text says now
+            flags = (await control.staleness.of_book(book.id)).get(index - 1)
+            if flags is not None and flags.memory_stale:
+                await _remember(job, control, books, book.id, index - 1, services)
+        request, pack = await chapter_request(
+            books, book.id, index, tenant=book.tenant, versions=run.versions
+        )
+        request = request.model_copy(update={"max_parallel": run.versions})
+        job.emit(
+            "book.context",
+            run_id=run.id,
+            chapter=index,
+            tokens=pack.tokens,
+            budget=pack.budget,
+            sections={s.name: s.tokens for s in pack.sections},
+            dropped=pack.dropped,
+        )
         result = await run_chapter(
             request,
             run_id=job.id,
-            services=job.run_services(
-                language=request.input.language, budget_scope=scope, budget_usd=remaining
-            ),
+            services=services,
             sink=job.ctx.sink,
             checkpoints=job.ctx.checkpoints,
             coalesce=job.services.pacing,
@@ -183,20 +238,9 @@ async def _write(job: AppJob[Any], control: BookControl, run: BookRun, index: in
             )
         raise
     stored = await projects.save_versions(chapter.id, job.id, _versions(result), summary=None)
-    await job.ctx.sink.writer.flush()
-    spent = (await job_usage(job.db, [job.id]))[job.id]
-    entry: dict[str, Any] = {
-        "cost_usd": round(spent.cost_usd, 8),
-        "tokens": spent.usage.total_tokens,
-        "cached_tokens": spent.usage.cached_tokens,
-        "prompt_tokens": spent.usage.prompt_tokens,
-        "elapsed_s": round(time.monotonic() - started, 3),
-        "job_id": job.id,
-        "length": result.chosen_version.length,
-        "target_length": result.target_length,
-    }
     judge_pick = next((v for v in stored if v.scores.get("judge_pick")), stored[0] if stored else None)
     if run.chooser is Chooser.AUTHOR or judge_pick is None:
+        entry = await _entry(job, started, result, pack.tokens, pack.budget)
         moved = await control.runs.update(
             run.id,
             when=(RunStatus.RUNNING, RunStatus.PAUSED),
@@ -210,7 +254,20 @@ async def _write(job: AppJob[Any], control: BookControl, run: BookRun, index: in
     await projects.choose_version(chapter.id, judge_pick.id)
     summary = judge_pick.scores.get("summary")
     await set_summary(job.db, chapter.id, summary if isinstance(summary, str) and summary else None)
-    await control.staleness.written(chapter.id, book.id, index, memory_fresh=bool(summary))
+    await control.staleness.written(chapter.id, book.id, index, memory_fresh=False)
+    try:
+        await _remember(job, control, books, book.id, index, services)
+    except Exception as exc:
+        if not _budget_refusal(exc):
+            raise
+        return await _stop(
+            job,
+            control,
+            run,
+            "cost_cap",
+            f"chapter {index}'s memory was not extracted before the run's cap: {exc}",
+        )
+    entry = await _entry(job, started, result, pack.tokens, pack.budget)
     moved = await control.runs.update(
         run.id,
         when=(RunStatus.RUNNING, RunStatus.PAUSED),

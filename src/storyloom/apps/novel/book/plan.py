@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from storyloom.apps.novel.bookstore import BookStore
 from storyloom.apps.novel.outline import BookPlan, BookPlanRequest, plan_book
 from storyloom.apps.novel.projects import ProjectStore
 from storyloom.errors import InputError
@@ -19,16 +20,8 @@ PLAN_JOB_KIND = "novel.plan"
 
 
 async def save_plan(job: AppJob[Any], book_id: str, tenant: str, plan: BookPlan) -> None:
-    try:
-        from storyloom.apps.novel.bookstore import BookStore  # the data layer's store, once present
-    except ImportError:  # pragma: no cover - until the data layer's store lands
-        store = ProjectStore(job.db)
-        for chapter in plan.outline.chapters:
-            await store.upsert_chapter(
-                book_id, index=chapter.number, title=chapter.title, outline=chapter.summary
-            )
-        return
-    await BookStore(job.db).save_plan(book_id, plan, tenant=tenant)
+    if await BookStore(job.db).save_plan(book_id, plan, tenant=tenant) is None:
+        raise InputError(f"book {book_id!r} no longer exists.")
 
 
 async def plan_job(job: AppJob[Any]) -> dict[str, Any]:

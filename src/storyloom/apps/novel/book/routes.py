@@ -12,15 +12,20 @@ from fastapi import APIRouter, Path, Query, Response, status
 from storyloom.api.deps import AUTH, NOT_FOUND, QUEUE_FULL, Responses, ServicesDep, Tenant
 from storyloom.api.errors import NotFoundError
 from storyloom.api.presenters import job_out
+from storyloom.api.schemas import JobOut
 from storyloom.api.services import Services
+from storyloom.apps.novel.bible import StoryBible
 from storyloom.apps.novel.book.control import BookControl
-from storyloom.apps.novel.book.export import export_book
+from storyloom.apps.novel.book.export import MEDIA_TYPES, export_book
 from storyloom.apps.novel.book.plan import PLAN_JOB_KIND
+from storyloom.apps.novel.book.rewrite import REWRITE_JOB_KIND
 from storyloom.apps.novel.book.runs import BookRun, Chooser
 from storyloom.apps.novel.book.schemas import (
     MAX_NUMBER,
+    AcceptIn,
     BookCreate,
     BookCreated,
+    BookMemoryOut,
     BookOut,
     BookVersionOut,
     ChapterDetailOut,
@@ -29,13 +34,17 @@ from storyloom.apps.novel.book.schemas import (
     ChooseIn,
     OutlineChapterIn,
     RegenerateIn,
+    RewriteIn,
     RunCreate,
     RunOut,
     run_out,
 )
-from storyloom.apps.novel.book.view import ChapterState, chapter_states, numbered_versions
+from storyloom.apps.novel.book.view import ChapterState, book_summary, chapter_states, numbered_versions
+from storyloom.apps.novel.bookstore import BookStore
 from storyloom.apps.novel.length import count_length
+from storyloom.apps.novel.outline import BookOutline, OutlineChapter
 from storyloom.apps.novel.projects import Chapter, Project, ProjectStore
+from storyloom.apps.novel.quality import BookEval, book_eval
 from storyloom.errors import InputError
 
 __all__ = ["router"]
@@ -44,6 +53,10 @@ router = APIRouter(prefix="/api/books", tags=["books"], responses=AUTH)
 
 Number = Annotated[int, Path(ge=1, le=MAX_NUMBER, description="the chapter's number")]
 CONFLICT: Responses = {409: {"description": "the run's or the book's state forbids this now"}}
+
+
+def _length(target: int | None) -> dict[str, int]:
+    return {"target_length": target} if target is not None else {}
 
 
 def _control(services: Services) -> BookControl:
@@ -78,17 +91,17 @@ def _state_out(c: ChapterState) -> ChapterStateOut:
 
 
 async def _book_out(services: Services, book: Project) -> BookOut:
-    states = await chapter_states(services.db, book)
+    summary = await book_summary(services.db, book.id)
     return BookOut(
         id=book.id,
         title=book.title,
         premise=book.premise,
         language=book.language,
         genre=book.genre,
-        chapters=len(states),
-        written=sum(1 for c in states if c.chosen_version is not None),
-        stale=sum(1 for c in states if c.state == "stale"),
-        cost_usd=round(sum(c.cost_usd for c in states), 8),
+        chapters=summary.chapters,
+        written=summary.written,
+        stale=summary.stale,
+        cost_usd=summary.cost_usd,
         created_at=book.created_at,
         updated_at=book.updated_at,
     )
@@ -125,9 +138,11 @@ async def create_book(
             idempotency_key=None,
             tenant=tenant,
         )
-    else:
-        for n in range(1, body.chapters + 1):
-            await store.upsert_chapter(book.id, index=n, title="", outline="")
+    else:  # an empty outline of `chapters` to fill in (PUT /outline/{number}) before writing
+        chapters = [
+            OutlineChapter(number=n, **_length(body.target_length)) for n in range(1, body.chapters + 1)
+        ]
+        await BookStore(services.db).save_outline(book.id, BookOutline(chapters=chapters), tenant=tenant)
         response.status_code = status.HTTP_201_CREATED
     out = await _book_out(services, book)
     return BookCreated(**out.model_dump(), job=job_out(job) if job is not None else None)
@@ -186,22 +201,65 @@ async def put_chapter_text(
     return await _detail(services, book, number)
 
 
+@router.get("/{book_id}/outline", response_model=BookOutline, responses=NOT_FOUND)
+async def get_outline(book_id: str, services: ServicesDep, tenant: Tenant) -> BookOutline:
+    book = await _book(services, book_id, tenant)
+    found = await BookStore(services.db).outline(book.id, tenant=tenant)
+    return found.outline if found is not None else BookOutline()
+
+
 @router.put("/{book_id}/outline/{number}", response_model=ChapterDetailOut, responses=NOT_FOUND)
 async def put_outline_chapter(
     book_id: str, number: Number, body: OutlineChapterIn, services: ServicesDep, tenant: Tenant
 ) -> ChapterDetailOut:
-    """Edit an outlined chapter; if it or later chapters were written, they become stale."""
+    """Edit an outlined chapter (a new outline version); written chapters from it on become stale."""
     book = await _book(services, book_id, tenant)
-    chapter = await _chapter(services, book, number)
-    changed = (body.title is not None and body.title != chapter.title) or (
-        body.summary is not None and body.summary != chapter.outline
-    )
-    await ProjectStore(services.db).upsert_chapter(
-        book.id, index=number, title=body.title or "", outline=body.summary or ""
-    )
-    if changed:
+    await _chapter(services, book, number)
+    books = BookStore(services.db)
+    found = await books.outline(book.id, tenant=tenant)
+    outline = found.outline if found is not None else BookOutline()
+    current = outline.chapter(number) or OutlineChapter(number=number)
+    edited = current.model_copy(update=body.model_dump(exclude_none=True))
+    if edited != current:
+        others = [c for c in outline.chapters if c.number != number]
+        await books.save_outline(
+            book.id,
+            outline.model_copy(update={"chapters": sorted([*others, edited], key=lambda c: c.number)}),
+            tenant=tenant,
+        )
         await _control(services).staleness.mark_from(book.id, number, f"chapter {number}'s outline changed.")
     return await _detail(services, book, number)
+
+
+@router.get("/{book_id}/bible", response_model=StoryBible, responses=NOT_FOUND)
+async def get_bible(book_id: str, services: ServicesDep, tenant: Tenant) -> StoryBible:
+    book = await _book(services, book_id, tenant)
+    found = await BookStore(services.db).bible(book.id, tenant=tenant)
+    return found.bible if found is not None else StoryBible(premise=book.premise, genre=book.genre)
+
+
+@router.put("/{book_id}/bible", response_model=StoryBible, responses=NOT_FOUND)
+async def put_bible(book_id: str, body: StoryBible, services: ServicesDep, tenant: Tenant) -> StoryBible:
+    """A new version of the bible; every written chapter becomes stale."""
+    book = await _book(services, book_id, tenant)
+    books = BookStore(services.db)
+    found = await books.bible(book.id, tenant=tenant)
+    if found is None or found.bible != body:
+        await books.save_bible(book.id, body, tenant=tenant, source="edited")
+        await _control(services).staleness.mark_from(book.id, 1, "the story bible changed.")
+    return body
+
+
+@router.get("/{book_id}/memory", response_model=BookMemoryOut, responses=NOT_FOUND)
+async def get_memory(book_id: str, services: ServicesDep, tenant: Tenant) -> BookMemoryOut:
+    """Each chapter's latest memory, the open foreshadowing and the character sheets."""
+    book = await _book(services, book_id, tenant)
+    books = BookStore(services.db)
+    return BookMemoryOut(
+        chapters=await books.memory(book.id, tenant=tenant),
+        open_foreshadowing=await books.open_foreshadowing(book.id, tenant=tenant),
+        characters=await books.character_sheets(book.id, tenant=tenant),
+    )
 
 
 @router.get("/{book_id}/chapters/{number}/versions", response_model=list[BookVersionOut], responses=NOT_FOUND)
@@ -241,6 +299,46 @@ async def choose(
     if found is None:
         raise NotFoundError(f"chapter {number} has no version {body.version or body.version_id!r}.")
     await _control(services).choose(book, chapter, found)
+    return await _detail(services, book, number)
+
+
+@router.post(
+    "/{book_id}/chapters/{number}/rewrite",
+    response_model=JobOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={**NOT_FOUND, **QUEUE_FULL},
+)
+async def rewrite(
+    book_id: str, number: Number, body: RewriteIn, services: ServicesDep, tenant: Tenant
+) -> JobOut:
+    """Candidate rewrites of the span [start, end) of the chosen text (a job; its result holds them)."""
+    book = await _book(services, book_id, tenant)
+    await _chapter(services, book, number)
+    chosen = await BookStore(services.db).chosen_text(book.id, number, tenant=tenant)
+    if chosen is None:
+        raise InputError(f"chapter {number} has no chosen text to rewrite yet.")
+    if not body.start < body.end <= len(chosen.text):
+        raise InputError(
+            f"the passage {body.start}-{body.end} is not within the chosen text (0-{len(chosen.text)})."
+        )
+    payload = {"book_id": book.id, "chapter": number, "version_id": chosen.version_id, **body.model_dump()}
+    job, _ = await services.submit(REWRITE_JOB_KIND, payload, priority=7, idempotency_key=None, tenant=tenant)
+    return job_out(job)
+
+
+@router.post(
+    "/{book_id}/chapters/{number}/rewrite/{job_id}/accept",
+    response_model=ChapterDetailOut,
+    responses={**NOT_FOUND, **CONFLICT},
+)
+async def accept_rewrite(
+    book_id: str, number: Number, job_id: str, body: AcceptIn, services: ServicesDep, tenant: Tenant
+) -> ChapterDetailOut:
+    """Make a candidate the chapter's text: a new chosen version; its memory is extracted again
+    (a `novel.remember` job) and the chapters after it become stale."""
+    book = await _book(services, book_id, tenant)
+    chapter = await _chapter(services, book, number)
+    await _control(services).accept_rewrite(book, chapter, job_id, body.candidate)
     return await _detail(services, book, number)
 
 
@@ -333,6 +431,13 @@ async def regenerate(book_id: str, body: RegenerateIn, services: ServicesDep, te
     return run_out(run)
 
 
+@router.get("/{book_id}/eval", response_model=BookEval, responses=NOT_FOUND)
+async def evaluate(book_id: str, services: ServicesDep, tenant: Tenant) -> BookEval:
+    """Quality measures of every chosen chapter and their trend across the book."""
+    book = await _book(services, book_id, tenant)
+    return await book_eval(BookStore(services.db), book.id, tenant=tenant)
+
+
 # -- export ----------------------------------------------------------------------------------------
 
 
@@ -340,7 +445,7 @@ async def regenerate(book_id: str, body: RegenerateIn, services: ServicesDep, te
     "/{book_id}/export",
     responses={
         **NOT_FOUND,
-        200: {"content": {"application/epub+zip": {}, "text/markdown": {}}, "description": "the file"},
+        200: {"content": {t.split(";")[0]: {} for t in MEDIA_TYPES.values()}, "description": "the file"},
     },
     response_class=Response,
 )

@@ -8,12 +8,15 @@ from pydantic import BaseModel, Field, field_validator
 
 from storyloom.api.schemas import JobOut, Priority, Strict
 from storyloom.apps.novel.book.runs import BookRun
+from storyloom.apps.novel.memory import CharacterSheet, MemoryRecord, OpenThread
 from storyloom.apps.novel.outline import MAX_CHAPTERS
 from storyloom.validation import NOT_BLANK_SCHEMA, not_a_bool, not_blank
 
 __all__ = [
+    "AcceptIn",
     "BookCreate",
     "BookCreated",
+    "BookMemoryOut",
     "BookOut",
     "BookVersionOut",
     "ChapterDetailOut",
@@ -22,6 +25,7 @@ __all__ = [
     "ChooseIn",
     "OutlineChapterIn",
     "RegenerateIn",
+    "RewriteIn",
     "RunCreate",
     "RunOut",
     "run_out",
@@ -69,6 +73,12 @@ class BookCreated(BookOut):
     job: JobOut | None
 
 
+class BookMemoryOut(BaseModel):
+    chapters: list[MemoryRecord]
+    open_foreshadowing: list[OpenThread]
+    characters: list[CharacterSheet]
+
+
 class ChapterStateOut(BaseModel):
     number: int
     title: str
@@ -110,6 +120,11 @@ class ChapterTextIn(Strict):
 class OutlineChapterIn(Strict):
     title: str | None = Field(default=None, max_length=300)
     summary: str | None = Field(default=None, max_length=20_000)
+    beats: list[str] | None = Field(default=None, max_length=50)
+    pov: str | None = Field(default=None, max_length=200)
+    target_length: int | None = Field(default=None, ge=100, le=20_000)
+
+    _ints = field_validator("target_length", mode="before")(not_a_bool)
 
 
 class ChooseIn(Strict):
@@ -117,6 +132,26 @@ class ChooseIn(Strict):
     version_id: str | None = Field(default=None, min_length=1, max_length=64)
 
     _ints = field_validator("version", mode="before")(not_a_bool)
+
+
+class RewriteIn(Strict):
+    start: int = Field(ge=0, le=1_000_000, description="first character of the passage in the chosen text")
+    end: int = Field(ge=1, le=1_000_000, description="one past its last character")
+    instruction: str = Field(min_length=1, max_length=2000, json_schema_extra=NOT_BLANK_SCHEMA)
+    candidates: int = Field(default=2, ge=1, le=5)
+
+    _ints = field_validator("start", "end", "candidates", mode="before")(not_a_bool)
+
+    @field_validator("instruction")
+    @classmethod
+    def _blank(cls, v: str) -> str:
+        return not_blank(v, "the instruction")
+
+
+class AcceptIn(Strict):
+    candidate: int = Field(ge=1, le=5, description="the candidate's number (1-based)")
+
+    _ints = field_validator("candidate", mode="before")(not_a_bool)
 
 
 class RunCreate(Strict):

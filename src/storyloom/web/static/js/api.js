@@ -85,7 +85,9 @@ export async function features() {
       const paths = Object.keys((doc && doc.paths) || {});
       const has = (p) => paths.includes(p);
       return {
-        books: paths.some((p) => p.startsWith("/api/books")),
+        books: has("/api/books"),
+        rewrite: has("/api/books/{book_id}/chapters/{number}/rewrite"),
+        bible: has("/api/books/{book_id}/bible"),
         paths,
         has,
       };
@@ -126,7 +128,6 @@ export const acceptRewrite = (id, n, jobId, candidate) =>
   post(`${chapterPath(id, n)}/rewrite/${enc(jobId)}/accept`, { candidate });
 export const getBible = (id) => get(`${book(id)}/bible`);
 export const saveBible = (id, bible) => request("PUT", `${book(id)}/bible`, bible);
-export const getOutline = (id) => get(`${book(id)}/outline`);
 export const saveOutlineChapter = (id, n, chapter) => request("PUT", `${book(id)}/outline/${enc(n)}`, chapter);
 export const startRun = (id, body) => post(`${book(id)}/runs`, body);
 export const listRuns = (id) => get(`${book(id)}/runs`);
@@ -134,7 +135,6 @@ export const getRun = (id, runId) => get(`${book(id)}/runs/${enc(runId)}`);
 export const runAction = (id, runId, action) => post(`${book(id)}/runs/${enc(runId)}/${action}`);
 export const staleChapters = (id) => get(`${book(id)}/stale`);
 export const regenerate = (id, body) => post(`${book(id)}/regenerate`, body);
-export const bookEval = (id) => get(`${book(id)}/eval`);
 
 // The export as a file the browser saves (a plain link could not carry the key).
 export async function downloadExport(id, format) {
@@ -201,7 +201,8 @@ const KINDS = [
   "job.submitted", "job.started", "job.retrying", "job.released", "job.completed", "job.failed",
   "job.cancelled", "run.started", "run.finished", "run.failed", "run.cancelled", "step.started",
   "step.delta", "step.finished", "step.failed", "step.skipped", "step.restored", "step.degraded",
-  "book.progress", "book.waiting", "book.stopped", "book.chapters", "book.chapter_done",
+  "book.progress", "book.waiting", "book.stopped", "book.chapters", "book.chapter_done", "book.planned",
+  "outline.coverage",
 ];
 
 function eventSourceStream(url, after, onEvent, onEnd, onState) {

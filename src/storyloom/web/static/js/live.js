@@ -195,9 +195,9 @@ export function track(jobId, onChange, { onEnd } = {}) {
   };
 }
 
-// What the browser tests read: per job, where the stream resumed and whether anything was
-// skipped or repeated.
+// What the browser tests read: per job, where this page's first stream of it resumed and whether
+// anything was skipped or repeated (a view shown again later in the same page keeps the first).
 function registerStats(jobId, stats) {
   window.__studio = window.__studio || { streams: {} };
-  window.__studio.streams[jobId] = stats;
+  if (!window.__studio.streams[jobId]) window.__studio.streams[jobId] = stats;
 }

@@ -75,13 +75,9 @@ export async function bookSection(project, { onChange }) {
       : h("p.muted", t("stale_none")));
   };
   const drawOutline = async () => {
-    let doc = null;
-    try {
-      doc = await api.getOutline(project.id);
-    } catch (err) {
-      if (err.status !== 404) fail(err);
-    }
-    const chapters = ((doc && (doc.outline || doc).chapters) || []);
+    // The outline is the book's chapter rows (number, title, summary), as the book routes keep it.
+    const rows = await api.listChapters(project.id).catch(() => []);
+    const chapters = rows.map((c) => ({ number: c.index, title: c.title, summary: c.outline }));
     fill(outline, h("h2", t("outline_chapters")), chapters.length
       ? h("ol.outline-list", chapters.map((c) => outlineRow(project, c, async () => { await drawOutline(); await drawStale(); onChange(); })))
       : h("p.muted", t("outline_none")));
@@ -153,7 +149,7 @@ function outlineRow(project, c, saved) {
   const form = h("form.outline-edit", { hidden: true, onsubmit: async (e) => {
     e.preventDefault();
     try {
-      await api.saveOutlineChapter(project.id, c.number, { ...c, title: title.value, summary: summary.value });
+      await api.saveOutlineChapter(project.id, c.number, { title: title.value, summary: summary.value });
       toast(t("project_saved"));
       await saved();
     } catch (err) {
@@ -198,7 +194,7 @@ export function planProgress(jobId, onDone) {
 
 // -- a chapter page: edit the chosen text, rewrite a passage ----------------------------------------
 
-export function chapterEditor(project, chapter, onSaved) {
+export function chapterEditor(project, chapter, onSaved, { rewrite: canRewrite = false } = {}) {
   const text = h("textarea.chapter-edit", { name: "text", rows: 16, "aria-label": t("chapter_text") });
   text.value = chapter.text || "";
   const instruction = h("input", { name: "instruction", placeholder: t("rewrite_placeholder") });
@@ -220,7 +216,9 @@ export function chapterEditor(project, chapter, onSaved) {
       return;
     }
     try {
-      const job = await api.rewritePassage(project.id, chapter.number, { start: range.start, end: range.end, instruction: instruction.value || "—", candidates: 3 });
+      // The server counts characters (code points); the textarea counts UTF-16 units.
+      const points = (i) => Array.from(text.value.slice(0, i)).length;
+      const job = await api.rewritePassage(project.id, chapter.number, { start: points(range.start), end: points(range.end), instruction: instruction.value || "—", candidates: 3 });
       fill(candidates, h("p.muted", t("st_running")));
       stop = track(job.id, () => {}, { onEnd: async () => {
         const done = await api.getJob(job.id);
@@ -255,8 +253,72 @@ export function chapterEditor(project, chapter, onSaved) {
       } catch (err) {
         fail(err);
       }
-    } }, t("save")), selection),
-    h("h3", t("rewrite_title")), h("div.row", h("label", t("rewrite_instruction"), instruction)),
-    h("button.ghost", { type: "button", "data-rewrite": "1", onclick: rewrite }, t("rewrite_go")), candidates);
+    } }, t("save")), canRewrite ? selection : null),
+    canRewrite ? [h("h3", t("rewrite_title")), h("div.row", h("label", t("rewrite_instruction"), instruction)),
+      h("button.ghost", { type: "button", "data-rewrite": "1", onclick: rewrite }, t("rewrite_go")), candidates] : null);
   return { el, stop: () => stop() };
+}
+
+// -- the story bible (world, characters, style) as forms -------------------------------------------
+
+const lines = (v) => (v || []).join("\n");
+const unlines = (v) => v.split("\n").map((x) => x.trim()).filter(Boolean);
+
+export async function storyBibleForm(project, onSaved) {
+  const bible = await api.getBible(project.id);
+  const area = (value, attrs = {}) => {
+    const el = h("textarea", { rows: 3, ...attrs });
+    el.value = value || "";
+    return el;
+  };
+  const input = (value, attrs = {}) => {
+    const el = h("input", attrs);
+    el.value = value || "";
+    return el;
+  };
+  const setting = area(bible.world && bible.world.setting, { name: "world_setting" });
+  const rules = area(lines(bible.world && bible.world.rules), { name: "world_rules" });
+  const style = bible.style || {};
+  const person = input(style.person, { name: "style_person" });
+  const tense = input(style.tense, { name: "style_tense" });
+  const tone = input(style.tone, { name: "style_tone" });
+  const banned = area(lines(style.banned_phrases), { name: "style_banned" });
+  const people = h("div.characters");
+  const addPerson = (c = {}) => {
+    const f = (k, label, value, tag = "input") => {
+      const el = tag === "textarea" ? area(value, { "data-field": k, rows: 2 }) : input(value, { "data-field": k });
+      return h("label", label, el);
+    };
+    const card = h("fieldset.character", { "data-extra": JSON.stringify({ relationships: c.relationships || [] }) },
+      h("legend", c.name || t("bible_characters")),
+      h("div.row", f("name", t("character_name"), c.name), f("role", t("character_role"), c.role)),
+      f("traits", t("character_traits"), (c.traits || []).join(", ")), f("goals", t("character_goals"), c.goals),
+      f("arc", t("character_arc"), c.arc, "textarea"), f("voice", t("character_voice"), c.voice),
+      h("button.ghost", { type: "button", onclick: () => card.remove() }, t("character_remove")));
+    people.append(card);
+  };
+  for (const c of bible.characters || []) addPerson(c);
+  const form = h("form.card.story-bible", { onsubmit: async (e) => {
+    e.preventDefault();
+    const characters = [...people.querySelectorAll("fieldset")].map((fs) => {
+      const v = (k) => fs.querySelector(`[data-field=${k}]`).value.trim();
+      return { ...JSON.parse(fs.dataset.extra), name: v("name"), role: v("role"), goals: v("goals"), arc: v("arc"), voice: v("voice"),
+        traits: v("traits").split(/[,，、]/).map((x) => x.trim()).filter(Boolean) };
+    }).filter((c) => c.name);
+    const next = { ...bible, world: { ...(bible.world || {}), setting: setting.value, rules: unlines(rules.value) }, characters,
+      style: { ...style, person: person.value, tense: tense.value, tone: tone.value, banned_phrases: unlines(banned.value) } };
+    try {
+      await api.saveBible(project.id, next);
+      toast(t("project_saved"));
+      onSaved();
+    } catch (err) {
+      fail(err);
+    }
+  } }, h("h2", t("story_bible")), h("p.small.muted", t("story_bible_help")),
+  h("h3", t("bible_world")), h("label", t("bible_setting"), setting), h("label", t("bible_rules"), rules),
+  h("h3", t("bible_characters")), people, h("button.ghost", { type: "button", onclick: () => addPerson() }, t("character_add")),
+  h("h3", t("bible_style")), h("div.row", h("label", t("style_person"), person), h("label", t("style_tense"), tense), h("label", t("style_tone"), tone)),
+  h("label", t("style_banned"), banned),
+  h("div.actions", h("button.primary", { type: "submit", "data-save-bible": "1" }, t("save"))));
+  return form;
 }

@@ -37,7 +37,10 @@ export async function renderChapter(root, { pid, cid }) {
   const views = { stop: () => {} };
   if (job) {
     const live = liveView(project, chapter, job, async () => {
-      badge.replaceWith(stateBadge(chapterState(await api.getChapter(pid, cid))));
+      const now = await api.getChapter(pid, cid);
+      badge.replaceWith(stateBadge(chapterState(now)));
+      // The job chose a version (the judge's pick): show the page again, with the text's editor.
+      if (now.current_version_id && !chapter.current_version_id) window.dispatchEvent(new HashChangeEvent("hashchange"));
     });
     root.append(live.el);
     views.stop = live.stop;
@@ -45,7 +48,7 @@ export async function renderChapter(root, { pid, cid }) {
   const features = await api.features();
   if (features.books && chapter.current_version_id) {
     const reload = () => window.dispatchEvent(new HashChangeEvent("hashchange"));
-    const editor = chapterEditor(project, await api.bookChapter(pid, chapter.index), reload);
+    const editor = chapterEditor(project, await api.bookChapter(pid, chapter.index), reload, { rewrite: features.rewrite });
     root.append(editor.el);
     const stopLive = views.stop;
     views.stop = () => {
@@ -60,7 +63,7 @@ export async function renderChapter(root, { pid, cid }) {
 // -- the live view -------------------------------------------------------------------------------
 
 function liveView(project, chapter, job, onDone) {
-  const el = h("section.live", { "aria-label": t("chapter", { n: chapter.index }) });
+  const el = h("section.live", { "aria-label": t("chapter", { n: chapter.index }), "data-job": job.id });
   const jobLine = h("div.job-line");
   const status = h("span.badge", statusLabel(job.status));
   const totals = h("span.totals");
@@ -336,14 +339,25 @@ function versionColumn(n) {
   };
 }
 
+// The measures a version has: the chapter flow's own, plus the book's (repetition, continuity)
+// when the novel app measures them; a measure no version has is not shown.
+const MEASURES = [
+  ["m_length", (v) => v.length, fmtNum],
+  ["m_length_score", (v) => v.length_score, String],
+  ["m_quality", (v) => v.quality_score, (x, v) => (v.quality_measured === false ? `${x} (${statusLabel("degraded")})` : String(x))],
+  ["m_repetition", (v) => (v.measures || {}).repetition, (x) => Number(x).toFixed(3)],
+  ["m_continuity", (v) => (v.continuity && v.continuity.length ? v.continuity.length : (v.measures || {}).continuity_issues), String],
+  ["m_issues", (v) => (v.issues || []).length, String],
+  ["m_revise", (v) => v.revise_rounds ?? 0, String],
+];
+
+function shownMeasures(versions) {
+  return MEASURES.filter(([, get]) => versions.some((v) => get(v) !== undefined && get(v) !== null));
+}
+
 function measureList(v) {
   const dl = h("dl.measure-list");
-  const add = (k, val) => dl.append(h("dt", t(k)), h("dd", val));
-  add("m_length", fmtNum(v.length));
-  add("m_length_score", v.length_score ?? "–");
-  add("m_quality", v.quality_measured === false ? `${v.quality_score} (${statusLabel("degraded")})` : v.quality_score ?? "–");
-  add("m_issues", String((v.issues || []).length));
-  add("m_revise", String(v.revise_rounds ?? 0));
+  for (const [key, get, fmt] of shownMeasures([v])) dl.append(h("dt", t(key)), h("dd", fmt(get(v), v)));
   return dl;
 }
 
@@ -375,12 +389,10 @@ function compareView(versions, result) {
   const table = h("table.compare");
   const headRow = h("tr", h("th", t("measures")), ok.map((v) => h("th", t("version", { n: v.index }))));
   const row = (key, f) => h("tr", h("th", { scope: "row" }, t(key)), ok.map((v) => h("td.num", f(v))));
+  const measured = shownMeasures(ok).map(([key, get, fmt]) =>
+    row(key, (v) => (get(v) === undefined || get(v) === null ? "–" : fmt(get(v), v))));
   table.append(h("thead", headRow), h("tbody",
-    row("m_length", (v) => fmtNum(v.length)),
-    row("m_length_score", (v) => String(v.length_score ?? "–")),
-    row("m_quality", (v) => String(v.quality_score ?? "–")),
-    row("m_issues", (v) => String((v.issues || []).length)),
-    row("m_revise", (v) => String(v.revise_rounds ?? 0)),
+    measured,
     row("tokens", (v) => fmtNum(v.usage.prompt_tokens + v.usage.completion_tokens)),
     row("cost", (v) => fmtCost(v.cost_usd)),
     row("m_judge", (v) => (result.chosen === v.index && result.chosen_by === "judge" ? "✓" : "")),

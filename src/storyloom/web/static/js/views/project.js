@@ -3,7 +3,7 @@
 import * as api from "../api.js";
 import { clear, h, toast } from "../dom.js";
 import { t } from "../i18n.js";
-import { bookSection, planProgress } from "./book.js";
+import { bookSection, planProgress, storyBibleForm } from "./book.js";
 import { rewriteForm } from "./chapter.js";
 
 // The book routes' chapter states, in the studio's words.
@@ -47,18 +47,28 @@ export async function renderProject(root, { pid }) {
   };
   await drawChapters();
   const left = h("div", chaptersCard, rewriteForm(project, null));
-  root.append(h("div.page-head", h("h1", project.title)), h("div.two", left, bibleForm(project)));
+  const right = h("div", bibleForm(project));
+  root.append(h("div.page-head", h("h1", project.title)), h("div.two", left, right));
   const stops = [];
   if (features.books) {
     const section = await bookSection(project, { onChange: drawChapters });
     stops.push(section.stop);
     left.append(section.el);
+    const drawBible = async () => {
+      if (!features.bible) return;
+      const form = await storyBibleForm(project, () => { drawChapters(); section.refresh(); }).catch(() => null);
+      const old = right.querySelector(".story-bible");
+      if (form && old) old.replaceWith(form);
+      else if (form) right.append(form);
+    };
+    await drawBible();
     const planJob = sessionStorage.getItem(`storyloom.plan.${pid}`);
     if (planJob) {
       const plan = planProgress(planJob, async () => {
         sessionStorage.removeItem(`storyloom.plan.${pid}`);
         await drawChapters();
         await section.refresh();
+        await drawBible();
       });
       stops.push(plan.stop);
       left.prepend(plan.el);
