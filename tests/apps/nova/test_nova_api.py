@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from storyloom.apps.nova.tools import SEARCH_URL_VARIABLE
 from storyloom.registry import AppRegistry
 from support.api_server import serve_app
 from support.seed_apps import fake_search, finished, settings_worker, worker_settings
@@ -22,9 +21,8 @@ async def _post(
     registry = AppRegistry.discover()
     async with fake_search() as search, serve_app(tmp_path, registry=registry) as served:
         search.mode = mode
-        monkeypatch.setenv(SEARCH_URL_VARIABLE, search.url)
         config = worker_settings(
-            tmp_path, sim.url, search_backend="searxng", search_url=search.url,
+            tmp_path, sim.url, search_backend="sim", search_url=search.url,
             tool_policies={name: {"timeout_s": 0.5, "retries": 1, "backoff_s": 0.05}
                            for name in ("web_search", "xiaohongshu_search", "douyin_search")},
             **settings,

@@ -23,10 +23,11 @@ def _result(run: Any) -> NovaResult:
     return nova_result(run)
 
 
-def _tools() -> list[Any]:
+def _tools(setup: Any) -> list[Any]:
+    """Made where the app runs: the platforms' simulated search is at that process's URL."""
     from storyloom.apps.nova.tools import platform_tools
 
-    return platform_tools()
+    return platform_tools(setup)
 
 
 app: App[NovaInput] = App(
@@ -38,5 +39,5 @@ app: App[NovaInput] = App(
     flow=_flow(),
     result=_result,
     answer_step="write",
-    tools=_tools(),
+    tools=_tools,
 )

@@ -2,44 +2,40 @@
 
 Same input and answer shape as `web_search`, under seed 003's search policy (cache, limits,
 breaker, degraded answer). There is no public API for either platform, so their backend is the
-simulated one: the simulator's `/search` endpoint with `source` set to the platform when
-`STORYLOOM_NOVA_SEARCH_URL` names one (faults and latency like the model simulator), else answers
-generated in process. The URL is read when a call is made, since the app is declared at import.
+simulated search (`POST <url>/search` with `source` set to the platform: latency, quota and faults
+like the model simulator) at the URL where they run: `STORYLOOM_SEARCH_URL` when the search
+backend is `sim`, else the simulator's; answers generated in process when there is neither.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from storyloom.apps.nova.search import DOUYIN_SEARCH, XIAOHONGSHU_SEARCH
 from storyloom.tools import SimSearchBackend, Tool, search_policy, search_tool
+from storyloom.tools.steps import ToolSetup
 
-__all__ = ["SEARCH_URL_VARIABLE", "platform_tools"]
-
-SEARCH_URL_VARIABLE = "STORYLOOM_NOVA_SEARCH_URL"
-
-
-class _PlatformBackend:
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.name = f"sim:{source}"
-
-    async def search(self, query: str, max_results: int) -> list[dict[str, str]]:
-        url = os.environ.get(SEARCH_URL_VARIABLE) or None
-        return await SimSearchBackend(url, source=self.source).search(query, max_results)
+__all__ = ["platform_tools", "platform_url"]
 
 
-def platform_tools() -> list[Tool[Any]]:
+def platform_url(setup: ToolSetup) -> str | None:
+    settings = setup.settings
+    if settings is not None and settings.search_backend == "sim" and settings.search_url:
+        return settings.search_url
+    return setup.sim_url
+
+
+def platform_tools(setup: ToolSetup) -> list[Tool[Any]]:
+    url = platform_url(setup)
     return [
         search_tool(
-            _PlatformBackend("xiaohongshu"),
+            SimSearchBackend(url, source="xiaohongshu"),
             name=XIAOHONGSHU_SEARCH,
             description="Search Xiaohongshu (小红书) notes: titles, links and snippets of the top notes.",
             policy=search_policy(),
         ),
         search_tool(
-            _PlatformBackend("douyin"),
+            SimSearchBackend(url, source="douyin"),
             name=DOUYIN_SEARCH,
             description="Search Douyin (抖音) videos: titles, links and descriptions of the top videos.",
             policy=search_policy(),
