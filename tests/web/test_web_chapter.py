@@ -85,6 +85,9 @@ def test_a_book_from_premise_to_epub(studio: Studio, page: Any) -> None:
     page.wait_for_selector("article.version[data-version='3']")
     assert _stream(page, job_id)["restoredSeq"] >= seq_before > 0  # back from its snapshot
     page.wait_for_selector(".compare-section", timeout=60_000)
+    # The judge's pick is chosen by the job: the page shows itself again with the text's editor.
+    page.wait_for_selector("textarea.chapter-edit")
+    page.wait_for_selector(".stream[data-version='3'][data-streamed-matches]")
     after = _stream(page, job_id)
     assert after["firstSeq"] == after["restoredSeq"] + 1, after  # resumed, not replayed
     assert after["gaps"] == 0 and after["repeats"] == 0, after
