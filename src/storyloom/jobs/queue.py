@@ -94,10 +94,12 @@ class JobQueue:
         depends_on: str | None = None,
         max_attempts: int = 3,
         caps: TenantCaps | None = None,
+        traceparent: str | None = None,
     ) -> Job:
         """Enqueue a job. The same (tenant, idempotency_key) returns the first job, even under races.
 
-        `caps`: the tenant's own limits, checked atomically with the insert (`TenantLimitError`)."""
+        `caps`: the tenant's own limits, checked atomically with the insert (`TenantLimitError`).
+        `traceparent`: the submission's trace (storyloom.tracing), kept in its `job.submitted`."""
         if not 0 <= priority <= 9:
             raise InputError(f"priority must be between 0 and 9, got {priority}.")
         if max_attempts < 1:
@@ -128,14 +130,14 @@ class JobQueue:
         # Followed from before its first commit: the client that submits it asks for its stream next.
         early = self.hub.expect(job_id) if self.hub is not None else None
         try:
-            job, created = await self._intake.submit(row, caps)
+            job, created = await self._intake.submit(row, caps, traceparent=traceparent)
         except BaseException:
             if early is not None:
                 early.close()
             raise
         if early is not None and self.hub is not None:
             if created:
-                self.hub.keep(job, early, StoredEvent(id=0, **submitted_event(row)))
+                self.hub.keep(job, early, StoredEvent(id=0, **submitted_event(row, traceparent)))
             else:
                 early.close()
         if created:

@@ -49,7 +49,14 @@ from storyloom.llm.ledger import CallRecord, Ledger, PriceTable
 from storyloom.llm.metrics import gateway_metrics
 from storyloom.llm.retry import backoff_s, is_retryable, outcome_kind, refunds_all
 from storyloom.llm.tokens import estimate_message_tokens
-from storyloom.llm.types import ChatRequest, ChatResult, DeltaCallback, Usage
+from storyloom.llm.types import (
+    ChatRequest,
+    ChatResult,
+    DeltaCallback,
+    EmbeddingRequest,
+    EmbeddingResult,
+    Usage,
+)
 
 __all__ = ["Gateway"]
 
@@ -166,6 +173,67 @@ class Gateway:
             if scope_hold is not None:
                 holds.append(scope_hold)
         return holds
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        """Vectors through the same admission, shared limits (one request + the inputs' tokens),
+        retries and ledger as chat calls; no fallback (another model's vectors would not compare)."""
+        if self._renewer is None:
+            self._renewer = asyncio.create_task(self._renew_forever(), name="llm-lease-renewer")
+        cfg, meta = self.config, request.meta
+        deps = {d.name: d for d in self._deployments_of(request.model)}
+        queue = self._queue(request.model)
+        cost = float(sum(estimate_message_tokens([{"content": t}]) for t in request.inputs))
+        give_up_at = time.monotonic() + cfg.retry_budget_s
+        attempt = 0
+        while True:
+            admitted = await queue.admit(meta.tenant, meta.priority, cost, meta.deadline_s)
+            dep = deps[admitted.grant.deployment]
+            ask, grant = self._ask(dep), admitted.grant
+            attempt += 1
+            self._held[grant.lease_id] = (dep.name,)
+            self.metrics.in_flight.labels(dep.name).inc()
+            try:
+                result = await self._client(dep).embed(
+                    request, provider_model=dep.provider_model, total_timeout_s=dep.total_timeout_s
+                )
+            except ProviderError as exc:
+                await self._release(
+                    dep, ask, grant, Outcome(outcome_kind(exc), int(cost), 0, exc.retry_after_s)
+                )
+                self._after_failure(dep, exc)
+                delay = backoff_s(
+                    attempt, exc.retry_after_s, base_s=cfg.backoff_base_s, max_s=cfg.backoff_max_s
+                )
+                if (
+                    not is_retryable(exc)
+                    or attempt >= cfg.max_attempts
+                    or time.monotonic() + delay > give_up_at
+                ):
+                    raise
+                self.counts["retries"] += 1
+                await asyncio.sleep(delay)
+                continue
+            except BaseException:
+                self._spawn(self._release(dep, ask, grant, Outcome("neutral")))
+                raise
+            await self._release(dep, ask, grant, Outcome("ok", int(cost), result.usage.prompt_tokens))
+            result.attempts, result.deployment = attempt, dep.name
+            result.cost_usd = self.ledger.prices.cost(result.usage, dep.provider_model, request.model)
+            self.ledger.record(
+                CallRecord(
+                    meta.tenant,
+                    meta.job_id,
+                    meta.step,
+                    request.model,
+                    dep.name,
+                    result.usage,
+                    result.cost_usd,
+                    False,
+                )
+            )
+            self.metrics.tokens.labels(request.model, meta.tenant, "prompt").inc(result.usage.prompt_tokens)
+            self.metrics.cost.labels(request.model, meta.tenant).inc(result.cost_usd)
+            return result
 
     async def _reserve_budget(
         self,
@@ -476,6 +544,10 @@ class Gateway:
                         self.metrics.breaker_opens.labels(name).set(st["br"].get("opens", 0))
             except ProviderError as exc:
                 log.warning("llm lease renewal failed: %s", exc)
+
+    def forget_job(self, job_id: str) -> None:
+        """The job's run in this process ended: drop its per-job and per-step ledger totals."""
+        self.ledger.forget_job(job_id)
 
     async def aclose(self) -> None:
         if self._closed:

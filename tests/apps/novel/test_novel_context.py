@@ -124,3 +124,39 @@ async def test_chapter_request_reads_memory_when_called(tmp_path: Path) -> None:
         assert "Mara" not in stranger.input.book_context and stranger.previous_summary is None
     finally:
         await db.close()
+
+
+def test_a_chinese_context_stays_within_budget() -> None:
+    from storyloom.apps.novel.bible import StoryBible as Bible
+
+    bible = Bible(
+        language="zh", premise="少年林凡学剑。" * 200, characters=[BibleCharacter(name="林凡", role="主角")]
+    )
+    outline = BookOutline(
+        chapters=[
+            OutlineChapter(number=k, title=f"第{k}章", summary="林凡下山历练。" * 20) for k in range(1, 201)
+        ]
+    )
+    memory = [
+        MemoryRecord(
+            id=str(k),
+            project_id="p",
+            chapter_id=str(k),
+            number=k,
+            version_id=None,
+            revision=1,
+            memory=ChapterMemory(summary="林凡与师兄比剑，胜负未分。" * 10),
+            created_at=0.0,
+        )
+        for k in range(1, 200)
+    ]
+    pack = build_context(
+        bible,
+        outline,
+        memory,
+        200,
+        previous_text="林凡收剑入鞘。" * 500,
+        budget=ContextBudget(total_tokens=1500),
+    )
+    assert pack.tokens <= 1500 and "【本章大纲】" in pack.render() and "林凡" in pack.section("characters")
+    assert pack.section("seam").endswith("林凡收剑入鞘。")

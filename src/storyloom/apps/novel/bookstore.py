@@ -63,6 +63,7 @@ class ChosenText(BaseModel):
     version_id: str
     text: str
     summary: str | None = None
+    scores: dict[str, Any] = {}
 
 
 def _id() -> str:
@@ -258,6 +259,14 @@ class BookStore:
         self, project_id: str, number: int, *, tenant: str = "default"
     ) -> ChosenText | None:
         """Chapter `number`'s chosen version as it is now (None: not written or not chosen)."""
+        found = await self._chosen(project_id, tenant, number)
+        return found[0] if found else None
+
+    async def chosen_versions(self, project_id: str, *, tenant: str = "default") -> list[ChosenText]:
+        """Every chapter's chosen version, in chapter order."""
+        return await self._chosen(project_id, tenant, None)
+
+    async def _chosen(self, project_id: str, tenant: str, number: int | None) -> list[ChosenText]:
         query = (
             sa.select(
                 chapters.c.id,
@@ -265,20 +274,28 @@ class BookStore:
                 chapters.c.summary,
                 chapter_versions.c.id.label("vid"),
                 chapter_versions.c.text,
+                chapter_versions.c.scores,
             )
             .join(projects, projects.c.id == chapters.c.project_id)
             .join(chapter_versions, chapter_versions.c.id == chapters.c.current_version_id)
-            .where(
-                chapters.c.project_id == project_id, chapters.c.index == number, projects.c.tenant == tenant
-            )
+            .where(chapters.c.project_id == project_id, projects.c.tenant == tenant)
+            .order_by(chapters.c.index)
         )
+        if number is not None:
+            query = query.where(chapters.c.index == number)
         async with self._db.read() as conn:
-            row = (await conn.execute(query)).first()
-        if row is None:
-            return None
-        return ChosenText(
-            chapter_id=row.id, number=row.index, version_id=row.vid, text=row.text, summary=row.summary
-        )
+            rows = list(await conn.execute(query))
+        return [
+            ChosenText(
+                chapter_id=r.id,
+                number=r.index,
+                version_id=r.vid,
+                text=r.text,
+                summary=r.summary,
+                scores=dict(r.scores or {}),
+            )
+            for r in rows
+        ]
 
     # -- memory ---------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ __all__ = [
     "ContinuityIssue",
     "DeadCharacter",
     "agent_issues",
+    "check",
     "continuity_task",
     "rule_checks",
     "verified",
@@ -35,7 +36,8 @@ _SPEECH = re.compile(
     r"[“\"「『]|\b(said|says|asked|asks|replied|shouted|whispered|laughed|nodded|walked|smiled)\b|说|道|问|喊|笑|点头|走"
 )
 _MEMORY = re.compile(
-    r"\b(remember\w*|memor\w+|recall\w*|ghost|grave|corpse|body|dream\w*|late|mourn\w*|funeral|once)\b|回忆|想起|记得|遗言|坟|尸|梦|生前|曾经|悼",
+    r"\b(remember\w*|memor\w+|recall\w*|ghost|grave|corpse|body|dream\w*|mourn\w*|funeral)\b|\bthe late\b"
+    r"|回忆|想起|记得|遗言|坟|尸|梦|生前|曾经|悼",
     re.I,
 )
 _TRAVEL = re.compile(
@@ -215,4 +217,19 @@ def agent_issues(answer: Any, text: str) -> list[ContinuityIssue]:
     )
 
 
-AgentIssues = _AgentIssues
+async def check(call: Any, req: Any, text: str, plan: Any = None) -> list[ContinuityIssue]:
+    """Rule checks, then the continuity agent (same shared prompt prefix as the chapter's other
+    agents); an agent that cannot answer adds nothing and is recorded as degraded on `call.run`."""
+    from storyloom.agents import ask_json
+    from storyloom.apps.novel import prompts
+
+    inp = req.input
+    lang = "zh" if inp.language == "zh" else "en"
+    found = rule_checks(text, req.continuity, lang)
+    shared = prompts.shared_part(inp, req.previous_summary, plan)
+    role = prompts.role_line("continuity", lang)
+    messages = prompts.layout(lang, shared, f"{role}\n\n{continuity_task(text, req.continuity, lang)}")
+    empty = _AgentIssues()
+    answer = await ask_json(call, messages, _AgentIssues, default=lambda: empty)
+    seen = {i.evidence for i in found}
+    return [*found, *(i for i in agent_issues(answer, text) if i.evidence not in seen)]

@@ -453,11 +453,13 @@ def register(app: typer.Typer) -> None:
         database_url: str | None = _DATABASE_URL,
     ) -> None:
         """Quality measures of every chosen chapter and their trend across the book."""
-        from storyloom.apps.novel.book.evaluate import book_quality
         from storyloom.apps.novel.book.view import find_book
+        from storyloom.apps.novel.bookstore import BookStore
+        from storyloom.apps.novel.quality import book_eval
 
         async def action(local: Local) -> dict[str, Any]:
-            return await book_quality(local.db, await find_book(local.db, book, tenant=tenant))
+            found = await find_book(local.db, book, tenant=tenant)
+            return (await book_eval(BookStore(local.db), found.id, tenant=tenant)).model_dump(mode="json")
 
         doc = _run(_settings(data_dir, database_url), action)
         if as_json:

@@ -21,7 +21,7 @@ from storyloom.apps.novel.chapter import run_chapter
 from storyloom.apps.novel.context import chapter_request
 from storyloom.apps.novel.memory import remember_chapter
 from storyloom.apps.novel.models import ChapterResult
-from storyloom.apps.novel.projects import NewVersion, ProjectStore
+from storyloom.apps.novel.projects import NewVersion, ProjectStore, versions_from_result
 from storyloom.errors import AllVersionsFailedError, BudgetExceededError, InputError
 from storyloom.jobs.usage import job_usage
 from storyloom.runner import AppJob
@@ -44,24 +44,21 @@ def _budget_refusal(exc: BaseException) -> bool:
 
 
 def _versions(result: ChapterResult) -> list[NewVersion]:
+    """The stored candidates (the data layer's scores and quality measures), plus what the book
+    runner reads back: each version's summary (the chapter's when it is chosen), target and cost."""
+    stored, _ = versions_from_result(result.model_dump(mode="json"))
+    by_index = {v.index: v for v in result.versions if v.ok}
     out = []
-    for position, v in enumerate(result.versions, start=1):
-        if not v.ok:
-            continue
-        scores = {
-            "quality_score": v.quality_score,
-            "quality_measured": v.quality_measured,
-            "length": v.length,
-            "length_score": v.length_score,
+    for version in stored:
+        own = by_index.get(version.index)
+        extra = {
+            "summary": own.summary if own else "",
             "target_length": result.target_length,
-            "issues": v.issues,
-            "style_hint": v.style_hint,
-            "summary": v.summary,
-            "judge_pick": position == result.chosen,
-            "cost_usd": v.cost_usd,
-            "degraded": v.degraded,
+            "cost_usd": own.cost_usd if own else 0.0,
+            "degraded": own.degraded if own else [],
+            "quality_measured": own.quality_measured if own else False,
         }
-        out.append(NewVersion(index=v.index, text=v.text, scores=scores))
+        out.append(NewVersion(index=version.index, text=version.text, scores={**version.scores, **extra}))
     return out
 
 

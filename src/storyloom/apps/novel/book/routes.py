@@ -16,7 +16,7 @@ from storyloom.api.schemas import JobOut
 from storyloom.api.services import Services
 from storyloom.apps.novel.bible import StoryBible
 from storyloom.apps.novel.book.control import BookControl
-from storyloom.apps.novel.book.export import export_book
+from storyloom.apps.novel.book.export import MEDIA_TYPES, export_book
 from storyloom.apps.novel.book.plan import PLAN_JOB_KIND
 from storyloom.apps.novel.book.rewrite import REWRITE_JOB_KIND
 from storyloom.apps.novel.book.runs import BookRun, Chooser
@@ -39,11 +39,12 @@ from storyloom.apps.novel.book.schemas import (
     RunOut,
     run_out,
 )
-from storyloom.apps.novel.book.view import ChapterState, chapter_states, numbered_versions
+from storyloom.apps.novel.book.view import ChapterState, book_summary, chapter_states, numbered_versions
 from storyloom.apps.novel.bookstore import BookStore
 from storyloom.apps.novel.length import count_length
 from storyloom.apps.novel.outline import BookOutline, OutlineChapter
 from storyloom.apps.novel.projects import Chapter, Project, ProjectStore
+from storyloom.apps.novel.quality import BookEval, book_eval
 from storyloom.errors import InputError
 
 __all__ = ["router"]
@@ -90,17 +91,17 @@ def _state_out(c: ChapterState) -> ChapterStateOut:
 
 
 async def _book_out(services: Services, book: Project) -> BookOut:
-    states = await chapter_states(services.db, book)
+    summary = await book_summary(services.db, book.id)
     return BookOut(
         id=book.id,
         title=book.title,
         premise=book.premise,
         language=book.language,
         genre=book.genre,
-        chapters=len(states),
-        written=sum(1 for c in states if c.chosen_version is not None),
-        stale=sum(1 for c in states if c.state == "stale"),
-        cost_usd=round(sum(c.cost_usd for c in states), 8),
+        chapters=summary.chapters,
+        written=summary.written,
+        stale=summary.stale,
+        cost_usd=summary.cost_usd,
         created_at=book.created_at,
         updated_at=book.updated_at,
     )
@@ -430,6 +431,13 @@ async def regenerate(book_id: str, body: RegenerateIn, services: ServicesDep, te
     return run_out(run)
 
 
+@router.get("/{book_id}/eval", response_model=BookEval, responses=NOT_FOUND)
+async def evaluate(book_id: str, services: ServicesDep, tenant: Tenant) -> BookEval:
+    """Quality measures of every chosen chapter and their trend across the book."""
+    book = await _book(services, book_id, tenant)
+    return await book_eval(BookStore(services.db), book.id, tenant=tenant)
+
+
 # -- export ----------------------------------------------------------------------------------------
 
 
@@ -437,7 +445,7 @@ async def regenerate(book_id: str, body: RegenerateIn, services: ServicesDep, te
     "/{book_id}/export",
     responses={
         **NOT_FOUND,
-        200: {"content": {"application/epub+zip": {}, "text/markdown": {}}, "description": "the file"},
+        200: {"content": {t.split(";")[0]: {} for t in MEDIA_TYPES.values()}, "description": "the file"},
     },
     response_class=Response,
 )

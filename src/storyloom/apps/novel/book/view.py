@@ -6,15 +6,20 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import sqlalchemy as sa
+
 from storyloom.apps.novel.book.runs import BookRunStore, RunStatus
 from storyloom.apps.novel.book.staleness import StalenessStore
+from storyloom.apps.novel.book.tables import chapter_staleness
 from storyloom.apps.novel.length import count_length
 from storyloom.apps.novel.projects import Chapter, ChapterVersion, Project, ProjectStore
+from storyloom.apps.novel.tables import chapter_versions, chapters
 from storyloom.errors import NotFoundError
 from storyloom.jobs.usage import job_usage
 from storyloom.store.database import Database
+from storyloom.store.schema import usage
 
-__all__ = ["ChapterState", "chapter_states", "find_book", "numbered_versions"]
+__all__ = ["BookSummary", "ChapterState", "book_summary", "chapter_states", "find_book", "numbered_versions"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,16 +67,38 @@ def numbered_versions(versions: list[ChapterVersion]) -> list[tuple[int, Chapter
     return list(enumerate(versions, start=1))
 
 
+async def _versions_of_book(db: Database, book_id: str) -> dict[str, list[ChapterVersion]]:
+    """Every version of the book's chapters in one query, by chapter id, in the order written."""
+    query = (
+        sa.select(chapter_versions)
+        .join(chapters, chapters.c.id == chapter_versions.c.chapter_id)
+        .where(chapters.c.project_id == book_id)
+        .order_by(chapter_versions.c.created_at, chapter_versions.c.index)
+    )
+    out: dict[str, list[ChapterVersion]] = {}
+    async with db.read() as conn:
+        for row in await conn.execute(query):
+            m = row._mapping
+            version = ChapterVersion(**{name: m[name] for name in ChapterVersion.__slots__})
+            out.setdefault(version.chapter_id, []).append(version)
+    return out
+
+
 async def chapter_states(db: Database, book: Project, *, with_text: bool = False) -> list[ChapterState]:
+    """A handful of queries whatever the number of chapters (a 500-chapter book lists fast)."""
     store = ProjectStore(db)
     stale = await StalenessStore(db).of_book(book.id)
     writing = {r.chapter for r in await BookRunStore(db).active(book.id) if r.status is RunStatus.RUNNING}
-    chapters: list[Chapter] = await store.list_chapters(book.id)
+    rows: list[Chapter] = await store.list_chapters(book.id)
+    by_chapter = await _versions_of_book(db, book.id)
+    job_ids = sorted({v.job_id for vs in by_chapter.values() for v in vs if v.job_id})
+    spent = await job_usage(db, job_ids)
+    language = "en" if book.language == "en" else "zh"
     out: list[ChapterState] = []
-    for chapter in chapters:
-        versions = await store.list_versions(chapter.id)
-        job_ids = sorted({v.job_id for v in versions if v.job_id})
-        cost = sum(u.cost_usd for u in (await job_usage(db, job_ids)).values()) if job_ids else 0.0
+    for chapter in rows:
+        versions = by_chapter.get(chapter.id, [])
+        ids = {v.job_id for v in versions if v.job_id}
+        cost = sum(spent[j].cost_usd for j in ids if j in spent)
         chosen = next(((n, v) for n, v in numbered_versions(versions) if v.chosen), None)
         flags = stale.get(chapter.index)
         if flags is not None and flags.stale_reason:
@@ -85,7 +112,6 @@ async def chapter_states(db: Database, book: Project, *, with_text: bool = False
         else:
             state = "outlined"
         text = chosen[1].text if chosen is not None else None
-        language = "en" if book.language == "en" else "zh"
         out.append(
             ChapterState(
                 number=chapter.index,
@@ -103,3 +129,36 @@ async def chapter_states(db: Database, book: Project, *, with_text: bool = False
             )
         )
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class BookSummary:
+    chapters: int
+    written: int
+    stale: int
+    cost_usd: float
+
+
+async def book_summary(db: Database, book_id: str) -> BookSummary:
+    """Counts and cost of a book in four aggregate queries (the book list shows many)."""
+    n_chapters = sa.select(sa.func.count()).select_from(chapters).where(chapters.c.project_id == book_id)
+    n_written = n_chapters.where(chapters.c.current_version_id.is_not(None))
+    n_stale = (
+        sa.select(sa.func.count())
+        .select_from(chapter_staleness)
+        .where(chapter_staleness.c.book_id == book_id, chapter_staleness.c.stale_reason.is_not(None))
+    )
+    job_ids = (
+        sa.select(chapter_versions.c.job_id)
+        .join(chapters, chapters.c.id == chapter_versions.c.chapter_id)
+        .where(chapters.c.project_id == book_id, chapter_versions.c.job_id.is_not(None))
+        .distinct()
+    )
+    cost = sa.select(sa.func.coalesce(sa.func.sum(usage.c.cost_usd), 0.0)).where(usage.c.job_id.in_(job_ids))
+    async with db.read() as conn:
+        return BookSummary(
+            chapters=int(await conn.scalar(n_chapters) or 0),
+            written=int(await conn.scalar(n_written) or 0),
+            stale=int(await conn.scalar(n_stale) or 0),
+            cost_usd=round(float(await conn.scalar(cost) or 0.0), 8),
+        )
