@@ -56,8 +56,11 @@ def test_a_book_from_premise_to_epub(studio: Studio, page: Any) -> None:
     page.click(".outline-row[data-number='1'] button[type=submit]")
     page.wait_for_selector(".outline-row[data-number='1'] strong:has-text('The Ferry at Dawn')")
 
+    # The chapter list is drawn again with the new title; then open the chapter.
+    page.wait_for_selector(".chapter-row[data-index='1'] a:has-text('The Ferry at Dawn')")
     page.click(".chapter-row[data-index='1'] a")
-    page.wait_for_selector(".write-form")
+    page.wait_for_url("**/chapters/**")
+    page.wait_for_selector(".write-form h2:has-text('Write new versions')")
     assert page.input_value(".write-form textarea[name=outline]")  # the outline's summary
     page.fill(".write-form input[name=versions]", "3")
     page.fill(".write-form input[name=target_length]", "300")
