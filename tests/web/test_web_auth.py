@@ -4,6 +4,7 @@ cannot send an Authorization header)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -72,11 +73,16 @@ def test_a_member_signs_in_works_and_streams_with_the_key(authed: tuple[Studio, 
 def test_an_admin_sees_operations_and_retries_a_job(authed: tuple[Studio, str, str], page: Any) -> None:
     studio, _, admin = authed
     auth = {"Authorization": f"Bearer {admin}"}
-    r = httpx.post(
-        f"{studio.url}/api/apps/haiku/jobs", json={"input": {"topic": "x"}, "priority": 9}, headers=auth
-    )
-    job_id = r.json()["id"]
+    # A chapter job (seconds of work) cancelled at once: it cannot have finished first.
+    body = {
+        "novel_input": {"overall_outline": "A courier.", "chapter_outline": "Lin waits.", "language": "en"}
+    }
+    job_id = httpx.post(f"{studio.url}/api/novel/generate", json=body, headers=auth).json()["task_id"]
     httpx.delete(f"{studio.url}/api/jobs/{job_id}", headers=auth)
+    for _ in range(100):
+        if httpx.get(f"{studio.url}/api/jobs/{job_id}", headers=auth).json()["status"] == "cancelled":
+            break
+        time.sleep(0.2)
     _sign_in(page, studio.url, admin)
     page.click("nav a[href='#/ops']")
     page.wait_for_selector(".jobs table")

@@ -56,8 +56,11 @@ def test_a_book_from_premise_to_epub(studio: Studio, page: Any) -> None:
     page.click(".outline-row[data-number='1'] button[type=submit]")
     page.wait_for_selector(".outline-row[data-number='1'] strong:has-text('The Ferry at Dawn')")
 
+    # The chapter list is drawn again with the new title; then open the chapter.
+    page.wait_for_selector(".chapter-row[data-index='1'] a:has-text('The Ferry at Dawn')")
     page.click(".chapter-row[data-index='1'] a")
-    page.wait_for_selector(".write-form")
+    page.wait_for_url("**/chapters/**")
+    page.wait_for_selector(".write-form h2:has-text('Write new versions')")
     assert page.input_value(".write-form textarea[name=outline]")  # the outline's summary
     page.fill(".write-form input[name=versions]", "3")
     page.fill(".write-form input[name=target_length]", "300")
@@ -85,6 +88,9 @@ def test_a_book_from_premise_to_epub(studio: Studio, page: Any) -> None:
     page.wait_for_selector("article.version[data-version='3']")
     assert _stream(page, job_id)["restoredSeq"] >= seq_before > 0  # back from its snapshot
     page.wait_for_selector(".compare-section", timeout=60_000)
+    # The judge's pick is chosen by the job: the page shows itself again with the text's editor.
+    page.wait_for_selector("textarea.chapter-edit")
+    page.wait_for_selector(".stream[data-version='3'][data-streamed-matches]")
     after = _stream(page, job_id)
     assert after["firstSeq"] == after["restoredSeq"] + 1, after  # resumed, not replayed
     assert after["gaps"] == 0 and after["repeats"] == 0, after

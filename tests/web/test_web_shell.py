@@ -37,8 +37,12 @@ def test_the_browsers_language_by_default_and_a_switch(studio: Studio, browser: 
 def test_keyboard_reaches_the_navigation_and_the_forms(studio: Studio, page: Any) -> None:
     page.goto(studio.url + "/")
     page.wait_for_selector(".new-project")
+    # A route change moves focus to the content (main); from the top of the page (the skip link),
+    # Tab walks the header, then the forms.
+    assert page.evaluate("() => document.activeElement.id") == "view"
+    page.focus("a.skip")
     focused = []
-    for _ in range(12):
+    for _ in range(14):
         page.keyboard.press("Tab")
         focused.append(
             page.evaluate("() => document.activeElement.getAttribute('href') || document.activeElement.name")
@@ -46,6 +50,8 @@ def test_keyboard_reaches_the_navigation_and_the_forms(studio: Studio, page: Any
     assert "#/apps" in focused and "title" in focused and "premise" in focused
     page.focus(".new-project input[name=title]")
     page.keyboard.type("Keyboard only")
+    page.keyboard.press("Tab")
+    page.keyboard.type("A book written without a mouse.")
     page.focus(".new-project button[type=submit]")
     page.keyboard.press("Enter")
     page.wait_for_selector("form.bible")

@@ -20,7 +20,7 @@ export async function renderProjects(root) {
 function newProjectForm(books) {
   const book = books ? bookFields() : null;
   const title = h("input", { name: "title", required: true, maxlength: 300 });
-  const premise = h("textarea", { name: "premise", rows: 5, maxlength: 20000 });
+  const premise = h("textarea", { name: "premise", rows: 5, maxlength: 20000, required: Boolean(books) });
   const genre = h("input", { name: "genre", maxlength: 100 });
   const language = h("select", { name: "language" },
     h("option", { value: "zh", selected: getLang() === "zh" }, "中文"),
