@@ -16,7 +16,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -371,9 +371,17 @@ class JobQueue:
 
     async def complete(self, job_id: str, worker_id: str, result: dict[str, Any]) -> bool:
         """Mark completed (with the terminal event, atomically). False: the lease was lost."""
-        now = time.time()
+        if not await self.db.transaction(self.completion(job_id, worker_id, result)):
+            return False
+        self.completed()
+        return True
 
-        params = {"job_id": job_id, "owner": worker_id, "now": now, "result": result}
+    def completion(
+        self, job_id: str, worker_id: str, result: dict[str, Any]
+    ) -> Callable[[AsyncConnection], Awaitable[bool]]:
+        """`complete`'s transaction, for a writer that commits it with other rows (the worker's
+        group commit, with the job's last events); call `completed()` once it has committed."""
+        params = {"job_id": job_id, "owner": worker_id, "now": time.time(), "result": result}
 
         async def tx(conn: AsyncConnection) -> bool:
             if not (await conn.execute(_COMPLETE, params)).rowcount:
@@ -381,10 +389,11 @@ class JobQueue:
             await append_event(conn, job_id, "job.completed", {})
             return True
 
-        if not await self.db.transaction(tx):
-            return False
+        return tx
+
+    def completed(self) -> None:
+        """A completion committed: wake this process's hub."""
         self._wake()
-        return True
 
     async def fail(
         self, job_id: str, worker_id: str, error: str, *, retryable: bool = True
