@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     # (`*` for any); empty: same origin only, no CORS headers at all.
     tenant_limits: str | None = None
     cors_origins: str = ""
+    # The SSE limiter (api/stream_gate.py): open event streams per API process, and per tenant in
+    # each process for tenants whose limits name no max_streams; beyond either a stream queues.
+    sse_max_streams: int | None = Field(default=None, ge=1)
+    sse_max_streams_per_tenant: int | None = Field(default=None, ge=1)
 
     data_dir: Path = Path("./storyloom-data")
     database_url: str | None = None
@@ -115,10 +119,30 @@ class Settings(BaseSettings):
     # udp://host:port[,…] of the API processes' event hubs, woken by workers after each commit
     # (`storyloom serve` sets it for the workers it starts; see jobs/wake.py).
     event_wake_url: str | None = None
+    # Wake-ups across machines (jobs/hub.py): redis://host:6379/0 for Redis pub/sub; unset or
+    # poll://: polling (plus the UDP wake-ups above on one machine). The database stays the truth.
+    event_hub_url: str | None = None
     # Streamed text becomes step.delta events every 50 ms, stretched (up to the max interval) when
     # so many steps of one worker process stream at once that they would emit more than this.
     delta_events_per_s: float = Field(default=400.0, gt=0)
     delta_max_interval_s: float = Field(default=0.5, ge=0.05, le=5.0)
+
+    # Tools (storyloom.tools). web_search's backend: sim (the simulator's search, default), searxng,
+    # tavily or brave, at STORYLOOM_SEARCH_URL with STORYLOOM_SEARCH_API_KEY. Per-tool policy
+    # overrides: STORYLOOM_TOOL_POLICIES='{"web_search": {"calls_per_minute": 100, "cache_ttl_s": 600}}'.
+    # Their shared limits: STORYLOOM_TOOLS_LIMITS_URL, else the gateway's limits store (Redis, or
+    # data_dir/llm-limits.db). MCP servers: STORYLOOM_MCP_SERVERS (JSON/YAML text or a file's path).
+    search_backend: Literal["sim", "searxng", "tavily", "brave"] = "sim"
+    search_url: str | None = None
+    search_api_key: str | None = None
+    tool_policies: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    tools_limits_url: str | None = None
+    mcp_servers: str | None = None
+
+    # OpenTelemetry (the `otel` extra; storyloom.tracing): an OTLP/HTTP collector, e.g.
+    # http://collector:4318; unset: no traces. Each process reports as this service name.
+    otel_endpoint: str | None = None
+    otel_service_name: str = "storyloom"
 
     sim_seed: int = 42
     log_level: str = "INFO"

@@ -16,6 +16,8 @@ from typing import Any
 
 import structlog
 
+from storyloom.tracing import trace_ids
+
 __all__ = ["configure_logging", "get_logger", "redact"]
 
 _KEY = re.compile(r"(slk_[0-9a-f]{12})_[A-Za-z0-9_\-]+")
@@ -85,6 +87,7 @@ def configure_logging(
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            trace_ids,  # trace_id / span_id while a span is current (storyloom.tracing)
             *([add_static] if fixed else []),
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -113,6 +113,8 @@ async def test_max_streams_per_tenant_and_a_closed_stream_gives_its_slot_back(tm
             assert held.status_code == 200
             second = await served.client.get(path, headers=alice)
             _assert_limited(second, "max_streams 1")
+            token = second.json()["queue_token"]  # a place in the stream queue (api/stream_gate.py)
+            assert second.json()["queue_position"] == 1
             before = (await served.queue.stats()).queued
             refused = await served.client.post(
                 "/api/novel/generate/stream", json={"novel_input": novel_input()}, headers=alice
@@ -123,8 +125,10 @@ async def test_max_streams_per_tenant_and_a_closed_stream_gives_its_slot_back(tm
                 assert other.status_code == 200  # another tenant's streams are its own
         # The server notices the close at its next write (a heartbeat); then the slot is free.
         deadline = time.monotonic() + 10
-        while True:
-            async with served.client.stream("GET", path, headers=alice) as again:
+        while True:  # with its token: a client without one would queue behind it
+            async with served.client.stream(
+                "GET", path, headers=alice, params={"queue_token": token}
+            ) as again:
                 if again.status_code == 200:
                     break
             assert time.monotonic() < deadline, "the closed stream's slot was never given back"

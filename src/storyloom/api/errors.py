@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
 from storyloom.api.schemas import ErrorOut, FieldError, ValidationErrorOut
+from storyloom.api.stream_gate import StreamQueuedError
 from storyloom.errors import (
     AuthenticationError,
     ConflictError,
@@ -53,9 +54,10 @@ _log = get_logger("storyloom.api")
 _LOCATIONS = ("body", "query", "path", "header", "cookie")
 
 
-def error_body(message: str, *, limit: str | None = None) -> dict[str, Any]:
-    """An `ErrorOut` as JSON: `detail` repeats `message` for clients written against FastAPI's shape."""
-    return ErrorOut(detail=message, message=message, limit=limit).model_dump(exclude_none=True)
+def error_body(message: str, *, limit: str | None = None, **queue: Any) -> dict[str, Any]:
+    """An `ErrorOut` as JSON: `detail` repeats `message` for clients written against FastAPI's shape;
+    `queue`: a queued stream's queue_token, queue_position and estimated_wait_s."""
+    return ErrorOut(detail=message, message=message, limit=limit, **queue).model_dump(exclude_none=True)
 
 
 def error_response(
@@ -185,6 +187,15 @@ async def _queue_full(_: Request, exc: Exception) -> JSONResponse:
 async def _tenant_limit(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TenantLimitError)
     headers = _retry_after(exc.retry_after_s)
+    if isinstance(exc, StreamQueuedError):
+        body = error_body(
+            _sentence(str(exc)),
+            limit=exc.limit,
+            queue_token=exc.token,
+            queue_position=exc.position,
+            estimated_wait_s=exc.wait_s,
+        )
+        return JSONResponse(body, status_code=429, headers=headers)
     return error_response(429, _sentence(str(exc)), headers=headers, limit=exc.limit)
 
 

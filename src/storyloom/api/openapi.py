@@ -22,7 +22,14 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
-from storyloom.api.schemas import ErrorOut, FieldError, JobEventOut, TaskFrameOut, ValidationErrorOut
+from storyloom.api.schemas import (
+    ErrorOut,
+    FieldError,
+    JobEventOut,
+    QueuedOut,
+    TaskFrameOut,
+    ValidationErrorOut,
+)
 
 __all__ = ["install_openapi"]
 
@@ -46,7 +53,7 @@ _RETRY_AFTER = {
 
 def _extra_schemas() -> dict[str, Any]:
     """Models no route names as its response_model: error bodies, and the SSE frames' `data`."""
-    models = (ErrorOut, FieldError, ValidationErrorOut, JobEventOut, TaskFrameOut)
+    models = (ErrorOut, FieldError, ValidationErrorOut, JobEventOut, TaskFrameOut, QueuedOut)
     _, doc = models_json_schema([(m, "serialization") for m in models], ref_template=_REF)
     defs: dict[str, Any] = doc["$defs"]
     return defs

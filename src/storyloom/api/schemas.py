@@ -18,6 +18,7 @@ __all__ = [
     "JobOut",
     "MetricsOut",
     "Priority",
+    "QueuedOut",
     "Strict",
     "TaskFrameOut",
     "UsageOut",
@@ -47,6 +48,13 @@ class ErrorOut(BaseModel):
     limit: str | None = Field(
         default=None, description="429 only: the limit that refused the request (`queue` or a tenant limit)"
     )
+    queue_token: str | None = Field(
+        default=None,
+        description="429 of an event stream only: your place in the stream queue; come back with "
+        "?queue_token= after Retry-After seconds",
+    )
+    queue_position: int | None = Field(default=None, description="with queue_token: 1 = next")
+    estimated_wait_s: float | None = Field(default=None, description="with queue_token: about how long")
 
 
 class FieldError(BaseModel):
@@ -92,6 +100,7 @@ class UsageOut(BaseModel):
     total_tokens: int = 0
     cost_usd: float = 0.0
     cache_hit_share: float = 0.0
+    tool_calls: int = 0  # tool calls (rows with model `tool:<name>`), not counted in `calls`
 
 
 class DegradedOut(BaseModel):
@@ -129,6 +138,15 @@ class JobEventOut(BaseModel):
     step: str | None
     ts: float
     data: dict[str, Any]
+
+
+class QueuedOut(BaseModel):
+    """`event: queued` (no `id:`): this stream waits for a slot; the job's events follow on it."""
+
+    kind: Literal["queued"]
+    queue_token: str
+    position: int = Field(description="1 = next")
+    estimated_wait_s: float
 
 
 class TaskFrameOut(BaseModel):

@@ -12,12 +12,13 @@ from typing import Any
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
+from storyloom import tracing
 from storyloom.api.auth import KeyAuthenticator
 from storyloom.api.metrics import DURATION_BUCKETS_S, SUBMISSIONS, ServiceCollector, ServiceSnapshot
+from storyloom.api.stream_gate import Admitted, StreamGate
 from storyloom.api.tenant_limits import (
     BudgetCheck,
     BudgetGate,
-    StreamSlots,
     TenantLimitsConfig,
     parse_tenant_limits,
 )
@@ -93,7 +94,7 @@ class Services:
         # None: authentication is off (the embedded loopback default); AuthMiddleware reads this.
         self.keys = KeyAuthenticator(KeyStore(db)) if options.auth else None
         self.tenant_limits = tenant_limits or parse_tenant_limits(settings.tenant_limits)
-        self.streams = StreamSlots()
+        self.streams = StreamGate(max_streams=settings.sse_max_streams, tenant_limit=self._stream_limit)
         self.budgets = BudgetGate(budget_check) if budget_check is not None else None
         self.collector = ServiceCollector()
         self.service_registry = CollectorRegistry(auto_describe=False)
@@ -132,7 +133,7 @@ class Services:
             stack.push_async_callback(db.close)
             await db.migrate(registry.migrations() if registry is not None else ())
         if hub is None:
-            hub = EventHub(db)
+            hub = EventHub.from_url(db, settings.event_hub_url)
             await hub.start()
             stack.push_async_callback(hub.stop)
         if queue is None:
@@ -152,10 +153,18 @@ class Services:
         return services
 
     async def submit(
-        self, kind: str, payload: dict[str, Any], *, priority: int, idempotency_key: str | None, tenant: str
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        priority: int,
+        idempotency_key: str | None,
+        tenant: str,
+        depends_on: str | None = None,
     ) -> tuple[Job, bool]:
         """Submit within the tenant's limits; returns the job and whether this call created it (False:
-        an idempotent repeat, answered even when the tenant is over a limit now)."""
+        an idempotent repeat, answered even when the tenant is over a limit now). `depends_on`: the
+        job is not claimed before that job completes."""
         before = time.time()
         caps = self.tenant_limits.for_tenant(tenant).caps()
         try:
@@ -164,14 +173,17 @@ class Services:
                     raise spent
                 # Still through the queue: a repeat of an accepted job gets it (or its conflict).
                 caps = replace(caps or TenantCaps(), refuse_new=spent)
-            job = await self.queue.submit(
-                kind,
-                payload,
-                priority=priority,
-                idempotency_key=idempotency_key,
-                tenant=tenant,
-                caps=caps,
-            )
+            with tracing.submit_span(kind, tenant):
+                job = await self.queue.submit(
+                    kind,
+                    payload,
+                    priority=priority,
+                    idempotency_key=idempotency_key,
+                    tenant=tenant,
+                    caps=caps,
+                    depends_on=depends_on,
+                    traceparent=tracing.current_traceparent(),
+                )
         except QueueFullError:
             SUBMISSIONS.labels("rejected").inc()
             raise
@@ -183,8 +195,21 @@ class Services:
         return job, created
 
     def open_stream(self, tenant: str) -> Callable[[], None]:
-        """A slot among the tenant's open SSE streams in this process; call the result to free it."""
-        return self.streams.acquire(tenant, self.tenant_limits.for_tenant(tenant).max_streams)
+        """A slot among this process's open SSE streams (and the tenant's); call the result to free
+        it. No slot: TenantLimitError, and no place in the queue (see `enter_stream`)."""
+        return self.streams.enter(tenant, queue=False).release
+
+    def enter_stream(self, tenant: str, queue_token: str | None) -> Admitted:
+        """A slot, or StreamQueuedError with the caller's place in the queue (api/stream_gate.py)."""
+        return self.streams.enter(tenant, queue_token)
+
+    def heartbeat_s(self) -> float:
+        """The SSE heartbeat interval now: the configured one, stretched under load."""
+        return self.streams.heartbeat_s(self.options.heartbeat_s)
+
+    def _stream_limit(self, tenant: str) -> int | None:
+        own = self.tenant_limits.for_tenant(tenant).max_streams
+        return own if own is not None else self.settings.sse_max_streams_per_tenant
 
     async def queue_stats(self) -> QueueStats:
         now = time.monotonic()

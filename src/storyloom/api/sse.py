@@ -26,6 +26,7 @@ __all__ = [
     "SSE_ENDED",
     "SSE_HEADERS",
     "SSE_OK",
+    "SSE_OK_QUEUED",
     "SSE_SUBMITTED",
     "EventLike",
     "SseEvent",
@@ -33,6 +34,7 @@ __all__ = [
     "format_comment",
     "format_event",
     "format_named",
+    "format_queued",
 ]
 
 # Event ids are the `seq` column, a 32-bit integer on PostgreSQL: a bigger id cannot exist.
@@ -77,6 +79,8 @@ def _sse_ok(*data_models: str) -> dict[int | str, dict[str, Any]]:
 # OpenAPI `responses` of the routes that stream (FastAPI's `responses=`).
 SSE_OK = _sse_ok("JobEventOut")
 SSE_SUBMITTED = _sse_ok("TaskFrameOut", "JobEventOut")  # the first frame names the task
+# GET /api/jobs/{id}/events: a client that accepts only text/event-stream may first wait in line.
+SSE_OK_QUEUED = _sse_ok("QueuedOut", "JobEventOut")
 SSE_ENDED: dict[int | str, dict[str, Any]] = {
     204: {
         "description": "the job has ended and the client has every event (Last-Event-ID at or past its"
@@ -127,6 +131,12 @@ def _field(value: str) -> str:
     return value.replace("\r", " ").replace("\n", " ")
 
 
+def format_queued(doc: dict[str, Any], *, retry_ms: int) -> bytes:
+    """A waiting stream's place in the queue: `retry:` (when an EventSource that loses the
+    connection comes back) and a `queued` event without an id (it moves no resume point)."""
+    return f"retry: {max(1000, retry_ms)}\n".encode() + format_named("queued", doc)
+
+
 def format_comment(text: str) -> bytes:
     return f": {text}\n\n".encode()
 
@@ -134,7 +144,7 @@ def format_comment(text: str) -> bytes:
 async def event_stream(
     batches: AsyncIterator[Sequence[EventLike]],
     *,
-    heartbeat_s: float,
+    heartbeat_s: float | Callable[[], float],
     is_terminal: Callable[[EventLike], bool],
     on_sent: Callable[[EventLike], None] | None = None,
     preamble: bytes = b"",
@@ -145,8 +155,10 @@ async def event_stream(
     The pending `anext` is kept across heartbeats instead of being cancelled by a timeout, because
     cancelling it would tear down the subscription mid-read. The stream ends after a terminal event
     (nothing after it in its batch is sent), or as soon as `closing` is set (server shutdown; the
-    client resumes with Last-Event-ID).
+    client resumes with Last-Event-ID). `heartbeat_s` may be a function: read before each wait, so
+    the interval stretches and shrinks with the process's load (api/stream_gate.py).
     """
+    interval = heartbeat_s if callable(heartbeat_s) else (lambda: heartbeat_s)
     if preamble:
         yield preamble
     nxt: asyncio.Future[Sequence[EventLike]] = asyncio.ensure_future(anext(batches))
@@ -154,7 +166,7 @@ async def event_stream(
     try:
         while True:
             done, _ = await asyncio.wait(
-                {nxt, closed}, timeout=heartbeat_s, return_when=asyncio.FIRST_COMPLETED
+                {nxt, closed}, timeout=interval(), return_when=asyncio.FIRST_COMPLETED
             )
             if closed in done and nxt not in done:
                 return

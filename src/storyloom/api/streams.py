@@ -19,10 +19,11 @@ from starlette.types import Receive, Scope, Send
 
 from storyloom.api.metrics import EVENT_LAG, HUB_LAG, SSE_OPEN, STEP_DURATION
 from storyloom.api.services import Services
-from storyloom.api.sse import SSE_HEADERS, EventLike, event_stream
+from storyloom.api.sse import SSE_HEADERS, EventLike, event_stream, format_comment, format_queued
+from storyloom.api.stream_gate import Admitted, StreamQueuedError
 from storyloom.errors import JobNotFoundError
 from storyloom.jobs.events import Subscription
-from storyloom.jobs.models import TERMINAL_EVENT_KINDS, Job
+from storyloom.jobs.models import TERMINAL_EVENT_KINDS, Job, StoredEvent
 from storyloom.store.schema import events
 
 __all__ = ["ReleasingResponse", "job_events_response", "resume_job_events"]
@@ -93,13 +94,23 @@ async def _last_seq(services: Services, job_id: str) -> int:
 
 
 async def resume_job_events(
-    services: Services, job_id: str, after: int, *, read_scope: str | None, tenant: str
+    services: Services,
+    job_id: str,
+    after: int,
+    *,
+    read_scope: str | None,
+    tenant: str,
+    queue_token: str | None = None,
+    wait_in_stream: bool = False,
 ) -> Response:
     """GET /api/jobs/{id}/events: 200 and the events after `after`, or 204 when none can come.
 
     `read_scope`: the tenant whose jobs the caller may read (None: any, an admin key); another
-    tenant's job is as unknown as none. The stream holds one of `tenant`'s stream slots until it
-    ends (not a 204, which ends at once)."""
+    tenant's job is as unknown as none. The stream holds one of the process's and `tenant`'s
+    stream slots until it ends (not a 204, which ends at once). No slot free: 429 with a place in
+    the queue (`queue_token`: the place the caller already holds), or, `wait_in_stream`, a stream
+    that waits in line and then follows the job (api/stream_gate.py).
+    """
     job, subscription = await services.hub.open(job_id, after)
     if job is not None and read_scope is not None and job.tenant != read_scope:
         subscription.close()
@@ -112,21 +123,104 @@ async def resume_job_events(
             job, subscription = await services.hub.open(job_id, after)
     if job is None:
         raise JobNotFoundError(f"no job {job_id!r}")
+    first: list[StoredEvent] | None = None
     if job.status.is_terminal:
         subscription.close()  # retention may have removed its end: the finished path copes
         first = await services.queue.events(job_id, after, _PAGE)
         if not first:
             return Response(status_code=204)
-        release = services.open_stream(tenant)
-        return ReleasingResponse(
-            _respond(services, _finished_job_events(services, job_id, after, first)), release
-        )
     try:
-        release = services.open_stream(tenant)
+        admitted = services.enter_stream(tenant, queue_token)
+    except StreamQueuedError as queued:
+        subscription.close()  # a waiting client holds no subscription
+        if not wait_in_stream:
+            raise
+        line = _InLine(services, tenant, queued)
+        return ReleasingResponse(_stream(line.body(job_id, after)), line.release)
     except BaseException:
         subscription.close()
         raise
-    return ReleasingResponse(job_events_response(services, job, after, subscription=subscription), release)
+    if first is not None:
+        source = _finished_job_events(services, job_id, after, first)
+        return ReleasingResponse(_respond(services, source), admitted.release)
+    return ReleasingResponse(
+        job_events_response(services, job, after, subscription=subscription), admitted.release
+    )
+
+
+class _InLine:
+    """A stream waiting for its turn: `queued` events while it waits, then the job's events."""
+
+    def __init__(self, services: Services, tenant: str, queued: StreamQueuedError) -> None:
+        self.services = services
+        self.tenant = tenant
+        self.queued = queued
+        self.admitted: Admitted | None = None
+
+    def release(self) -> None:
+        if self.admitted is not None:
+            self.admitted.release()
+        else:
+            self.services.streams.leave(self.queued.token)
+
+    def _frame(self, queued: StreamQueuedError) -> bytes:
+        doc = {
+            "kind": "queued",
+            "queue_token": queued.token,
+            "position": queued.position,
+            "estimated_wait_s": queued.wait_s,
+        }
+        return format_queued(doc, retry_ms=int(queued.wait_s * 1000))
+
+    async def body(self, job_id: str, after: int) -> AsyncIterator[bytes]:
+        gate, services = self.services.streams, self.services
+        yield self._frame(self.queued)
+        position = self.queued.position
+        while self.admitted is None:
+            version = gate.version
+            try:
+                self.admitted = services.enter_stream(self.tenant, self.queued.token)
+                break
+            except StreamQueuedError as queued:
+                if queued.position != position:
+                    position = queued.position
+                    yield self._frame(queued)
+            if services.closing.is_set():
+                return  # shutting down: the client comes back elsewhere (retry:)
+            before = time.monotonic()
+            await gate.changed(version, services.heartbeat_s())
+            if time.monotonic() - before >= services.heartbeat_s() * 0.99:
+                yield format_comment(f"ping {time.time():.3f}")
+        job, subscription = await services.hub.open(job_id, after)
+        if job is None:  # removed meanwhile (retention): nothing more can come
+            subscription.close()
+            return
+        if job.status.is_terminal:
+            subscription.close()
+            source = _finished_job_events(services, job_id, after)
+        else:
+            source = _live_job_events(services, job_id, after, subscription)
+        async for chunk in _body(services, source):
+            yield chunk
+
+
+def _body(
+    services: Services, source: AsyncIterator[Sequence[EventLike]], *, preamble: bytes = b""
+) -> AsyncIterator[bytes]:
+    return event_stream(
+        source,
+        heartbeat_s=services.heartbeat_s,
+        is_terminal=_is_terminal,
+        on_sent=_observer(time.time()),
+        preamble=preamble,
+        closing=services.closing,
+    )
+
+
+def _stream(body: AsyncIterator[bytes], headers: dict[str, str] | None = None) -> StreamingResponse:
+    return StreamingResponse(
+        _counted(body), media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})}
+    )
 
 
 def _respond(
@@ -136,17 +230,7 @@ def _respond(
     preamble: bytes = b"",
     headers: dict[str, str] | None = None,
 ) -> StreamingResponse:
-    body = event_stream(
-        source,
-        heartbeat_s=services.options.heartbeat_s,
-        is_terminal=_is_terminal,
-        on_sent=_observer(time.time()),
-        preamble=preamble,
-        closing=services.closing,
-    )
-    return StreamingResponse(
-        _counted(body), media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})}
-    )
+    return _stream(_body(services, source, preamble=preamble), headers)
 
 
 def job_events_response(

@@ -23,7 +23,9 @@ def register(app: typer.Typer) -> None:
     def serve(
         host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
         port: int = typer.Option(8000, min=0, max=65535, help="Port (0 = any free port)."),
-        workers: str = typer.Option("1..4", help="Worker processes as MIN..MAX (or one number)."),
+        workers: str = typer.Option(
+            "1..4", help="Worker processes as MIN..MAX (or one number; 0: an API node, workers elsewhere)."
+        ),
         data_dir: Path | None = typer.Option(None, help="Directory for the SQLite database and metrics."),
         database_url: str | None = typer.Option(None, help="sqlite+aiosqlite:///… or postgresql+asyncpg://…"),
         concurrency: int = typer.Option(100, min=1, max=10_000, help="Jobs run at once by each worker."),
@@ -48,7 +50,9 @@ def register(app: typer.Typer) -> None:
         """Serve the HTTP API with MIN..MAX worker processes; prints the URL once it is ready."""
         from storyloom.commands._settings import load_settings
 
-        min_workers, max_workers = parse_worker_range(workers)
+        min_workers, max_workers = (0, 0) if workers.strip() == "0" else parse_worker_range(workers)
+        if max_workers == 0 and api_processes > 1:
+            raise ConfigError("--workers 0 (an API node) runs one API process; start more nodes instead.")
         if sim_config is not None and not sim_config.is_file():
             raise ConfigError(f"--sim-config {sim_config} is not a file.")
         settings = load_settings(data_dir=data_dir, database_url=database_url)
@@ -88,7 +92,8 @@ def register(app: typer.Typer) -> None:
         )
 
         def ready(url: str) -> None:
-            typer.echo(url)
+            typer.echo(url)  # the first line is the API's URL alone: scripts and tests read it
+            typer.echo(f"studio: {url}/" + ("  (sign in with an API key)" if auth_on else ""))
             sys.stdout.flush()
 
         from storyloom.registry import installed_apps

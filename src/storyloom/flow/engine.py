@@ -16,6 +16,7 @@ import time
 import uuid
 from typing import Any
 
+from storyloom import tracing
 from storyloom.errors import StepFailedError
 from storyloom.flow.coalesce import DeltaCoalescer, DeltaPacing
 from storyloom.flow.context import StepContext, StepServices
@@ -251,7 +252,11 @@ class _Run:
                 started = _clock()
                 failed = False
                 try:
-                    value = await spec.fn(ctx)
+                    if tracing.enabled():
+                        with tracing.step_span(path):
+                            value = await spec.fn(ctx)
+                    else:
+                        value = await spec.fn(ctx)
                 except Exception as exc:
                     failed = True
                     value = self._absorb(spec, ctx, exc)

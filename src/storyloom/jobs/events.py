@@ -23,6 +23,7 @@ from collections import defaultdict, deque
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storyloom.jobs.hub import HubBackend, hub_backend_from_url
 from storyloom.jobs.models import TERMINAL_EVENT_KINDS, Job, StoredEvent
 from storyloom.jobs.queue import read_events
 from storyloom.logs import get_logger
@@ -52,8 +53,15 @@ class EventHub:
         buffer: int = 2000,
         hole_ttl_s: float = 30.0,
         early_ttl_s: float = 10.0,
+        backend: HubBackend | None = None,
+        backed_poll_interval_s: float = 0.25,
     ) -> None:
         self.db = db
+        # Wake-ups from other processes and machines (jobs/hub.py); while it is live the hub
+        # polls only as a safety net, and as fast as without one when it is not.
+        self.backend = backend
+        self.backed_poll_interval_s = backed_poll_interval_s
+        self._backend_task: asyncio.Task[None] | None = None
         self._read = db.read_lane()  # polls never wait behind the streams' replays in the pool
         self.poll_interval_s = poll_interval_s
         self.idle_interval_s = idle_interval_s
@@ -76,6 +84,16 @@ class EventHub:
         self.early_ttl_s = early_ttl_s
         self._early: dict[str, tuple[Job, Subscription, float]] = {}
 
+    @classmethod
+    def from_url(cls, db: Database, url: str | None, **options: float | int) -> EventHub:
+        """A hub with the backend `url` names (`STORYLOOM_EVENT_HUB_URL`; None: polling alone).
+
+        This process's own commits notify the other processes' hubs through the backend too."""
+        backend = hub_backend_from_url(url)
+        if backend is not None:
+            db.add_commit_listener(backend.notify)
+        return cls(db, backend=backend, **options)  # type: ignore[arg-type]
+
     @property
     def subscriber_count(self) -> int:
         return sum(len(s) for s in self._subs.values())
@@ -83,9 +101,18 @@ class EventHub:
     async def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="event-hub")
+        if self.backend is not None and self._backend_task is None:
+            self._backend_task = asyncio.create_task(self.backend.run(self.wake), name="event-hub-backend")
         await self._started.wait()
 
     async def stop(self) -> None:
+        backend_task, self._backend_task = self._backend_task, None
+        if backend_task is not None:
+            backend_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await backend_task
+        if self.backend is not None:
+            await self.backend.aclose()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -241,7 +268,7 @@ class EventHub:
         self._started.set()
         while True:
             self._expire_early()
-            interval = self.poll_interval_s if self._subs else self.idle_interval_s
+            interval = self._interval()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
                     await self._wake.wait()
@@ -254,6 +281,13 @@ class EventHub:
             except Exception as exc:
                 _log.warning("event_hub_poll_failed", error=str(exc))
                 await asyncio.sleep(0.5)
+
+    def _interval(self) -> float:
+        if not self._subs:
+            return self.idle_interval_s
+        if self.backend is not None and self.backend.live:
+            return self.backed_poll_interval_s
+        return self.poll_interval_s
 
     async def _poll_once(self) -> int:
         now = time.monotonic()

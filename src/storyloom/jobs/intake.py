@@ -35,7 +35,7 @@ from storyloom.store.schema import jobs
 __all__ = ["Intake", "TenantCaps", "submitted_event"]
 
 _ACTIVE = sorted(s.value for s in JobStatus.QUEUED)
-_UNFINISHED = sorted(s.value for s in (*JobStatus.QUEUED, JobStatus.RUNNING))
+_UNFINISHED = sorted(s.value for s in (*JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.WAITING))
 _WINDOW_S = 60.0  # TenantCaps.per_minute counts the submissions of this many seconds
 _FULL_RETRY_S = 5.0  # a tenant at its job cap: when one of its jobs may have finished (unknowable)
 _MAX_BATCH = 500  # bounds one transaction's time under the write lock (~10 ms idle)
@@ -64,16 +64,27 @@ class Intake:
         self.max_backlog = max_backlog
         self.batcher: Batcher[tuple[dict[str, Any], TenantCaps | None], tuple[Job, bool]]
         self.batcher = Batcher(self._write_batch, max_batch=_MAX_BATCH)
+        self._traces: dict[str, str] = {}  # job id -> traceparent, until its batch is written
 
-    async def submit(self, row: dict[str, Any], caps: TenantCaps | None = None) -> tuple[Job, bool]:
+    async def submit(
+        self, row: dict[str, Any], caps: TenantCaps | None = None, *, traceparent: str | None = None
+    ) -> tuple[Job, bool]:
         """Store the job `row` (every column of `store.bulk.JOB_COLUMNS`); (job, created)."""
-        return await self.batcher((row, caps))
+        if traceparent is not None:
+            self._traces[row["id"]] = traceparent
+        try:
+            return await self.batcher((row, caps))
+        finally:
+            self._traces.pop(row["id"], None)
 
     async def _write_batch(self, items: list[tuple[dict[str, Any], TenantCaps | None]]) -> list[_Outcome]:
         rows = [row for row, _ in items]
         caps = {row["tenant"]: cap for row, cap in items if cap is not None and cap.any}
         packed = Rows(self.db, rows)  # before the lock is taken
-        write = partial(_write, db=self.db, rows=packed, max_backlog=self.max_backlog, caps=caps)
+        traces = {row["id"]: self._traces[row["id"]] for row in rows if row["id"] in self._traces}
+        write = partial(
+            _write, db=self.db, rows=packed, max_backlog=self.max_backlog, caps=caps, traces=traces
+        )
         return await self.db.transaction(write)
 
 
@@ -151,6 +162,7 @@ async def _write(
     rows: Rows,
     max_backlog: int | None,
     caps: dict[str, TenantCaps],
+    traces: dict[str, str],
 ) -> list[_Outcome]:
     """One transaction for a batch: insert, keep what the caps and the backlog allow, look up
     repeated keys."""
@@ -193,7 +205,7 @@ async def _write(
             refusals[(row["tenant"], row["idempotency_key"])] = last
     if refused:
         await conn.execute(sa.delete(jobs).where(jobs.c.id.in_(refused)))
-    event_rows = [submitted_event(row) for row in kept]
+    event_rows = [submitted_event(row, traces.get(row["id"])) for row in kept]
     await insert_events(db, conn, Rows(db, event_rows))
     out: list[_Outcome] = []
     for row, outcome in zip(rows.rows, outcomes, strict=True):
@@ -217,15 +229,19 @@ async def _repeated(
     return JobNotFoundError(f"job with idempotency key {row['idempotency_key']!r} vanished")
 
 
-def submitted_event(row: dict[str, Any]) -> dict[str, Any]:
-    """A new job's first event (seq 1), as stored; the API's hub hands it to the job's first stream."""
+def submitted_event(row: dict[str, Any], traceparent: str | None = None) -> dict[str, Any]:
+    """A new job's first event (seq 1), as stored; the API's hub hands it to the job's first stream.
+    `traceparent`: the submission's trace, which the job's workers continue (storyloom.tracing)."""
+    data: dict[str, Any] = {"kind": row["kind"], "priority": row["priority"]}
+    if traceparent is not None:
+        data["traceparent"] = traceparent
     return {
         "job_id": row["id"],
         "seq": 1,
         "kind": "job.submitted",
         "step": None,
         "ts": row["created_at"],
-        "data": {"kind": row["kind"], "priority": row["priority"]},
+        "data": data,
     }
 
 

@@ -6,8 +6,10 @@ Clients use `submit`, `get`, `cancel`, `stats`, `events`, `wait_events`. Workers
 
 Claiming is one statement, `UPDATE jobs ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)
 RETURNING *`: Postgres skips rows other workers hold; SQLite renders no FOR UPDATE and is
-serialized by its single writer (`BEGIN IMMEDIATE`). A running job whose lease expired is as
-claimable as a pending one, which is how a killed worker's jobs come back.
+serialized by its single writer (`BEGIN IMMEDIATE`). Each claim first reaps the running jobs
+whose lease expired (`jobs/leases.py`: pending again, the lost run not counted as an attempt),
+which is how a killed worker's jobs come back. Waiting jobs (`jobs/waits.py`) are not claimable
+until they are woken, or their wait's timeout passes.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from storyloom import fastjson
 from storyloom.errors import InputError, JobNotFoundError
 from storyloom.jobs.intake import Intake, TenantCaps, submitted_event
+from storyloom.jobs.leases import LeasePolicy, reap_expired
 from storyloom.jobs.models import Job, JobStatus, QueueStats, StoredEvent
+from storyloom.jobs.waits import WaitFor, park, read_signals, send_signal, wake_parents
 from storyloom.store.bulk import job_events_after, jobs_by_ids
 from storyloom.store.database import Database
 from storyloom.store.schema import checkpoints, events, jobs
@@ -37,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["Heartbeat", "JobQueue", "new_id"]
 
 _ACTIVE = (JobStatus.PENDING.value, JobStatus.RETRYING.value)
+_UNSTARTED = (*_ACTIVE, JobStatus.WAITING.value)  # no run in flight: cancelled at once
 _RUNNING = JobStatus.RUNNING.value
 
 # The worker path's statements, built once with bound parameters: building them per call (and
@@ -45,10 +50,8 @@ _RUNNING = JobStatus.RUNNING.value
 _NOW: sa.BindParameter[float] = sa.bindparam("now", type_=sa.Double())
 _DEP = jobs.alias("dep")
 _RUNNABLE = sa.and_(
-    sa.or_(
-        sa.and_(jobs.c.status.in_(_ACTIVE), jobs.c.run_at <= _NOW),
-        sa.and_(jobs.c.status == _RUNNING, jobs.c.lease_expires_at < _NOW),
-    ),
+    jobs.c.status.in_(_UNSTARTED),  # waiting: timed out
+    jobs.c.run_at <= _NOW,
     sa.or_(
         jobs.c.depends_on.is_(None),
         sa.exists().where(_DEP.c.id == jobs.c.depends_on, _DEP.c.status == JobStatus.COMPLETED.value),
@@ -69,6 +72,7 @@ _TAKE = (
         lease_owner=sa.bindparam("owner", type_=sa.String()),
         lease_expires_at=sa.bindparam("expires", type_=sa.Double()),
         attempts=jobs.c.attempts + 1,
+        wait_for=None,
         started_at=sa.func.coalesce(jobs.c.started_at, _NOW),
         updated_at=_NOW,
     )
@@ -78,7 +82,12 @@ _TAKE_RETURNING = _TAKE.returning(jobs.c.id)
 _MINE = sa.select(sa.func.json_group_array(jobs.c.id)).where(
     jobs.c.lease_owner == sa.bindparam("owner", type_=sa.String()), jobs.c.updated_at == _NOW
 )
-_ANY_RUNNABLE = sa.select(jobs.c.id).where(_RUNNABLE).limit(1)
+# Anything to claim, or to reap (an expired lease), for the idle claim's look before the write lock.
+_ANY_CLAIMABLE = (
+    sa.select(jobs.c.id)
+    .where(sa.or_(_RUNNABLE, sa.and_(jobs.c.status == _RUNNING, jobs.c.lease_expires_at < _NOW)))
+    .limit(1)
+)
 _COMPLETE = (
     sa.update(jobs)
     .where(
@@ -93,6 +102,7 @@ _COMPLETE = (
         updated_at=_NOW,
         lease_owner=None,
         lease_expires_at=None,
+        wait_for=None,
     )
 )
 # One statement per appended event: seq = the job's max + 1, computed where it is inserted.
@@ -130,8 +140,14 @@ class JobQueue:
         max_backlog: int | None = None,
         backoff_base_s: float = 2.0,
         backoff_max_s: float = 300.0,
+        max_lease_losses: int = 20,
+        poison_deaths: int = 3,
+        loss_spread_s: float = 2.0,
     ) -> None:
         self.db = db
+        self.lease_policy = LeasePolicy(
+            max_lease_losses=max_lease_losses, poison_deaths=poison_deaths, spread_s=loss_spread_s
+        )
         self.hub = hub
         self.max_backlog = max_backlog
         self.backoff_base_s = backoff_base_s
@@ -154,10 +170,12 @@ class JobQueue:
         depends_on: str | None = None,
         max_attempts: int = 3,
         caps: TenantCaps | None = None,
+        traceparent: str | None = None,
     ) -> Job:
         """Enqueue a job. The same (tenant, idempotency_key) returns the first job, even under races.
 
-        `caps`: the tenant's own limits, checked atomically with the insert (`TenantLimitError`)."""
+        `caps`: the tenant's own limits, checked atomically with the insert (`TenantLimitError`).
+        `traceparent`: the submission's trace (storyloom.tracing), kept in its `job.submitted`."""
         if not 0 <= priority <= 9:
             raise InputError(f"priority must be between 0 and 9, got {priority}.")
         if max_attempts < 1:
@@ -188,14 +206,14 @@ class JobQueue:
         # Followed from before its first commit: the client that submits it asks for its stream next.
         early = self.hub.expect(job_id) if self.hub is not None else None
         try:
-            job, created = await self._intake.submit(row, caps)
+            job, created = await self._intake.submit(row, caps, traceparent=traceparent)
         except BaseException:
             if early is not None:
                 early.close()
             raise
         if early is not None and self.hub is not None:
             if created:
-                self.hub.keep(job, early, StoredEvent(id=0, **submitted_event(row)))
+                self.hub.keep(job, early, StoredEvent(id=0, **submitted_event(row, traceparent)))
             else:
                 early.close()
         if created:
@@ -228,7 +246,7 @@ class JobQueue:
             if row is None:
                 raise JobNotFoundError(f"no job {job_id!r}")
             job = Job.from_row(row)
-            if job.status.value in _ACTIVE:
+            if job.status.value in _UNSTARTED:
                 await _finish(conn, job_id, JobStatus.CANCELLED, now, error="cancelled by request")
                 await append_event(conn, job_id, "job.cancelled", {"reason": "cancelled by request"})
                 await _cascade(conn, [job_id], now)
@@ -294,15 +312,17 @@ class JobQueue:
         now = time.time()
         if self._idle:  # the last claim found nothing: look before taking the write lock
             async with self.db.read() as conn:
-                if (await conn.execute(_ANY_RUNNABLE, {"now": now})).first() is None:
+                if (await conn.execute(_ANY_CLAIMABLE, {"now": now})).first() is None:
                     return []
         params = {"now": now, "owner": worker_id, "expires": now + lease_s, "limit": limit}
         is_sqlite = self.db.is_sqlite
+        policy = self.lease_policy
 
         # Only the ids inside the write transaction, and on SQLite as one packed value: returning
         # every claimed row (payload and all) steps once per row, each step re-taking the GIL with
         # the write lock held (see store.bulk). The rows are read after the commit: they are ours.
         async def tx(conn: AsyncConnection) -> list[str]:
+            await reap_expired(conn, now, policy)
             if not is_sqlite:
                 return list((await conn.scalars(_TAKE_RETURNING, params)).all())
             await conn.execute(_TAKE, params)
@@ -381,12 +401,14 @@ class JobQueue:
     ) -> Callable[[AsyncConnection], Awaitable[bool]]:
         """`complete`'s transaction, for a writer that commits it with other rows (the worker's
         group commit, with the job's last events); call `completed()` once it has committed."""
-        params = {"job_id": job_id, "owner": worker_id, "now": time.time(), "result": result}
+        now = time.time()
+        params = {"job_id": job_id, "owner": worker_id, "now": now, "result": result}
 
         async def tx(conn: AsyncConnection) -> bool:
             if not (await conn.execute(_COMPLETE, params)).rowcount:
                 return False
             await append_event(conn, job_id, "job.completed", {})
+            await wake_parents(conn, [job_id], now)
             return True
 
         return tx
@@ -485,6 +507,45 @@ class JobQueue:
 
         return await self.db.transaction(tx)
 
+    async def expire_leases(self, worker_id: str) -> int:
+        """Void the leases of a worker known to be dead (its supervisor saw it exit): the next
+        claim reaps its jobs (`jobs/leases.py`) instead of waiting for the leases to run out."""
+        stmt = (
+            sa.update(jobs)
+            .where(jobs.c.lease_owner == worker_id, jobs.c.status == JobStatus.RUNNING.value)
+            .values(lease_expires_at=0.0)
+        )
+
+        async def tx(conn: AsyncConnection) -> int:
+            return int((await conn.execute(stmt)).rowcount or 0)
+
+        return await self.db.transaction(tx)
+
+    async def suspend(self, job_id: str, worker_id: str, wait: WaitFor) -> JobStatus | None:
+        """Park a running job until `wait` holds (`jobs/waits.py`): WAITING, PENDING if it already
+        holds, None if the lease was lost."""
+        now = time.time()
+        status = await self.db.transaction(lambda conn: park(conn, job_id, worker_id, wait, now))
+        self._wake()
+        return status
+
+    async def signal(self, job_id: str, name: str, payload: Any = None, *, tenant: str | None = None) -> Job:
+        """Send a named signal to a job; a job waiting for it is queued again at once.
+
+        Kept whatever the job's state (the latest payload per name), so a signal sent before the
+        wait is not lost. A job that has ended: `ConflictError`; another tenant's: `JobNotFoundError`."""
+        if not 1 <= len(name) <= 200:
+            raise InputError("a signal name has 1 to 200 characters.")
+        now = time.time()
+        job, _ = await self.db.transaction(lambda conn: send_signal(conn, job_id, name, payload, tenant, now))
+        self._wake()
+        return job
+
+    async def signals(self, job_id: str) -> dict[str, Any]:
+        """Every signal the job received so far: name -> latest payload."""
+        async with self.db.read() as conn:
+            return await read_signals(conn, job_id)
+
     def _wake(self) -> None:
         if self.hub is not None:
             self.hub.wake()
@@ -545,6 +606,7 @@ async def _finish(
         "updated_at": now,
         "lease_owner": None,
         "lease_expires_at": None,
+        "wait_for": None,
     }
     if result is not None:
         values["result"] = result
@@ -558,9 +620,11 @@ async def _cascade(conn: AsyncConnection, failed_ids: list[str], now: float) -> 
     """Jobs waiting on a job that will never complete can never run: fail them, transitively.
 
     Children of a cancelled/failed parent are cancelled too (queued ones now, running ones flagged).
+    Parents waiting for their children are woken once the last one has ended.
     """
     frontier = list(failed_ids)
     while frontier:
+        await wake_parents(conn, frontier, now)
         waiting = (
             await conn.execute(
                 sa.update(jobs)
@@ -577,9 +641,10 @@ async def _cascade(conn: AsyncConnection, failed_ids: list[str], now: float) -> 
         kids = (
             await conn.execute(
                 sa.update(jobs)
-                .where(jobs.c.parent_id.in_(frontier), jobs.c.status.in_(_ACTIVE))
+                .where(jobs.c.parent_id.in_(frontier), jobs.c.status.in_(_UNSTARTED))
                 .values(
                     status=JobStatus.CANCELLED.value,
+                    wait_for=None,
                     error="its parent job ended",
                     finished_at=now,
                     updated_at=now,

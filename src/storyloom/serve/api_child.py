@@ -68,6 +68,7 @@ async def run_api_child(spec: ChildSpec) -> None:
     from storyloom.serve.census import CensusReader
     from storyloom.serve.server import api_server, start_server
     from storyloom.store.database import Database
+    from storyloom.tracing import configure_tracing, shutdown_tracing
 
     settings = load_settings(data_dir=None, database_url=None)  # the parent set both in the env
     stop = asyncio.Event()
@@ -75,9 +76,11 @@ async def run_api_child(spec: ChildSpec) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with AsyncExitStack() as stack:
+        if configure_tracing(endpoint=settings.otel_endpoint, service_name=settings.otel_service_name):
+            stack.callback(shutdown_tracing)
         db = Database.from_url(settings.resolved_database_url())
         stack.push_async_callback(db.close)
-        hub = EventHub(db)
+        hub = EventHub.from_url(db, settings.event_hub_url)
         await hub.start()
         stack.push_async_callback(hub.stop)
         wakes = await listen_for_wakes(hub, sock=socket.socket(fileno=spec.wake_fd))

@@ -71,6 +71,7 @@ async def run_service(
     from storyloom.serve.supervisor import Supervisor, SupervisorConfig
     from storyloom.serve.worker_process import simulator_env
     from storyloom.store.database import Database
+    from storyloom.tracing import configure_tracing, shutdown_tracing
 
     settings = config.settings
     database_url = settings.resolved_database_url()
@@ -81,11 +82,14 @@ async def run_service(
         loop.add_signal_handler(sig, stop.set)
 
     async with AsyncExitStack() as stack:
+        if configure_tracing(endpoint=settings.otel_endpoint, service_name=settings.otel_service_name):
+            stack.callback(shutdown_tracing)
         listen = listen_sockets(config.host, config.port, config.api_processes)  # fail fast on a taken port
         for sock in listen:
             stack.callback(sock.close)
         env: dict[str, str] = {}
-        if provider.is_simulated:
+        api_only = config.max_workers == 0  # an API node: the workers run elsewhere (deploy/)
+        if provider.is_simulated and not api_only:
             sim = await asyncio.to_thread(SimProcess, config.sim_config, seed=settings.sim_seed)
             stack.push_async_callback(asyncio.to_thread, sim.close)
             sim_url = sim.url
@@ -96,7 +100,7 @@ async def run_service(
         await db.migrate(registry.migrations())
         if config.api.auth:
             await _warn_without_keys(db)
-        hub = EventHub(db)
+        hub = EventHub.from_url(db, settings.event_hub_url)
         await hub.start()
         stack.push_async_callback(hub.stop)
         wakes = await listen_for_wakes(hub)
@@ -106,27 +110,33 @@ async def run_service(
             stack.callback(sock.close)
         addresses = [wakes.get_extra_info("sockname"), *(s.getsockname() for s in child_wakes)]
         env["STORYLOOM_EVENT_WAKE_URL"] = ",".join(wake_url(a) for a in addresses)
-        supervisor = Supervisor(
-            SupervisorConfig(
-                database_url=database_url,
-                min_workers=config.min_workers,
-                max_workers=config.max_workers,
-                concurrency=config.concurrency,
-                worker_args=["--lease-s", str(config.lease_s), "--grace-s", str(config.grace_s)],
-                env=env,
-                stop_grace_s=config.grace_s + 10,
-                nice=config.worker_nice,
-            ),
-            queue=JobQueue(db),
-        )
-        await supervisor.start()
-        stack.push_async_callback(supervisor.stop)
-        children = await _start_children(stack, config, listen[1:], child_wakes, supervisor, database_url)
+        worker_count = None  # an API node counts the workers holding leases (api/workers.py)
+        children = None
+        if not api_only:
+            supervisor = Supervisor(
+                SupervisorConfig(
+                    database_url=database_url,
+                    min_workers=config.min_workers,
+                    max_workers=config.max_workers,
+                    concurrency=config.concurrency,
+                    worker_args=["--lease-s", str(config.lease_s), "--grace-s", str(config.grace_s)],
+                    env=env,
+                    stop_grace_s=config.grace_s + 10,
+                    nice=config.worker_nice,
+                ),
+                queue=JobQueue(db),
+            )
+            await supervisor.start()
+            stack.push_async_callback(supervisor.stop)
+            worker_count = supervisor.live_workers
+            children = await _start_children(
+                stack, config, listen[1:], child_wakes, supervisor, database_url
+            )
 
         app = create_app(
             settings,
             registry=registry,
-            options=replace(config.api, worker_count=supervisor.live_workers),
+            options=replace(config.api, worker_count=worker_count),
             database=db,
             queue=JobQueue(db, hub=hub, max_backlog=config.api.max_pending),
             hub=hub,

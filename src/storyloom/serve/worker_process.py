@@ -8,12 +8,14 @@ from contextlib import AsyncExitStack
 
 from storyloom.config import Settings
 from storyloom.gctune import tune_gc
+from storyloom.jobs.hub import hub_backend_from_url
 from storyloom.jobs.wake import WakeSender, parse_wake_urls
 from storyloom.jobs.worker import Worker, WorkerConfig
 from storyloom.logs import get_logger
 from storyloom.registry import AppRegistry
 from storyloom.serve.simulator import SimProcess
 from storyloom.store.database import Database
+from storyloom.tracing import configure_tracing, shutdown_tracing
 
 __all__ = ["run_supervised", "run_worker_process", "simulator_env"]
 
@@ -27,12 +29,17 @@ async def run_worker_process(
     from storyloom.runner import app_handlers, build_services, install_schedules, warm_up
 
     async with AsyncExitStack() as stack:
+        if configure_tracing(endpoint=settings.otel_endpoint, service_name=settings.otel_service_name):
+            stack.callback(shutdown_tracing)
         db = Database.from_url(settings.resolved_database_url())
         stack.push_async_callback(db.close)
         if settings.event_wake_url:
             wake = WakeSender(parse_wake_urls(settings.event_wake_url))
             stack.callback(wake.close)
             db.add_commit_listener(wake)
+        if (backend := hub_backend_from_url(settings.event_hub_url)) is not None:
+            db.add_commit_listener(backend.notify)  # the API nodes' hubs, on any machine
+            stack.push_async_callback(backend.aclose)
         await db.migrate(registry.migrations())
         if sim_url is None and settings.provider().is_simulated:
             # No simulator given (the serve command passes one): run one for this process alone.

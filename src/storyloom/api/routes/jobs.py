@@ -5,23 +5,23 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
 
 from storyloom.api.deps import (
     AUTH,
     NOT_FOUND,
     SSE_ENDED,
-    SSE_OK,
-    TOO_MANY,
     After,
     PrincipalDep,
+    Responses,
     ServicesDep,
     bind_job_id,
 )
 from storyloom.api.presenters import job_out
 from storyloom.api.schemas import JobOut
 from storyloom.api.services import Services
+from storyloom.api.sse import SSE_OK_QUEUED
 from storyloom.api.streams import resume_job_events
 from storyloom.jobs.admin import list_jobs, retry_job
 from storyloom.jobs.models import Job, JobStatus
@@ -92,14 +92,48 @@ async def retry(job_id: str, services: ServicesDep, principal: PrincipalDep) -> 
     return (await _view(services, [await retry_job(services.queue, job_id, tenant=principal.tenant)]))[0]
 
 
+_STREAM_QUEUED: Responses = {
+    429: {
+        "description": "no event stream slot free (this API process's, or the tenant's max_streams): "
+        "the body's queue_token holds your place (queue_position, estimated_wait_s); come back with "
+        "?queue_token= after Retry-After seconds. A client that accepts only text/event-stream gets "
+        "a 200 stream instead, whose first `queued` events (with `retry:`) wait for the turn"
+    }
+}
+QueueToken = Annotated[
+    str | None,
+    Query(max_length=64, description="the place in the stream queue a 429 gave you"),
+]
+
+
+def _accepts_only_sse(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    kinds = {part.split(";")[0].strip().lower() for part in accept.split(",") if part.strip()}
+    return kinds == {"text/event-stream"}  # what a browser's EventSource sends
+
+
 @router.get(
     "/{job_id}/events",
     response_class=Response,
-    responses={**SSE_OK, **SSE_ENDED, **NOT_FOUND, **TOO_MANY},
+    responses={**SSE_OK_QUEUED, **SSE_ENDED, **NOT_FOUND, **_STREAM_QUEUED},
 )
-async def job_events(job_id: str, services: ServicesDep, principal: PrincipalDep, after: After) -> Response:
+async def job_events(
+    job_id: str,
+    request: Request,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    after: After,
+    queue_token: QueueToken = None,
+) -> Response:
     """SSE: every event with `id:` = its offset and `event:` = its kind; resume with Last-Event-ID
-    (or ?after=). 204 once the job has ended and the client has its last event."""
+    (or ?after=). 204 once the job has ended and the client has its last event. With every stream
+    slot taken: a place in the queue (429 with a queue_token, or `queued` events first)."""
     return await resume_job_events(
-        services, job_id, after, read_scope=principal.read_scope, tenant=principal.tenant
+        services,
+        job_id,
+        after,
+        read_scope=principal.read_scope,
+        tenant=principal.tenant,
+        queue_token=queue_token,
+        wait_in_stream=_accepts_only_sse(request),
     )
