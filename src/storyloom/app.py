@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     from storyloom.runner import AppJob
     from storyloom.tools.base import Tool
+    from storyloom.tools.steps import ToolSetup
 
 __all__ = ["App", "AppHandler", "AppTables", "Schedule", "default_from_messages"]
 
@@ -89,7 +90,9 @@ class App(Generic[InputT]):
     schedules: Sequence[Schedule] = ()
     jobs: Mapping[str, AppHandler] = field(default_factory=dict)
     cli: Callable[[typer.Typer], None] | None = None
-    tools: Sequence[Tool[Any]] = ()  # the app's own tools, beside the built-ins (ctx.tool, models)
+    # The app's own tools, beside the built-ins (ctx.tool, models): a list, or a factory
+    # `(ToolSetup) -> list` for tools that need the settings or the simulator's URL.
+    tools: Sequence[Tool[Any]] | Callable[[ToolSetup], Sequence[Tool[Any]]] = ()
     max_attempts: int = 3
 
     def __post_init__(self) -> None:

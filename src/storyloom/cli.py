@@ -27,7 +27,7 @@ bench_app = typer.Typer(help="Benchmarks; each prints its results as JSON.", no_
 app.add_typer(bench_app, name="bench")
 
 _COMMANDS = ("sim", "serve", "worker", "apps", "run", "jobs", "keys", "tools")
-_BENCHES = ("chapter", "engine", "gateway", "service", "openai", "chaos", "tools", "queue")
+_BENCHES = ("chapter", "engine", "gateway", "service", "openai", "chaos", "tools", "queue", "book")
 
 
 def _register_all() -> None:

@@ -126,6 +126,12 @@ class Settings(BaseSettings):
     # so many steps of one worker process stream at once that they would emit more than this.
     delta_events_per_s: float = Field(default=400.0, gt=0)
     delta_max_interval_s: float = Field(default=0.5, ge=0.05, le=5.0)
+    # Disk: a finished job's token deltas are merged into one event per step after this many
+    # seconds (the text stays, resumable); its events and checkpoints go after the events'
+    # retention, the job row after the jobs' (see README "Disk").
+    compact_deltas_after_s: float = Field(default=600.0, gt=0)
+    events_retention_days: float = Field(default=7.0, gt=0)
+    jobs_retention_days: float = Field(default=30.0, gt=0)
 
     # Tools (storyloom.tools). web_search's backend: sim (the simulator's search, default), searxng,
     # tavily or brave, at STORYLOOM_SEARCH_URL with STORYLOOM_SEARCH_API_KEY. Per-tool policy

@@ -211,26 +211,14 @@ class AppJob(Generic[InputT]):
         runtime = self.services.tool_runtime
         if runtime is None:
             return None
-        from storyloom.tools.base import ToolCallMeta, ToolResult
+        from storyloom.tools.steps import step_tool_caller
 
-        async def call(ctx: StepContext[Any], name: str, arguments: dict[str, Any]) -> ToolResult:
-            meta = ToolCallMeta(tenant=self.tenant, priority=self.priority, job_id=self.id, step=ctx.path)
-            result = await runtime.call(name, arguments, meta)
-            ctx.emit(
-                "tool",
-                tool=name,
-                arguments=arguments,
-                outcome=result.outcome,
-                degraded=result.degraded,
-                cached=result.cached,
-                reason=result.reason,
-                attempts=result.attempts,
-                elapsed_s=round(result.elapsed_s, 4),
-            )
+        def record(ctx: StepContext[Any], name: str, result: Any) -> None:
             self.ctx.record_usage(step=ctx.path, model=f"tool:{name}", usage=Usage(), cost_usd=0.0)
-            return result
 
-        return call
+        return step_tool_caller(
+            runtime, tenant=self.tenant, priority=self.priority, job_id=self.id, on_call=record
+        )
 
     async def run_flow(
         self, flow: Flow, run_input: Any, *, deps: Any = None, language: str = "en"
@@ -329,6 +317,7 @@ def build_services(
 ) -> WorkerServices:
     from storyloom.llm.factory import build_client
     from storyloom.tools.setup import build_tool_runtime
+    from storyloom.tools.steps import ToolSetup, app_tools
 
     return WorkerServices(
         db=db,
@@ -336,13 +325,18 @@ def build_services(
         settings=settings,
         client=build_client(settings, sim_url=sim_url),
         tool_runtime=build_tool_runtime(
-            settings, [t for app in registry for t in app.tools], sim_url=sim_url
+            settings, app_tools(list(registry), ToolSetup(settings, sim_url)), sim_url=sim_url
         ),
         models=ModelChoice(default=settings.provider().model, overrides=dict(settings.agent_models)),
         pacing=DeltaPacing(
             max_events_per_s=settings.delta_events_per_s, max_interval_s=settings.delta_max_interval_s
         ),
         step_budget_s=settings.step_retry_budget_s,
+        maintenance=MaintenancePolicy(
+            events_ttl_s=settings.events_retention_days * 86_400.0,
+            jobs_ttl_s=settings.jobs_retention_days * 86_400.0,
+            compact_after_s=settings.compact_deltas_after_s,
+        ),
     )
 
 

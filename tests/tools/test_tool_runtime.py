@@ -274,3 +274,27 @@ async def test_metrics_count_outcomes_cache_lookups_waits_and_the_breaker() -> N
     assert value("storyloom_tool_limit_wait_seconds_count", tool="metered") >= 2
     assert value("storyloom_tool_latency_seconds_count", tool="metered") >= 3
     assert value("storyloom_tool_breaker_state", tool="metered") == 2  # open
+
+
+async def _shared_cache_case(url: str) -> None:
+    a, b = Flaky(), Flaky(["fail"] * 10)
+    one, two = _runtime(a, url, cache_ttl_s=0.3), _runtime(b, url, cache_ttl_s=0.3, retries=0)
+    try:
+        paid = await one.call("probe", {"q": "shared"})
+        served = await two.call("probe", {"q": " shared "})  # another process: its own L1 is empty
+        assert not paid.cached and served.cached and served.output == paid.output and b.calls == 0
+        await asyncio.sleep(0.4)  # past the TTL: two asks its tool, which is down
+        stale = await two.call("probe", {"q": "shared"})
+        assert stale.degraded and stale.cached and stale.output == paid.output and b.calls == 1
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_the_cache_is_shared_by_processes_through_a_sqlite_file(tmp_path: Path) -> None:
+    await _shared_cache_case(f"sqlite:///{tmp_path / 'limits.db'}")
+
+
+@pytest.mark.redis
+async def test_the_cache_is_shared_by_machines_through_redis(redis_url: str) -> None:
+    await _shared_cache_case(redis_url)

@@ -8,12 +8,26 @@ from typing import Any
 from pydantic import BaseModel
 
 from storyloom import App, Flow, StepContext
+from storyloom.agents import RunServices
 from storyloom.config import Settings
+from storyloom.flow import ListSink, run_flow
 from storyloom.jobs.models import JobStatus, StoredEvent
 from storyloom.registry import AppRegistry
 from storyloom.runner import job_payload
 from storyloom.serve.local import run_local_job
-from storyloom.tools import ToolError, ToolPolicy, ToolResult, tool
+from storyloom.tools import (
+    SimSearchBackend,
+    Tool,
+    ToolError,
+    ToolPolicy,
+    ToolRegistry,
+    ToolResult,
+    ToolRuntime,
+    ToolSetup,
+    search_tool,
+    step_tool_caller,
+    tool,
+)
 
 
 class Topic(BaseModel):
@@ -75,3 +89,56 @@ async def test_a_step_calls_tools_in_a_job(tmp_path: Path, sim: Any) -> None:
     assert job.result["degraded"] == [{"step": "research", "reason": "tool always_down: failed: HTTP 503"}]
     assert job.result["usage"]["tool_calls"] == 4
     assert job.result["usage"]["calls"] == 0  # no model call: tool rows are counted apart
+
+
+platform_flow = Flow("platforms")
+
+
+@platform_flow.step()
+async def look(ctx: StepContext) -> dict[str, Any]:
+    found = await ctx.tool("sample_platform_search", query=ctx.run_input.topic, max_results=2)
+    return {"urls": [r["url"] for r in found.output["results"]], "degraded": found.degraded}
+
+
+def _platform_tools(setup: ToolSetup) -> list[Tool[Any]]:
+    """Built where the app runs: the simulator's search, as a platform of its own."""
+    url = setup.sim_url or (setup.settings.search_url if setup.settings is not None else None)
+    return [search_tool(SimSearchBackend(url, source="sample-platform"), name="sample_platform_search")]
+
+
+platforms = App(name="platforms", input=Topic, flow=platform_flow, tools=_platform_tools)
+
+
+async def test_an_apps_tools_may_be_made_where_it_runs(tmp_path: Path, sim: Any) -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        data_dir=tmp_path, base_url=sim.url, model="sim-writer", search_url=sim.url, _env_file=None
+    )
+    before = sim.stats()["search"]["completed"]
+    job = await run_local_job(
+        settings,
+        AppRegistry.discover(extra=[platforms]),
+        "platforms",
+        job_payload(platforms, Topic(topic="tea")),
+    )
+    assert job.status is JobStatus.COMPLETED, job.error
+    assert job.result is not None
+    result = job.result["result"]
+    assert result["degraded"] is False and all("sample-platform.example" in u for u in result["urls"])
+    assert sim.stats()["search"]["completed"] == before + 1
+
+
+async def test_a_flow_run_directly_reaches_tools_through_a_step_caller() -> None:
+    runtime = ToolRuntime(ToolRegistry([always_down, search_tool(SimSearchBackend())]))
+    sink = ListSink()
+    try:
+        run = await run_flow(
+            flow,
+            Topic(topic="oolong"),
+            run_id="r1",
+            sink=sink,
+            services=RunServices(None, step_tool_caller(runtime)),
+        )
+    finally:
+        await runtime.aclose()
+    assert run.outputs["research"]["hits"] == 3
+    assert [e.data["tool"] for e in sink.events if e.kind == "tool"].count("web_search") == 3

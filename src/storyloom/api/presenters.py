@@ -27,6 +27,8 @@ def job_out(job: Job, usage: JobUsage | None = None, *, app: str | None = None) 
         tenant=job.tenant,
         attempts=job.attempts,
         max_attempts=job.max_attempts,
+        lease_losses=job.lease_losses,
+        wait_for=job.wait_for,
         idempotency_key=job.idempotency_key,
         created_at=job.created_at,
         started_at=job.started_at,

@@ -117,6 +117,10 @@ class JobOut(BaseModel):
     tenant: str
     attempts: int
     max_attempts: int
+    lease_losses: int = Field(default=0, description="runs lost to a dead worker (they spend no attempt)")
+    wait_for: dict[str, Any] | None = Field(
+        default=None, description='while `waiting`: {"children": true} or {"signal": name}'
+    )
     idempotency_key: str | None
     created_at: float
     started_at: float | None

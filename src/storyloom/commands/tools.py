@@ -80,9 +80,10 @@ async def _runtime(data_dir: Path | None) -> Any:
     from storyloom.commands._settings import load_settings
     from storyloom.registry import installed_apps
     from storyloom.tools.setup import build_tool_runtime
+    from storyloom.tools.steps import ToolSetup, app_tools
 
     settings = load_settings(data_dir=data_dir, database_url=None)
-    runtime = build_tool_runtime(settings, [t for a in installed_apps() for t in a.tools])
+    runtime = build_tool_runtime(settings, app_tools(list(installed_apps()), ToolSetup(settings)))
     await runtime.ready()
     return runtime
 

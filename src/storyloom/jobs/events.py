@@ -23,6 +23,7 @@ from collections import defaultdict, deque
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storyloom.jobs.compaction import ResumeCursor
 from storyloom.jobs.hub import HubBackend, hub_backend_from_url
 from storyloom.jobs.models import TERMINAL_EVENT_KINDS, Job, StoredEvent
 from storyloom.jobs.queue import read_events
@@ -321,6 +322,7 @@ class Subscription:
         self.hub = hub
         self.job_id = job_id
         self.last_seq = after_seq
+        self._cursor = ResumeCursor(after_seq)  # trims compacted deltas to what this reader lacks
         self.stop_on_terminal = stop_on_terminal
         self._live: asyncio.Queue[StoredEvent | None] = asyncio.Queue(maxsize=hub.buffer)
         self._backlog: list[StoredEvent] = []
@@ -392,6 +394,7 @@ class Subscription:
 
     def _deliver(self, ev: StoredEvent) -> StoredEvent:
         self.last_seq = ev.seq
+        ev = self._cursor.deliver(ev)
         if self.stop_on_terminal and ev.kind in TERMINAL_EVENT_KINDS:
             self._done = True
             self.hub._unsubscribe(self)

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storyloom.jobs.compaction import compact_deltas
 from storyloom.jobs.context import Handler, JobContext
 from storyloom.jobs.models import JobStatus
 from storyloom.jobs.schedule import ensure_schedule
@@ -19,6 +20,7 @@ from storyloom.store.schema import checkpoints, events, jobs, usage, usage_daily
 __all__ = [
     "MaintenancePolicy",
     "cleanup",
+    "compact_deltas",
     "housekeeping_handlers",
     "install_housekeeping",
     "record_usage",
@@ -34,6 +36,8 @@ class MaintenancePolicy:
     jobs_ttl_s: float = 30 * 86_400.0  # the finished jobs themselves
     retention_every_s: float = 3600.0
     rollup_every_s: float = 900.0
+    compact_after_s: float = 600.0  # a finished job's deltas become one event per step after this
+    compact_every_s: float = 300.0
 
 
 async def cleanup(
@@ -139,15 +143,20 @@ async def _retention(ctx: JobContext) -> dict[str, Any]:
     return await cleanup(ctx.queue.db, events_ttl_s=policy.events_ttl_s, jobs_ttl_s=policy.jobs_ttl_s)
 
 
+async def _compaction(ctx: JobContext) -> dict[str, Any]:
+    return await compact_deltas(ctx.queue.db, older_than_s=_policy(ctx).compact_after_s)
+
+
 async def _cost_rollup(ctx: JobContext) -> dict[str, Any]:
     return {"rows": len(await rollup_costs(ctx.queue.db))}
 
 
 def housekeeping_handlers() -> dict[str, Handler]:
     """The engine's own job kinds (app names may not take them)."""
-    return {"retention": _retention, "cost_rollup": _cost_rollup}
+    return {"retention": _retention, "cost_rollup": _cost_rollup, "compact_deltas": _compaction}
 
 
 async def install_housekeeping(db: Database, policy: MaintenancePolicy) -> None:
     await ensure_schedule(db, "retention", "retention", {}, interval_s=policy.retention_every_s)
     await ensure_schedule(db, "cost_rollup", "cost_rollup", {}, interval_s=policy.rollup_every_s)
+    await ensure_schedule(db, "compact_deltas", "compact_deltas", {}, interval_s=policy.compact_every_s)

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storyloom import fastjson
 from storyloom.errors import InputError, JobNotFoundError
+from storyloom.jobs.compaction import ResumeCursor
 from storyloom.jobs.intake import Intake, TenantCaps, submitted_event
 from storyloom.jobs.leases import LeasePolicy, reap_expired
 from storyloom.jobs.models import Job, JobStatus, QueueStats, StoredEvent
@@ -286,9 +287,12 @@ class JobQueue:
         )
 
     async def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
-        """The job's events with seq > after, in order."""
+        """The job's events with seq > after, in order (compacted deltas trimmed to what a reader
+        that had everything up to `after` lacks: `jobs/compaction.py`)."""
         async with self.db.read() as conn:
-            return await read_events(conn, job_id, after, limit)
+            found = await read_events(conn, job_id, after, limit)
+        cursor = ResumeCursor(after)
+        return [cursor.deliver(ev) for ev in found]
 
     async def wait_events(
         self, job_id: str, after: int = 0, timeout_s: float = 15.0, limit: int = 1000

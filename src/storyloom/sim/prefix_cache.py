@@ -22,7 +22,7 @@ _MAX_KEYS = 1000
 
 
 class PrefixCache:
-    def __init__(self, *, block_chars: int = 128, max_blocks_per_key: int = 200_000) -> None:
+    def __init__(self, *, block_chars: int = 128, max_blocks_per_key: int = 50_000) -> None:
         self.block_chars = block_chars
         self.max_blocks = max_blocks_per_key
         self._keys: OrderedDict[str, OrderedDict[bytes, None]] = OrderedDict()

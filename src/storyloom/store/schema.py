@@ -57,6 +57,8 @@ jobs = sa.Table(
     sa.Column("lease_losses", sa.Integer, nullable=False, server_default="0"),
     # What the reaper knows of the recent deaths this job was in flight at (poison detection).
     sa.Column("loss_trail", sa.JSON, nullable=True),
+    # Its step.delta events were merged, one per step, after it ended (jobs/compaction.py).
+    sa.Column("deltas_compacted", sa.Boolean, nullable=False, server_default=sa.false()),
     # NULL keys are distinct on both databases, so jobs without a key never collide.
     sa.UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idem"),
     sa.Index("ix_jobs_claim", "status", "priority", "run_at"),

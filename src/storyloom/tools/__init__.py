@@ -33,6 +33,7 @@ from storyloom.tools.search import (
     search_tool,
 )
 from storyloom.tools.setup import build_registry, build_runtime, builtin_tools, tools_limits_url
+from storyloom.tools.steps import ToolSetup, app_tools, step_tool_caller
 
 __all__ = [
     "BraveBackend",
@@ -53,6 +54,8 @@ __all__ = [
     "ToolRegistry",
     "ToolResult",
     "ToolRuntime",
+    "ToolSetup",
+    "app_tools",
     "build_registry",
     "build_runtime",
     "builtin_tools",
@@ -62,6 +65,7 @@ __all__ = [
     "search_backend",
     "search_policy",
     "search_tool",
+    "step_tool_caller",
     "tool",
     "tool_breaker",
     "tools_limits_url",

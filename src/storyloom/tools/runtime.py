@@ -38,9 +38,10 @@ from storyloom.limits.breaker import BreakerPolicy
 from storyloom.limits.state import Ask, Claim, Grant, Outcome, breaker_state
 from storyloom.llm.admission import AdmissionQueue
 from storyloom.tools.base import Tool, ToolCallMeta, ToolError, ToolResult
-from storyloom.tools.cache import ToolCache, normalized_key
+from storyloom.tools.cache import CacheEntry, ToolCache, normalized_key
 from storyloom.tools.metrics import tool_metrics
 from storyloom.tools.registry import ToolRegistry
+from storyloom.tools.shared_cache import SharedCache, shared_cache
 
 __all__ = ["ToolRuntime", "limit_name"]
 
@@ -74,6 +75,7 @@ class ToolRuntime:
         tenant_weights: dict[str, float] | None = None,
         max_queue: int = 100_000,
         cache: ToolCache | None = None,
+        shared: SharedCache | bool | None = True,
         prepare: Callable[[ToolRegistry], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self.registry = registry
@@ -84,6 +86,8 @@ class ToolRuntime:
         self.tenant_weights = dict(tenant_weights or {})
         self.max_queue = max_queue
         self.cache = cache or ToolCache()
+        # The cache's second level, shared by every process (True: where the limits are).
+        self.shared: SharedCache | None = shared_cache(limits_url) if shared is True else shared or None
         self.metrics = tool_metrics()
         self._backends: dict[BreakerPolicy, LimitBackend] = {}
         self._queues: dict[str, AdmissionQueue] = {}
@@ -114,17 +118,28 @@ class ToolRuntime:
             self._gauges = asyncio.get_running_loop().create_task(self._refresh_gauges(), name="tool-gauges")
         policy = tool.policy
         key = normalized_key(name, args) if policy.cache_ttl_s > 0 else None
+        elsewhere: CacheEntry | None = None  # the shared level's entry, fresh or stale
         if key is not None:
             hit = self.cache.get(key)
+            if hit is None and self.shared is not None:
+                elsewhere = await self.shared.get(key)
+                now = time.time()
+                if elsewhere is not None and elsewhere.fresh_until > now:
+                    hit = elsewhere.output
+                    self.cache.put(key, hit, elsewhere.fresh_until - now)
             self.metrics.cache_lookups.labels(name, "miss" if hit is None else "hit").inc()
             if hit is not None:
                 return self._done(ToolResult(tool=name, output=hit, cached=True), start)
         try:
             output, attempts, waited = await self._attempts(tool, args, meta, start)
         except _Degrade as d:
-            return self._done(self._degraded(tool, args, key, d.reason, d.attempts, d.waited), start)
+            return self._done(
+                self._degraded(tool, args, key, d.reason, d.attempts, d.waited, elsewhere), start
+            )
         if key is not None:
             self.cache.put(key, output, policy.cache_ttl_s)
+            if self.shared is not None:
+                await self.shared.put(key, output, policy.cache_ttl_s)
         return self._done(ToolResult(tool=name, output=output, attempts=attempts, wait_s=waited), start)
 
     async def call_many(
@@ -203,9 +218,18 @@ class ToolRuntime:
             return output, attempt, waited
 
     def _degraded(
-        self, tool: Tool[Any], args: Any, key: str | None, reason: str, attempts: int, waited: float
+        self,
+        tool: Tool[Any],
+        args: Any,
+        key: str | None,
+        reason: str,
+        attempts: int,
+        waited: float,
+        elsewhere: CacheEntry | None = None,
     ) -> ToolResult:
         stale = self.cache.stale(key) if key is not None else None
+        if stale is None and elsewhere is not None and elsewhere.keep_until > time.time():
+            stale = elsewhere
         if stale is not None:
             return ToolResult(
                 tool=tool.name,
@@ -328,6 +352,8 @@ class ToolRuntime:
             await asyncio.gather(*self._background, return_exceptions=True)
         for backend in self._backends.values():
             await backend.aclose()
+        if self.shared is not None:
+            await self.shared.aclose()
         await self.registry.aclose()
         from storyloom.tools.http import close_sessions
 

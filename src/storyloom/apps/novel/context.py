@@ -316,7 +316,11 @@ async def chapter_request(
         ),
         versions=versions,
         previous_summary=summary[:5000] if summary else None,
-        continuity=ContinuityFacts.from_sheets(character_sheets(bible, memory), number=number),
+        continuity=ContinuityFacts.from_sheets(
+            character_sheets(bible, memory),
+            number=number,
+            places=[loc.name for loc in bible.locations if loc.name],
+        ),
         **options,
     )
     return request, pack

@@ -174,8 +174,19 @@ class BookControl:
                 book.id, chapter.id, chapter.index, f"chapter {chapter.index}'s chosen text changed."
             )
         else:
-            await self.staleness.written(chapter.id, book.id, chapter.index, memory_fresh=bool(summary))
-        for run in await self.runs.active(book.id):
+            await self.staleness.written(chapter.id, book.id, chapter.index, memory_fresh=False)
+        runs = await self.runs.active(book.id)
+        if not any(r.status is RunStatus.WAITING and r.chapter == chapter.index for r in runs):
+            # No run goes on from this chapter (its next job would read this memory first): a job
+            # reads the new text's memory now. Keyed by the version, so a repeat is the same job.
+            await self.queue.submit(
+                REMEMBER_JOB_KIND,
+                {"book_id": book.id, "chapter": chapter.index},
+                priority=7,
+                idempotency_key=f"remember:{chosen.id}",
+                tenant=book.tenant,
+            )
+        for run in runs:
             if run.status is RunStatus.WAITING and run.chapter == chapter.index:
                 entry = {**run.progress.get(str(chapter.index), {}), "awaiting": False}
                 moved = await self.runs.update(
@@ -283,15 +294,7 @@ class BookControl:
             chapter.id, job_id, [NewVersion(index=candidate, text=str(pick["text"]), scores=scores)]
         )
         version = next(v for v in stored if v.index == candidate)
-        chosen = await self.choose(book, chapter, version)
-        await self.queue.submit(
-            REMEMBER_JOB_KIND,
-            {"book_id": book.id, "chapter": chapter.index},
-            priority=7,
-            idempotency_key=f"remember:{version.id}",
-            tenant=book.tenant,
-        )
-        return chosen
+        return await self.choose(book, chapter, version)  # its memory job is queued by the choice
 
     @staticmethod
     def _next_index(run: BookRun, index: int) -> int:

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from storyloom.apps.novel.book.control import BookControl, set_summary
+from storyloom.apps.novel.book.critical import chapter_critical_path_s
 from storyloom.apps.novel.book.runs import BookRun, Chooser, RunStatus
 from storyloom.apps.novel.bookstore import BookStore
 from storyloom.apps.novel.chapter import run_chapter
@@ -114,19 +115,26 @@ async def _stop(
 
 async def _remember(
     job: AppJob[Any], control: BookControl, books: BookStore, book_id: str, number: int, services: Any
-) -> None:
-    """Extract chapter `number`'s memory from its chosen text (durable: a re-run restores it)."""
+) -> float:
+    """Extract chapter `number`'s memory from its chosen text (durable: a re-run restores it);
+    returns the memory agent's model seconds."""
+    run_id = f"{job.id}:memory:{number}"
     record = await remember_chapter(
         books,
         project_id=book_id,
         number=number,
         tenant=job.tenant,
         services=services,
-        run_id=f"{job.id}:memory:{number}",
+        run_id=run_id,
         checkpoints=job.ctx.checkpoints,
     )
-    if record is not None:
-        await control.staleness.memory_fresh(record.chapter_id)
+    if record is None:
+        return 0.0
+    await control.staleness.memory_fresh(record.chapter_id)
+    await job.ctx.sink.writer.flush()
+    step = (await job.ctx.checkpoints.load(run_id)).get("memory") or {}
+    run = step.get("run") if isinstance(step, dict) else None
+    return float(run.get("model_s") or 0.0) if isinstance(run, dict) else 0.0
 
 
 async def _entry(
@@ -143,6 +151,7 @@ async def _entry(
         "elapsed_s": round(time.monotonic() - started, 3),
         "job_id": job.id,
         "length": result.chosen_version.length,
+        "length_adherence": result.chosen_version.length_adherence,
         "target_length": result.target_length,
         "context_tokens": context_tokens,
         "context_budget": budget,
@@ -159,8 +168,8 @@ async def _write(job: AppJob[Any], control: BookControl, run: BookRun, index: in
         return {"run_id": run.id, "chapter": index, "outcome": "failed"}
     if (
         run.only_stale
-        and index not in await control.staleness.of_book(book.id)
         and chapter.current_version_id
+        and not getattr((await control.staleness.of_book(book.id)).get(index), "stale_reason", None)
     ):
         moved = await control.runs.update(
             run.id, when=(RunStatus.RUNNING,), chapter_is=index, chapter=index + 1
@@ -241,6 +250,7 @@ async def _write(job: AppJob[Any], control: BookControl, run: BookRun, index: in
     judge_pick = next((v for v in stored if v.scores.get("judge_pick")), stored[0] if stored else None)
     if run.chooser is Chooser.AUTHOR or judge_pick is None:
         entry = await _entry(job, started, result, pack.tokens, pack.budget)
+        entry["critical_path_s"] = chapter_critical_path_s(result)
         moved = await control.runs.update(
             run.id,
             when=(RunStatus.RUNNING, RunStatus.PAUSED),
@@ -256,7 +266,7 @@ async def _write(job: AppJob[Any], control: BookControl, run: BookRun, index: in
     await set_summary(job.db, chapter.id, summary if isinstance(summary, str) and summary else None)
     await control.staleness.written(chapter.id, book.id, index, memory_fresh=False)
     try:
-        await _remember(job, control, books, book.id, index, services)
+        memory_s = await _remember(job, control, books, book.id, index, services)
     except Exception as exc:
         if not _budget_refusal(exc):
             raise
@@ -268,6 +278,7 @@ async def _write(job: AppJob[Any], control: BookControl, run: BookRun, index: in
             f"chapter {index}'s memory was not extracted before the run's cap: {exc}",
         )
     entry = await _entry(job, started, result, pack.tokens, pack.budget)
+    entry["critical_path_s"] = chapter_critical_path_s(result, memory_s=memory_s)
     moved = await control.runs.update(
         run.id,
         when=(RunStatus.RUNNING, RunStatus.PAUSED),

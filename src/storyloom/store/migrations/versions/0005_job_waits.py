@@ -1,4 +1,5 @@
-"""jobs that wait without a slot (wait_for, job_signals) and lease losses counted apart from attempts
+"""jobs that wait without a slot (wait_for, job_signals), lease losses counted apart from attempts,
+and a mark on jobs whose deltas were compacted
 
 Revision ID: 0005
 Revises: 0004
@@ -21,6 +22,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("wait_for", sa.JSON(), nullable=True))
         batch.add_column(sa.Column("lease_losses", sa.Integer(), nullable=False, server_default="0"))
         batch.add_column(sa.Column("loss_trail", sa.JSON(), nullable=True))
+        batch.add_column(
+            sa.Column("deltas_compacted", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
     op.create_table(
         "job_signals",
         sa.Column("job_id", sa.String(length=64), nullable=False),
@@ -34,6 +38,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("job_signals")
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("deltas_compacted")
         batch.drop_column("loss_trail")
         batch.drop_column("lease_losses")
         batch.drop_column("wait_for")
