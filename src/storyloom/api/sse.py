@@ -14,11 +14,12 @@ the API process's CPU.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from storyloom import fastjson
 
 __all__ = [
     "MAX_EVENT_ID",
@@ -116,14 +117,13 @@ class SseEvent:
 
 def format_event(event: EventLike) -> bytes:
     doc = {"seq": event.seq, "kind": event.kind, "step": event.step, "ts": event.ts, "data": event.data}
-    body = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
-    return f"id: {event.seq}\nevent: {_field(event.kind)}\ndata: {body}\n\n".encode()
+    head = f"id: {event.seq}\nevent: {_field(event.kind)}\ndata: ".encode()
+    return head + fastjson.dumps_bytes(doc) + b"\n\n"
 
 
 def format_named(kind: str, doc: dict[str, Any]) -> bytes:
     """A frame without an id (it moves no resume point): the submit-and-stream route's first one."""
-    body = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
-    return f"event: {_field(kind)}\ndata: {body}\n\n".encode()
+    return f"event: {_field(kind)}\ndata: ".encode() + fastjson.dumps_bytes(doc) + b"\n\n"
 
 
 def _field(value: str) -> str:

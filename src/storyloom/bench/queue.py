@@ -92,7 +92,12 @@ def _row(system: str, backend: str, workers: int, runs: list[dict[str, float]], 
         "elapsed_s": round(median["elapsed_s"], 3),
         "cpu_s_per_1000_jobs": round(cpu * 1000 / jobs, 3),
         "jobs_per_cpu_s": round(jobs / cpu, 1) if cpu > 0 else None,
-        "cpu_s": {k.removeprefix("cpu_"): round(v, 3) for k, v in median.items() if k.startswith("cpu_")},
+        "cpu_s": {
+            k.removeprefix("cpu_"): round(v, 3)
+            for k, v in median.items()
+            if k.startswith("cpu_") and k != "cpu_s"
+        }
+        | {"total": round(cpu, 3)},
     }
 
 

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -35,6 +35,7 @@ from storyloom.store.schema import checkpoints, events, usage
 __all__ = ["DurableCheckpoints", "GroupCommitWriter", "JobEventSink"]
 
 _log = get_logger("storyloom.jobs.durable")
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -43,6 +44,10 @@ class _Batch:
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     usage: list[dict[str, Any]] = field(default_factory=list)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    # Transactions run after the rows, in the same commit (`commit_with`), and who waits on each.
+    finals: list[tuple[Callable[[AsyncConnection], Awaitable[Any]], asyncio.Future[Any]]] = field(
+        default_factory=list
+    )
 
 
 class GroupCommitWriter:
@@ -51,12 +56,15 @@ class GroupCommitWriter:
         db: Database,
         *,
         linger_s: float = 0.002,
+        min_interval_s: float = 0.02,
         max_rows: int = 5000,
         on_commit: Callable[[], None] | None = None,
         retry_s: float = 0.5,
     ) -> None:
         self.db = db
         self.linger_s = linger_s
+        self.min_interval_s = min_interval_s
+        self._last_commit = 0.0  # time.monotonic() of the last commit
         self.max_rows = max_rows
         self.on_commit = on_commit
         self.retry_s = retry_s
@@ -120,6 +128,17 @@ class GroupCommitWriter:
             self._has_work.notify()
         await fut
 
+    async def commit_with(self, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run `fn(conn)` in the commit of everything added before this call, after those rows,
+        and return its result once committed: a job's completion lands with its last events, one
+        commit and one hand-over instead of a flush and then a transaction of its own."""
+        await self._ensure_running()
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            self._pending.finals.append((fn, fut))
+            self._has_work.notify()
+        return await fut
+
     async def _ensure_running(self) -> None:
         if self._thread is None:
             await self.start()
@@ -137,16 +156,22 @@ class GroupCommitWriter:
                 self._has_work.wait()
             if not self._has_pending():
                 return False
-        if self.linger_s > 0:
-            time.sleep(self.linger_s)  # let a burst of rows join this commit
+        # Let a burst of rows join this commit, and commit at most every `min_interval_s`: each
+        # commit costs the write lock, a wake-up of every API process and a poll there, whatever
+        # its size; at 200 jobs streaming, commits every 2 ms were mostly a few deltas each.
+        wait_s = max(self.linger_s, self._last_commit + self.min_interval_s - time.monotonic())
+        if wait_s > 0:
+            time.sleep(wait_s)
         with self._lock:
             batch, self._pending = self._pending, _Batch()
+        results: list[Any] = []
         try:
-            if batch.events or batch.checkpoints or batch.usage:  # a flush alone: all before is committed
-                self.db.transaction_blocking(self._commit_fn(batch))
+            if batch.events or batch.checkpoints or batch.usage or batch.finals:  # a flush alone: done
+                self.db.transaction_blocking(self._commit_fn(batch, results))
         except Exception as exc:
             _log.error("group_commit_failed", error=str(exc), events=len(batch.events))
             _resolve(batch.waiters, exc)
+            _resolve([fut for _, fut in batch.finals], exc)
             with self._lock:  # events have no waiter to tell: keep them, in order, for the next try
                 if self._stopping:
                     _log.error("group_commit_gave_up", events=len(batch.events) + len(self._pending.events))
@@ -155,18 +180,20 @@ class GroupCommitWriter:
                 self._pending.usage[:0] = batch.usage
             time.sleep(self.retry_s)
             return True
+        self._last_commit = time.monotonic()
         self._count(batch)
         _resolve(batch.waiters, None)
-        if self.on_commit is not None and batch.events and self._owner is not None:
+        _deliver([fut for _, fut in batch.finals], results)
+        if self.on_commit is not None and (batch.events or batch.finals) and self._owner is not None:
             with contextlib.suppress(RuntimeError):  # the owner's loop is closed: nobody to tell
                 self._owner.call_soon_threadsafe(self.on_commit)
         return True
 
     def _has_pending(self) -> bool:
         p = self._pending
-        return bool(p.events or p.checkpoints or p.usage or p.waiters)
+        return bool(p.events or p.checkpoints or p.usage or p.waiters or p.finals)
 
-    def _commit_fn(self, batch: _Batch) -> Callable[[AsyncConnection], Awaitable[None]]:
+    def _commit_fn(self, batch: _Batch, results: list[Any]) -> Callable[[AsyncConnection], Awaitable[None]]:
         db = self.db
         # Packed here, on this thread, before the transaction takes the write lock.
         event_chunks = [
@@ -174,6 +201,7 @@ class GroupCommitWriter:
         ]
         latest = Rows(db, _last_per_key(batch.checkpoints))
         calls = batch.usage
+        finals = batch.finals
 
         async def commit(conn: AsyncConnection) -> None:
             for chunk in event_chunks:
@@ -181,6 +209,9 @@ class GroupCommitWriter:
             await upsert_checkpoints(db, conn, latest)
             if calls:  # a few per step: executemany is cheap next to the events
                 await conn.execute(sa.insert(usage), calls)
+            results.clear()  # a rolled-back try of this batch left its results here
+            for fn, _ in finals:
+                results.append(await fn(conn))
 
         return commit
 
@@ -203,6 +234,22 @@ def _resolve(waiters: list[asyncio.Future[None]], exc: BaseException | None) -> 
     for loop, futs in by_loop.items():
         with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
             loop.call_soon_threadsafe(_settle, futs, exc)
+
+
+def _deliver(futs: list[asyncio.Future[Any]], results: list[Any]) -> None:
+    """Settle each future with its own result, one wake-up per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
+    for fut, result in zip(futs, results, strict=True):
+        by_loop.setdefault(fut.get_loop(), []).append((fut, result))
+    for loop, pairs in by_loop.items():
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_set_results, pairs)
+
+
+def _set_results(pairs: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    for fut, result in pairs:
+        if not fut.done():
+            fut.set_result(result)
 
 
 def _settle(futs: list[asyncio.Future[None]], exc: BaseException | None) -> None:

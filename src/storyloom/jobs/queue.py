@@ -15,17 +15,17 @@ until they are woken, or their wait's timeout passes.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storyloom import fastjson
 from storyloom.errors import InputError, JobNotFoundError
 from storyloom.jobs.compaction import ResumeCursor
 from storyloom.jobs.intake import Intake, TenantCaps, submitted_event
@@ -43,6 +43,81 @@ __all__ = ["Heartbeat", "JobQueue", "new_id"]
 
 _ACTIVE = (JobStatus.PENDING.value, JobStatus.RETRYING.value)
 _UNSTARTED = (*_ACTIVE, JobStatus.WAITING.value)  # no run in flight: cancelled at once
+_RUNNING = JobStatus.RUNNING.value
+
+# The worker path's statements, built once with bound parameters: building them per call (and
+# SQLAlchemy's cache key for a fresh object) cost more than running them, several times a second
+# per worker while idle. A statement object memoizes its cache key, so these compile once.
+_NOW: sa.BindParameter[float] = sa.bindparam("now", type_=sa.Double())
+_DEP = jobs.alias("dep")
+_RUNNABLE = sa.and_(
+    jobs.c.status.in_(_UNSTARTED),  # waiting: timed out
+    jobs.c.run_at <= _NOW,
+    sa.or_(
+        jobs.c.depends_on.is_(None),
+        sa.exists().where(_DEP.c.id == jobs.c.depends_on, _DEP.c.status == JobStatus.COMPLETED.value),
+    ),
+)
+_PICK = (
+    sa.select(jobs.c.id)
+    .where(_RUNNABLE)
+    .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.created_at)
+    .limit(sa.bindparam("limit", type_=sa.Integer()))
+    .with_for_update(skip_locked=True, of=jobs)
+)
+_TAKE = (
+    sa.update(jobs)
+    .where(jobs.c.id.in_(_PICK.scalar_subquery()))
+    .values(
+        status=_RUNNING,
+        lease_owner=sa.bindparam("owner", type_=sa.String()),
+        lease_expires_at=sa.bindparam("expires", type_=sa.Double()),
+        attempts=jobs.c.attempts + 1,
+        wait_for=None,
+        started_at=sa.func.coalesce(jobs.c.started_at, _NOW),
+        updated_at=_NOW,
+    )
+)
+_TAKE_RETURNING = _TAKE.returning(jobs.c.id)
+# (owner, claim time) names one claim: one worker claims one batch at a time.
+_MINE = sa.select(sa.func.json_group_array(jobs.c.id)).where(
+    jobs.c.lease_owner == sa.bindparam("owner", type_=sa.String()), jobs.c.updated_at == _NOW
+)
+# Anything to claim, or to reap (an expired lease), for the idle claim's look before the write lock.
+_ANY_CLAIMABLE = (
+    sa.select(jobs.c.id)
+    .where(sa.or_(_RUNNABLE, sa.and_(jobs.c.status == _RUNNING, jobs.c.lease_expires_at < _NOW)))
+    .limit(1)
+)
+_COMPLETE = (
+    sa.update(jobs)
+    .where(
+        jobs.c.id == sa.bindparam("job_id", type_=sa.String()),
+        jobs.c.lease_owner == sa.bindparam("owner", type_=sa.String()),
+        jobs.c.status == _RUNNING,
+    )
+    .values(
+        status=JobStatus.COMPLETED.value,
+        result=sa.bindparam("result", type_=sa.JSON()),
+        finished_at=_NOW,
+        updated_at=_NOW,
+        lease_owner=None,
+        lease_expires_at=None,
+        wait_for=None,
+    )
+)
+# One statement per appended event: seq = the job's max + 1, computed where it is inserted.
+_APPEND = sa.insert(events).from_select(
+    ["job_id", "seq", "kind", "step", "ts", "data"],
+    sa.select(
+        sa.bindparam("job_id", type_=sa.String()),
+        sa.func.coalesce(sa.func.max(events.c.seq), 0) + 1,
+        sa.bindparam("kind", type_=sa.String()),
+        sa.bindparam("step", type_=sa.String()),
+        sa.bindparam("ts", type_=sa.Double()),
+        sa.bindparam("data", type_=sa.JSON()),
+    ).where(events.c.job_id == sa.bindparam("job_id", type_=sa.String())),
+)
 
 
 def new_id() -> str:
@@ -79,6 +154,7 @@ class JobQueue:
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self._intake: Intake | None = None  # submissions, written in batches
+        self._idle = False  # the last claim found nothing to take
 
     # ---- clients -------------------------------------------------------------------------------
 
@@ -238,32 +314,11 @@ class JobQueue:
         if limit <= 0:
             return []
         now = time.time()
-        dep = jobs.alias("dep")
-        runnable = sa.and_(jobs.c.status.in_(_UNSTARTED), jobs.c.run_at <= now)  # waiting: timed out
-        deps_done = sa.or_(
-            jobs.c.depends_on.is_(None),
-            sa.exists().where(dep.c.id == jobs.c.depends_on, dep.c.status == JobStatus.COMPLETED.value),
-        )
-        pick = (
-            sa.select(jobs.c.id)
-            .where(runnable, deps_done)
-            .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.created_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True, of=jobs)
-        )
-        take = (
-            sa.update(jobs)
-            .where(jobs.c.id.in_(pick.scalar_subquery()))
-            .values(
-                status=JobStatus.RUNNING.value,
-                lease_owner=worker_id,
-                lease_expires_at=now + lease_s,
-                attempts=jobs.c.attempts + 1,
-                wait_for=None,
-                started_at=sa.func.coalesce(jobs.c.started_at, now),
-                updated_at=now,
-            )
-        )
+        if self._idle:  # the last claim found nothing: look before taking the write lock
+            async with self.db.read() as conn:
+                if (await conn.execute(_ANY_CLAIMABLE, {"now": now})).first() is None:
+                    return []
+        params = {"now": now, "owner": worker_id, "expires": now + lease_s, "limit": limit}
         is_sqlite = self.db.is_sqlite
         policy = self.lease_policy
 
@@ -273,14 +328,12 @@ class JobQueue:
         async def tx(conn: AsyncConnection) -> list[str]:
             await reap_expired(conn, now, policy)
             if not is_sqlite:
-                return list((await conn.scalars(take.returning(jobs.c.id))).all())
-            await conn.execute(take)
-            mine = sa.select(sa.func.json_group_array(jobs.c.id)).where(
-                jobs.c.lease_owner == worker_id, jobs.c.updated_at == now
-            )  # (owner, claim time) names this claim: one worker claims one batch at a time
-            return list(json.loads(await conn.scalar(mine) or "[]"))
+                return list((await conn.scalars(_TAKE_RETURNING, params)).all())
+            await conn.execute(_TAKE, params)
+            return list(fastjson.loads(await conn.scalar(_MINE, params) or "[]"))
 
         ids = await self.db.transaction(tx)
+        self._idle = not ids
         if not ids:
             return []
         async with self.db.read() as conn:
@@ -342,19 +395,31 @@ class JobQueue:
 
     async def complete(self, job_id: str, worker_id: str, result: dict[str, Any]) -> bool:
         """Mark completed (with the terminal event, atomically). False: the lease was lost."""
+        if not await self.db.transaction(self.completion(job_id, worker_id, result)):
+            return False
+        self.completed()
+        return True
+
+    def completion(
+        self, job_id: str, worker_id: str, result: dict[str, Any]
+    ) -> Callable[[AsyncConnection], Awaitable[bool]]:
+        """`complete`'s transaction, for a writer that commits it with other rows (the worker's
+        group commit, with the job's last events); call `completed()` once it has committed."""
         now = time.time()
+        params = {"job_id": job_id, "owner": worker_id, "now": now, "result": result}
 
         async def tx(conn: AsyncConnection) -> bool:
-            if not await _finish(conn, job_id, JobStatus.COMPLETED, now, result=result, owner=worker_id):
+            if not (await conn.execute(_COMPLETE, params)).rowcount:
                 return False
             await append_event(conn, job_id, "job.completed", {})
             await wake_parents(conn, [job_id], now)
             return True
 
-        if not await self.db.transaction(tx):
-            return False
+        return tx
+
+    def completed(self) -> None:
+        """A completion committed: wake this process's hub."""
         self._wake()
-        return True
 
     async def fail(
         self, job_id: str, worker_id: str, error: str, *, retryable: bool = True
@@ -522,13 +587,8 @@ async def append_event(
     Safe because these writes happen only when no run of the job is writing (cancel of a queued
     job, the run's own final transaction after its buffered events were flushed).
     """
-    last = await conn.scalar(
-        sa.select(sa.func.coalesce(sa.func.max(events.c.seq), 0)).where(events.c.job_id == job_id)
-    )
-    seq = int(last or 0) + 1
-    await conn.execute(
-        sa.insert(events).values(job_id=job_id, seq=seq, kind=kind, step=step, ts=time.time(), data=data)
-    )
+    params = {"job_id": job_id, "kind": kind, "step": step, "ts": time.time(), "data": data}
+    await conn.execute(_APPEND, params)
 
 
 async def _finish(

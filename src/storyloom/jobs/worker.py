@@ -59,6 +59,10 @@ class WorkerConfig:
     heartbeat_s: float = 1.0  # also the bound on how long a running job takes to see its cancel
     poll_s: float = 0.25  # claim interval while idle
     claim_batch: int = 50
+    # With few slots free and jobs running, wait this long for more to free before claiming: a
+    # claim is a write transaction whatever its size, and short jobs freeing slots one at a time
+    # otherwise cost one claim each.
+    claim_wait_s: float = 0.02
     grace_s: float = 10.0  # on stop: how long running jobs may finish before they are released
     max_rss_mb: float | None = None  # stop claiming above this resident size
     schedule_every_s: float | None = 5.0  # None: this worker does not tick the schedules
@@ -130,8 +134,14 @@ class Worker:
     # ---- loops ---------------------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
+        low_water = max(1, min(self.config.claim_batch, self.config.concurrency) // 2)
         while not self._stopping.is_set():
             free = self.config.concurrency - len(self._runs)
+            if 0 < free < low_water and self._runs and self.config.claim_wait_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.config.claim_wait_s):
+                        await self._stopping.wait()
+                free = self.config.concurrency - len(self._runs)
             claimed: list[Job] = []
             if free > 0 and self._memory_ok():
                 try:
@@ -278,10 +288,10 @@ class Worker:
                 log.warning("job_failed", error=error, now=status.value if status else "lease lost")
                 return
             finalizing = True
-            await self.writer.flush()
-            if await self.queue.complete(
-                job.id, self.id, result if isinstance(result, dict) else {"value": result}
-            ):
+            value = result if isinstance(result, dict) else {"value": result}
+            # The completion commits with the run's last events (no ack before that commit).
+            if await self.writer.commit_with(self.queue.completion(job.id, self.id, value)):
+                self.queue.completed()
                 self.completed += 1
                 log.debug("job_completed", elapsed_s=round(time.monotonic() - t0, 3))
             else:

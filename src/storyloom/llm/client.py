@@ -27,6 +27,7 @@ from typing import Any
 
 import aiohttp
 
+from storyloom import fastjson
 from storyloom.errors import (
     BadRequestError,
     BadResponseError,
@@ -318,7 +319,7 @@ class HttpModelClient:
         deadlines: _Deadlines,
         scope: asyncio.Timeout,
     ) -> ChatResult:
-        body_bytes = json.dumps(payload, ensure_ascii=False).encode()
+        body_bytes = fastjson.dumps_bytes(payload)
         async with http.post(self._url, data=body_bytes, headers=self._headers) as response:
             if response.status >= 400:
                 body = await response.read()
@@ -357,8 +358,8 @@ class HttpModelClient:
                     done = True
                     break
                 try:
-                    chunk = json.loads(data)
-                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                    chunk = fastjson.loads(data)
+                except (fastjson.JSONDecodeError, UnicodeDecodeError) as exc:
                     text_start = data[:200].decode("utf-8", "replace")
                     raise BadResponseError(
                         f"{self.name}: stream chunk is not JSON: {text_start!r}", deployment=self.name

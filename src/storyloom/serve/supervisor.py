@@ -144,6 +144,8 @@ class Supervisor:
 
     async def _autoscale(self) -> None:
         cfg = self.config
+        if cfg.min_workers == cfg.max_workers:  # nothing to scale: no queue statistics twice a second
+            return
         now = time.monotonic()
         stats = await self.queue.stats()
         alive = [c for c in self._children.children if not c.retiring]

@@ -11,7 +11,6 @@ cached statement. Postgres (asyncpg) has neither problem and takes plain `execut
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storyloom import fastjson
 from storyloom.store.database import Database
 from storyloom.store.schema import checkpoints, events, jobs
 
@@ -77,11 +77,7 @@ class Rows:
 
     def __init__(self, db: Database, rows: list[dict[str, Any]]) -> None:
         self.rows = rows
-        self.packed = (
-            json.dumps(rows, ensure_ascii=False, separators=(",", ":"), default=str)
-            if rows and db.is_sqlite and _SQLITE_JSON_ARROWS
-            else None
-        )
+        self.packed = fastjson.dumps(rows) if rows and db.is_sqlite and _SQLITE_JSON_ARROWS else None
 
 
 async def insert_events(db: Database, conn: AsyncConnection, rows: Rows) -> None:
@@ -132,8 +128,8 @@ async def existing_job_ids(conn: AsyncConnection, ids: list[str]) -> set[str]:
     if not ids:
         return set()
     if conn.dialect.name == "sqlite" and _SQLITE_JSON_ARROWS:
-        found = await conn.scalar(_SQLITE_EXISTING_JOBS, {"ids": json.dumps(ids)})
-        return set(json.loads(found or "[]"))
+        found = await conn.scalar(_SQLITE_EXISTING_JOBS, {"ids": fastjson.dumps(ids)})
+        return set(fastjson.loads(found or "[]"))
     return {r[0] for r in await conn.execute(sa.select(jobs.c.id).where(jobs.c.id.in_(ids)))}
 
 
@@ -158,7 +154,7 @@ async def jobs_by_ids(conn: AsyncConnection, ids: list[str]) -> list[dict[str, A
     if not ids:
         return []
     if conn.dialect.name == "sqlite" and _SQLITE_JSON_ARROWS:
-        packed = json.loads(await conn.scalar(_SQLITE_JOBS_BY_IDS, {"ids": json.dumps(ids)}) or "[]")
+        packed = fastjson.loads(await conn.scalar(_SQLITE_JOBS_BY_IDS, {"ids": fastjson.dumps(ids)}) or "[]")
         for row in packed:
             for name in _JOB_TIMES:
                 if row[name] is not None:
@@ -237,7 +233,7 @@ async def events_after_seqs(
     if not after:
         return out
     if conn.dialect.name == "sqlite" and _SQLITE_JSON_ARROWS:
-        params = {"pairs": json.dumps(list(after.items())), "limit": limit}
+        params = {"pairs": fastjson.dumps(list(after.items())), "limit": limit}
         for row in await _sqlite_packed(conn, _SQLITE_JOBS_AFTER_SEQS, params, key=2):
             out[row[1]].append(row)
         return out
@@ -249,7 +245,7 @@ async def events_after_seqs(
 async def _sqlite_packed(
     conn: AsyncConnection, stmt: Any, params: dict[str, Any], *, key: int
 ) -> list[EventRow]:
-    rows = json.loads(await conn.scalar(stmt, params) or "[]")
+    rows = fastjson.loads(await conn.scalar(stmt, params) or "[]")
     rows.sort(key=lambda r: r[key])  # an aggregate's order is not promised
     return [(r[0], r[1], r[2], r[3], r[4], float(r[5]), r[6]) for r in rows]
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -26,6 +25,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from storyloom import fastjson
 from storyloom.errors import ConfigError, StoreError
 from storyloom.store.inline import InlineEngine
 from storyloom.store.reads import ReadThread
@@ -97,6 +97,7 @@ class Database:
                     pool_size=size,
                     max_overflow=-1,
                     json_serializer=_to_json,
+                    json_deserializer=_from_json,
                     connect_args={"check_same_thread": False},
                 )
                 _sqlite_setup(engine, begin=begin, busy_timeout_ms=busy_timeout_ms)
@@ -299,7 +300,14 @@ class Database:
 
 def _to_json(value: Any) -> str:
     """Compact, keeps CJK text readable, and never fails a whole batch on one odd value."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return fastjson.dumps(value)
+
+
+def _from_json(value: Any) -> Any:
+    """A JSON column's value: SQLite hands back a stored number as a number (numeric affinity)."""
+    if isinstance(value, int | float):
+        return value
+    return fastjson.loads(value)
 
 
 def _set_wal(cur: Any) -> None:
