@@ -10,7 +10,8 @@ default a newcomer need not think about:
 - called as a chat model (`/v1/chat/completions`, model `storyloom/<name>`), an input model with a
   single required string field takes the last user message (`from_messages=` says otherwise), and
   the answer streams while `answer_step` (default: the last step) streams;
-- `routes` (a FastAPI router factory), `tables` (SQLAlchemy metadata with its alembic scripts),
+- `tools` (the app's own `storyloom.tools.Tool`s, offered beside the built-ins),
+  `routes` (a FastAPI router factory), `tables` (SQLAlchemy metadata with its alembic scripts),
   `schedules` (periodic jobs), `jobs` (more job kinds, named `<app>.<kind>`) and `cli` (sub-commands)
   plug the app into the API, the store, the scheduler and the CLI without editing any of them.
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from fastapi import APIRouter
 
     from storyloom.runner import AppJob
+    from storyloom.tools.base import Tool
 
 __all__ = ["App", "AppHandler", "AppTables", "Schedule", "default_from_messages"]
 
@@ -87,6 +89,7 @@ class App(Generic[InputT]):
     schedules: Sequence[Schedule] = ()
     jobs: Mapping[str, AppHandler] = field(default_factory=dict)
     cli: Callable[[typer.Typer], None] | None = None
+    tools: Sequence[Tool[Any]] = ()  # the app's own tools, beside the built-ins (ctx.tool, models)
     max_attempts: int = 3
 
     def __post_init__(self) -> None:

@@ -26,8 +26,8 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Benchmarks; each prints its results as JSON.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
-_COMMANDS = ("sim", "serve", "worker", "apps", "run", "jobs", "keys")
-_BENCHES = ("chapter", "engine", "gateway", "service", "openai", "chaos")
+_COMMANDS = ("sim", "serve", "worker", "apps", "run", "jobs", "keys", "tools")
+_BENCHES = ("chapter", "engine", "gateway", "service", "openai", "chaos", "tools", "queue")
 
 
 def _register_all() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -126,6 +126,18 @@ class Settings(BaseSettings):
     # so many steps of one worker process stream at once that they would emit more than this.
     delta_events_per_s: float = Field(default=400.0, gt=0)
     delta_max_interval_s: float = Field(default=0.5, ge=0.05, le=5.0)
+
+    # Tools (storyloom.tools). web_search's backend: sim (the simulator's search, default), searxng,
+    # tavily or brave, at STORYLOOM_SEARCH_URL with STORYLOOM_SEARCH_API_KEY. Per-tool policy
+    # overrides: STORYLOOM_TOOL_POLICIES='{"web_search": {"calls_per_minute": 100, "cache_ttl_s": 600}}'.
+    # Their shared limits: STORYLOOM_TOOLS_LIMITS_URL, else the gateway's limits store (Redis, or
+    # data_dir/llm-limits.db). MCP servers: STORYLOOM_MCP_SERVERS (JSON/YAML text or a file's path).
+    search_backend: Literal["sim", "searxng", "tavily", "brave"] = "sim"
+    search_url: str | None = None
+    search_api_key: str | None = None
+    tool_policies: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    tools_limits_url: str | None = None
+    mcp_servers: str | None = None
 
     # OpenTelemetry (the `otel` extra; storyloom.tracing): an OTLP/HTTP collector, e.g.
     # http://collector:4318; unset: no traces. Each process reports as this service name.

@@ -26,11 +26,13 @@ from pydantic import BaseModel, ValidationError
 from storyloom.agents import CallRecord, ModelChoice, RunLLM, RunServices, ToolCaller
 from storyloom.app import App
 from storyloom.errors import InputError
-from storyloom.flow import DeltaPacing, Flow, RunResult, run_flow
+from storyloom.flow import DeltaPacing, Flow, RunResult, StepContext, run_flow
 from storyloom.jobs.context import Handler, JobContext
 from storyloom.jobs.maintenance import MaintenancePolicy, housekeeping_handlers, install_housekeeping
 from storyloom.jobs.schedule import ensure_schedule
 from storyloom.jobs.usage import job_usage
+from storyloom.jobs.waits import WaitFor
+from storyloom.llm.types import Usage
 from storyloom.store.database import Database
 from storyloom.store.schema import events
 from storyloom.validation import from_validation
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from storyloom.jobs.queue import JobQueue
     from storyloom.llm.types import ModelClient
     from storyloom.registry import AppRegistry
+    from storyloom.tools.runtime import ToolRuntime
 
 __all__ = [
     "AppJob",
@@ -75,15 +78,24 @@ class WorkerServices:
     settings: Settings | None = None
     client: ModelClient | None = None
     models: ModelChoice | None = None
-    tools: ToolCaller | None = None
+    tools: ToolCaller | None = None  # overrides the runtime's calls (tests); else `tool_runtime` is used
+    tool_runtime: ToolRuntime | None = None
     maintenance: MaintenancePolicy = field(default_factory=MaintenancePolicy)
     pacing: DeltaPacing = field(default_factory=DeltaPacing)
     step_budget_s: float | None = 45.0  # a failing model keeps one call retrying at most this long
     app_state: dict[str, Any] = field(default_factory=dict)  # per-app singletons (see AppJob.shared)
 
+    def job_ended(self, job_id: str) -> None:
+        """A run of `job_id` ended in this process (any way): drop what was kept for it."""
+        forget = getattr(self.client, "forget_job", None)
+        if callable(forget):
+            forget(job_id)
+
     async def aclose(self) -> None:
         if self.client is not None:
             await self.client.aclose()
+        if self.tool_runtime is not None:
+            await self.tool_runtime.aclose()
 
 
 class AppJob(Generic[InputT]):
@@ -136,6 +148,19 @@ class AppJob(Generic[InputT]):
         """An app event on the job's stream (e.g. `book.progress`)."""
         self.ctx.emit(kind, **data)
 
+    def wait_for_children(self, *, timeout_s: float | None = None) -> WaitFor:
+        """`raise job.wait_for_children()`: this job waits, holding no worker slot, until every
+        child has ended; then the handler runs again from the top (submit children idempotently)."""
+        return self.ctx.wait_for_children(timeout_s=timeout_s)
+
+    def wait_for_signal(self, name: str, *, timeout_s: float | None = None) -> WaitFor:
+        """`raise job.wait_for_signal("choice:3")`: wait, holding no slot, for `queue.signal`."""
+        return self.ctx.wait_for_signal(name, timeout_s=timeout_s)
+
+    async def signals(self) -> dict[str, Any]:
+        """Every signal this job has received: name -> latest payload."""
+        return await self.ctx.signals()
+
     def shared(self, key: str, make: Callable[[], Any]) -> Any:
         """A per-process singleton of this app (a store, a client), made on first use."""
         state = self.services.app_state
@@ -146,8 +171,11 @@ class AppJob(Generic[InputT]):
 
     # -- model calls and flows -------------------------------------------------------------------
 
-    def llm(self, *, language: str = "en") -> RunLLM:
-        """Model access for this job: every call metered into its usage rows."""
+    def llm(
+        self, *, language: str = "en", budget_scope: str | None = None, budget_usd: float | None = None
+    ) -> RunLLM:
+        """Model access for this job: every call metered into its usage rows (and, with a
+        `budget_scope`, held against that scope's lifetime cap `budget_usd` by the gateway)."""
         services = self.services
         if services.client is None or services.models is None:
             raise RuntimeError("this worker was started without a model client")
@@ -162,11 +190,47 @@ class AppJob(Generic[InputT]):
             on_call=self._record_call,
             on_degraded=self._record_degraded,
             step_budget_s=services.step_budget_s,
+            tool_specs=services.tool_runtime.registry.specs if services.tool_runtime is not None else None,
+            budget_scope=budget_scope,
+            budget_scope_usd=budget_usd,
         )
 
-    def run_services(self, *, language: str = "en") -> RunServices:
-        model_access = self.llm(language=language) if self.services.client is not None else None
-        return RunServices(model_access, self.services.tools)
+    def run_services(
+        self, *, language: str = "en", budget_scope: str | None = None, budget_usd: float | None = None
+    ) -> RunServices:
+        model_access = (
+            self.llm(language=language, budget_scope=budget_scope, budget_usd=budget_usd)
+            if self.services.client is not None
+            else None
+        )
+        return RunServices(model_access, self.services.tools or self._tool_caller())
+
+    def _tool_caller(self) -> ToolCaller | None:
+        """Tool calls of this job: the process's runtime with the job's tenant, priority and id;
+        each call is a `tool` event of its step and a usage row (`model` = `tool:<name>`)."""
+        runtime = self.services.tool_runtime
+        if runtime is None:
+            return None
+        from storyloom.tools.base import ToolCallMeta, ToolResult
+
+        async def call(ctx: StepContext[Any], name: str, arguments: dict[str, Any]) -> ToolResult:
+            meta = ToolCallMeta(tenant=self.tenant, priority=self.priority, job_id=self.id, step=ctx.path)
+            result = await runtime.call(name, arguments, meta)
+            ctx.emit(
+                "tool",
+                tool=name,
+                arguments=arguments,
+                outcome=result.outcome,
+                degraded=result.degraded,
+                cached=result.cached,
+                reason=result.reason,
+                attempts=result.attempts,
+                elapsed_s=round(result.elapsed_s, 4),
+            )
+            self.ctx.record_usage(step=ctx.path, model=f"tool:{name}", usage=Usage(), cost_usd=0.0)
+            return result
+
+        return call
 
     async def run_flow(
         self, flow: Flow, run_input: Any, *, deps: Any = None, language: str = "en"
@@ -193,13 +257,21 @@ class AppJob(Generic[InputT]):
 
 
 async def _degraded_before(db: Database, job_id: str) -> list[dict[str, str]]:
-    """Degradations recorded by earlier attempts (their steps come back restored, not re-run)."""
-    query = sa.select(events.c.step, events.c.data).where(
-        events.c.job_id == job_id, events.c.kind == "step.degraded"
+    """Degradations recorded in the job's events: steps of earlier attempts (they come back
+    restored, not re-run), and every tool call that answered degraded (`tool <name>: <reason>`)."""
+    query = sa.select(events.c.step, events.c.kind, events.c.data).where(
+        events.c.job_id == job_id, events.c.kind.in_(("step.degraded", "tool"))
     )
     async with db.read() as conn:
         rows = (await conn.execute(query)).all()
-    return [{"step": str(step), "reason": str((data or {}).get("reason", ""))} for step, data in rows]
+    out = []
+    for step, kind, data in rows:
+        data = data or {}
+        if kind == "step.degraded":
+            out.append({"step": str(step), "reason": str(data.get("reason", ""))})
+        elif data.get("degraded"):
+            out.append({"step": str(step), "reason": f"tool {data.get('tool')}: {data.get('reason')}"})
+    return out
 
 
 def _app_handler(app: App[Any], kind: str, custom: Callable[[AppJob[Any]], Awaitable[Any]] | None) -> Handler:
@@ -256,12 +328,16 @@ def build_services(
     db: Database, settings: Settings, registry: AppRegistry, *, sim_url: str | None = None
 ) -> WorkerServices:
     from storyloom.llm.factory import build_client
+    from storyloom.tools.setup import build_tool_runtime
 
     return WorkerServices(
         db=db,
         registry=registry,
         settings=settings,
         client=build_client(settings, sim_url=sim_url),
+        tool_runtime=build_tool_runtime(
+            settings, [t for app in registry for t in app.tools], sim_url=sim_url
+        ),
         models=ModelChoice(default=settings.provider().model, overrides=dict(settings.agent_models)),
         pacing=DeltaPacing(
             max_events_per_s=settings.delta_events_per_s, max_interval_s=settings.delta_max_interval_s

@@ -48,12 +48,25 @@ max-stream-events = 8
 object_level_authorization.enabled = false
 use_after_free.enabled = false
 
+# The studio's routes (/api/me, the admin-only /api/ops/overview|limits|usage, /api/jobs/{id}/usage)
+# are fuzzed like every other: this run's admin key reaches them, and ?days is bounded 1..366.
+[[operations]]
+include-path-regex = "^/api/ops/"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "422"]
+
 # The chat front makes an app's input from free-form chat messages (the last user message): what the
 # app needs from them (a non-blank outline) is not something the messages' schema can say, so a
 # schema-valid conversation may be refused with OpenAI's 400, as real providers refuse some prompts.
 [[operations]]
 include-path = "/v1/chat/completions"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]
+
+# /api/books: a schema-valid request may still meet a book's state: a run over chapters another
+# run holds, a pause of a finished run, a regenerate with nothing stale (409); a chapter range past
+# the outline, a passage outside the chosen text, a choice naming neither version (400).
+[[operations]]
+include-path-regex = "^/api/books"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429"]
 
 # schemathesis expects an unknown extra header to be refused on this one operation (it holds the
 # Last-Event-ID header and the bearer scheme); HTTP lets a server ignore headers it does not know,

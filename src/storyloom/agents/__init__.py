@@ -15,6 +15,7 @@ from storyloom.agents.structured import (
     stricter,
     wire_schema,
 )
+from storyloom.agents.tool_loop import ToolLoop, parse_arguments, run_tool_loop
 
 __all__ = [
     "JSON_MAX_TOKENS",
@@ -29,14 +30,17 @@ __all__ = [
     "RunLLM",
     "RunServices",
     "ToolCaller",
+    "ToolLoop",
     "agent_call",
     "as_messages",
     "ask_json",
     "ask_text",
     "clean_prose",
     "json_candidates",
+    "parse_arguments",
     "parse_structured",
     "prompt_schema",
+    "run_tool_loop",
     "schema_block",
     "stricter",
     "wire_schema",

@@ -62,6 +62,23 @@ class AgentCall:
         stream: bool = True,
     ) -> str:
         """The answer's text; a cut stream raises StreamCutError after its tokens are counted."""
+        result = await self.complete(
+            messages, json_schema=json_schema, max_tokens=max_tokens, temperature=temperature, stream=stream
+        )
+        return result.text
+
+    async def complete(
+        self,
+        messages: list[Message],
+        *,
+        json_schema: dict[str, Any] | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        stream: bool = True,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
+    ) -> ChatResult:
+        """The whole result (text, tool calls, usage), metered like `chat`."""
         request = ChatRequest(
             model=self.model,
             messages=messages,
@@ -69,6 +86,8 @@ class AgentCall:
             max_tokens=max_tokens,
             json_schema=json_schema,
             stream=stream,
+            tools=tools,
+            tool_choice=tool_choice,
             meta=self.meta,
         )
         self.run.model = self.model
@@ -105,7 +124,7 @@ class AgentCall:
         finally:
             self.run.model_s = round(self.run.model_s + time.perf_counter() - start, 4)
         self._count(result)
-        return result.text
+        return result
 
     def _count(self, result: ChatResult) -> None:
         run = self.run

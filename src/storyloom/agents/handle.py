@@ -10,19 +10,20 @@ lower-level `AgentCall` (their own prompts, retries, a variant index for N versi
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from storyloom.agents.call import AgentCall, OnCall
+from storyloom.agents.call import AgentCall, CallRecord, OnCall
 from storyloom.agents.prose import ask_text
 from storyloom.agents.run import AgentRun
 from storyloom.agents.structured import JSON_MAX_TOKENS, ask_json, schema_block
+from storyloom.agents.tool_loop import ToolLoop, run_tool_loop
 from storyloom.errors import FlowError
 from storyloom.flow.context import Prompt, StepContext
-from storyloom.llm.types import CallMeta, Message, ModelClient
+from storyloom.llm.types import CallMeta, EmbeddingRequest, EmbeddingResult, Message, ModelClient
 
 __all__ = ["LLMHandle", "ModelChoice", "RunLLM", "agent_call", "as_messages"]
 
@@ -60,6 +61,10 @@ class RunLLM:
     on_call: OnCall | None = None
     on_degraded: Callable[[str, str], None] | None = None  # (step path, reason)
     step_budget_s: float | None = None
+    # The OpenAI `tools` entries of named tools (the process's tool registry), for `with_tools`.
+    tool_specs: Callable[[Sequence[str]], list[dict[str, Any]]] | None = None
+    budget_scope: str | None = None  # CallMeta.budget_scope of every call (e.g. one book's cap)
+    budget_scope_usd: float | None = None
 
     def meta(self, step: str, variant: int | None = None) -> CallMeta:
         deadline = None if self.step_budget_s is None else time.monotonic() + self.step_budget_s
@@ -70,6 +75,8 @@ class RunLLM:
             step=step,
             variant=variant,
             retry_deadline_s=deadline,
+            budget_scope=self.budget_scope,
+            budget_scope_usd=self.budget_scope_usd,
         )
 
 
@@ -161,6 +168,66 @@ class LLMHandle:
             )
         finally:
             self._absorb(call.run)
+
+    async def with_tools(
+        self,
+        prompt: Prompt,
+        *,
+        tools: Sequence[str],
+        max_rounds: int = 3,
+        tool_choice: str | dict[str, Any] = "auto",
+        model: str | None = None,
+        stream: bool = True,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> ToolLoop:
+        """Offer `tools` to the model and run its calls (in parallel, through `ctx.tool`) until it
+        answers or `max_rounds` rounds of calls are spent; the answer's text streams as deltas."""
+        if self._shared.tool_specs is None:
+            raise FlowError(f"step {self._ctx.path!r} offered tools, but this run has no tool registry")
+        specs = self._shared.tool_specs(list(tools))
+        call = self.agent(model=model, stream=stream, temperature=0.8 if temperature is None else temperature)
+        try:
+            return await run_tool_loop(
+                self._ctx,
+                call,
+                as_messages(prompt, system),
+                specs,
+                max_rounds=max_rounds,
+                tool_choice=tool_choice,
+                max_tokens=max_tokens,
+                stream=stream,
+            )
+        finally:
+            self._absorb(call.run)
+
+    async def embed(
+        self, texts: Sequence[str], *, model: str | None = None, dimensions: int | None = None
+    ) -> list[list[float]]:
+        """Vectors for `texts` through the gateway (its limits and ledger), metered as one call of
+        this step (model: `model`, else the `embed` agent's, e.g. STORYLOOM_AGENT_MODELS={"embed": ...})."""
+        shared, ctx = self._shared, self._ctx
+        embed = getattr(shared.client, "embed", None)
+        if embed is None:
+            raise FlowError(f"step {ctx.path!r} asked for embeddings, but the model client has none")
+        chosen = model or shared.models.for_step("embed", shared.app)
+        started = time.perf_counter()
+        result: EmbeddingResult = await embed(
+            EmbeddingRequest(
+                model=chosen, inputs=list(texts), dimensions=dimensions, meta=shared.meta(ctx.path)
+            )
+        )
+        run = self.run
+        run.calls += 1
+        run.usage = run.usage.add(result.usage)
+        run.cost_usd += result.cost_usd
+        run.model_s = round(run.model_s + time.perf_counter() - started, 4)
+        if shared.on_call is not None:
+            shared.on_call(
+                CallRecord(ctx.path, "embed", chosen, result.deployment, result.usage, result.cost_usd)
+            )
+        return result.vectors
 
     def _absorb(self, run: AgentRun) -> None:
         """Fold one call's record into the step's, and report a degradation as it happens."""

@@ -8,10 +8,11 @@ from typing import Any
 from storyloom.agents.handle import LLMHandle, RunLLM
 from storyloom.errors import FlowError
 from storyloom.flow.context import StepContext
+from storyloom.tools.base import ToolResult
 
 __all__ = ["RunServices", "ToolCaller"]
 
-ToolCaller = Callable[[StepContext[Any], str, dict[str, Any]], Awaitable[Any]]
+ToolCaller = Callable[[StepContext[Any], str, dict[str, Any]], Awaitable[ToolResult]]
 """Runs one tool call for a step (the tool registry, with its limits, cache and breaker)."""
 
 
@@ -29,7 +30,7 @@ class RunServices:
             raise FlowError(f"step {ctx.path!r} asked for a model, but this run has no model client")
         return LLMHandle(self.shared, ctx)
 
-    async def tool(self, ctx: StepContext[Any], name: str, arguments: dict[str, Any]) -> Any:
+    async def tool(self, ctx: StepContext[Any], name: str, arguments: dict[str, Any]) -> ToolResult:
         if self._tools is None:
             raise FlowError(f"step {ctx.path!r} called tool {name!r}, but this run has no tools")
         return await self._tools(ctx, name, arguments)

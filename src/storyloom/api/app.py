@@ -24,6 +24,7 @@ from storyloom.api.services import ApiOptions, Services
 from storyloom.api.tenant_limits import BudgetCheck, parse_tenant_limits
 from storyloom.config import Settings
 from storyloom.registry import AppRegistry
+from storyloom.web import install_studio
 
 __all__ = ["ApiOptions", "create_app"]
 
@@ -79,6 +80,7 @@ def create_app(
     _include_routes(app, apps)
     install_openapi(app)
     install_docs(app)
+    install_studio(app)
     # Added innermost first. From the outside: request id and access log (every answer, 401s and
     # 413s too, is logged with an id); CORS (preflights answered before authentication, and a 401
     # carries the CORS headers so a browser can read it); authentication; the body limit.
@@ -123,8 +125,10 @@ def _include_routes(app: FastAPI, registry: AppRegistry) -> None:
     from storyloom.api.routes.health import router as health_router
     from storyloom.api.routes.jobs import router as jobs_router
     from storyloom.api.routes.openai import router as openai_router
+    from storyloom.api.routes.ops import router as ops_router
 
-    for router in (app_job_router(registry), apps_router, jobs_router, openai_router, health_router):
+    routers = (app_job_router(registry), apps_router, jobs_router, openai_router, health_router, ops_router)
+    for router in routers:
         app.include_router(router)
     for plugin in registry:
         if plugin.routes is not None:

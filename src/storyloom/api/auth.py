@@ -10,7 +10,7 @@ Roles: `member` acts within its tenant. `admin` is the deployment's operator: it
 (`GET /api/jobs/{id}` and its events: looking into someone's failed job is support work).
 Everything else, admin or not, is the key's own tenant's; another tenant's id answers 404.
 
-Static files (the studio, later) are mounted with `app.mount(...)`: a mount carries none of the
+Static files (the studio, web/) are mounted with `app.mount(...)`: a mount carries none of the
 routes' dependencies, so it is public by construction; list its prefix in `PUBLIC_PREFIXES` so the
 route audit (tests/api/test_api_auth.py) knows it is meant to be.
 
@@ -48,9 +48,10 @@ __all__ = [
     "open_principal",
 ]
 
-# Answer without a key: health (load balancers, orchestrators) and the API's own description.
-PUBLIC_PATHS = frozenset({"/api/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-PUBLIC_PREFIXES: tuple[str, ...] = ()  # static mounts, e.g. "/studio/" once the studio ships
+# Answer without a key: health (load balancers, orchestrators), the API's own description, and
+# the studio's page ("/"), which holds no data: its API calls carry the key.
+PUBLIC_PATHS = frozenset({"/", "/api/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+PUBLIC_PREFIXES: tuple[str, ...] = ("/studio/",)  # the studio's static files (web/)
 PRINCIPAL_SCOPE_KEY = "storyloom.principal"  # where AuthMiddleware leaves the request's Principal
 _REALM = 'Bearer realm="storyloom"'
 

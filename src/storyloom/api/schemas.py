@@ -100,6 +100,7 @@ class UsageOut(BaseModel):
     total_tokens: int = 0
     cost_usd: float = 0.0
     cache_hit_share: float = 0.0
+    tool_calls: int = 0  # tool calls (rows with model `tool:<name>`), not counted in `calls`
 
 
 class DegradedOut(BaseModel):

@@ -153,10 +153,18 @@ class Services:
         return services
 
     async def submit(
-        self, kind: str, payload: dict[str, Any], *, priority: int, idempotency_key: str | None, tenant: str
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        priority: int,
+        idempotency_key: str | None,
+        tenant: str,
+        depends_on: str | None = None,
     ) -> tuple[Job, bool]:
         """Submit within the tenant's limits; returns the job and whether this call created it (False:
-        an idempotent repeat, answered even when the tenant is over a limit now)."""
+        an idempotent repeat, answered even when the tenant is over a limit now). `depends_on`: the
+        job is not claimed before that job completes."""
         before = time.time()
         caps = self.tenant_limits.for_tenant(tenant).caps()
         try:
@@ -173,6 +181,7 @@ class Services:
                     idempotency_key=idempotency_key,
                     tenant=tenant,
                     caps=caps,
+                    depends_on=depends_on,
                     traceparent=tracing.current_traceparent(),
                 )
         except QueueFullError:

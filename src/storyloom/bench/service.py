@@ -257,6 +257,44 @@ def _cpu_seconds(root: psutil.Process) -> dict[str, float]:
     return {k: round(v, 1) for k, v in out.items()}
 
 
+def _simulator_root(root: psutil.Process) -> str | None:
+    """http://127.0.0.1:<port> of serve's simulator child, from its listening socket."""
+    for part, proc in _parts(root):
+        if part != "simulator":
+            continue
+        with contextlib.suppress(psutil.Error):
+            for conn in proc.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr:
+                    return f"http://127.0.0.1:{conn.laddr.port}"
+    return None
+
+
+def _model_calls(root: psutil.Process) -> int | None:
+    """Chat completions the simulator answered (its own count, not the service's claim)."""
+    sim = _simulator_root(root)
+    if sim is None:
+        return None
+    try:
+        return int(httpx.get(f"{sim}/stats", timeout=10).json().get("requests", 0))
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def _cpu_per_model_call(cpu: dict[str, float], calls: int | None) -> dict[str, Any]:
+    """CPU of the service under test (API + workers; the simulator and the clients excluded) during
+    the run, per model call the simulator answered: what orchestration costs on top of the provider."""
+    service_s = cpu["api"] + cpu["workers"]
+    if not calls:
+        return {"model_calls": calls, "service_cpu_s": round(service_s, 2), "cpu_ms_per_model_call": None}
+    return {
+        "model_calls": calls,
+        "service_cpu_s": round(service_s, 2),
+        "cpu_ms_per_model_call": round(service_s * 1000 / calls, 3),
+        "api_cpu_ms_per_model_call": round(cpu["api"] * 1000 / calls, 3),
+        "workers_cpu_ms_per_model_call": round(cpu["workers"] * 1000 / calls, 3),
+    }
+
+
 def _settle(url: str, cfg: BenchConfig) -> None:
     """Wait for the supervisor's workers (health answers 200), then `settle_s` for them to boot."""
     deadline = time.monotonic() + 60
@@ -452,12 +490,19 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         try:
             _renice_simulator(psutil.Process(proc.pid), cfg.sim_nice)
             _settle(url, cfg)
+            cpu_at_start = _cpu_seconds(psutil.Process(proc.pid))
+            calls_at_start = _model_calls(psutil.Process(proc.pid)) or 0
             result = eventloop.run(_drive(cfg, url, psutil.Process(proc.pid)))
             result["settle_s"] = cfg.settle_s
             text = httpx.get(f"{url}/metrics").text
             # creation -> the API's hub has it (worker, commit, poll); creation -> written to the socket
             result.update(_server_lags(text))
             result["cpu_s"] = _cpu_seconds(psutil.Process(proc.pid))
+            # The run's own CPU: start-up (imports, migrations, warm-up) is not a model call's cost.
+            run_cpu = {k: round(v - cpu_at_start[k], 1) for k, v in result["cpu_s"].items()}
+            result["cpu_s_during_run"] = run_cpu
+            calls = _model_calls(psutil.Process(proc.pid))
+            result.update(_cpu_per_model_call(run_cpu, None if calls is None else calls - calls_at_start))
             failed = result.pop("_not_completed")[:3]
             result["not_completed_errors"] = [
                 httpx.get(f"{url}/api/jobs/{job}").json().get("error") for job in failed

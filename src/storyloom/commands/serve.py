@@ -92,7 +92,8 @@ def register(app: typer.Typer) -> None:
         )
 
         def ready(url: str) -> None:
-            typer.echo(url)
+            typer.echo(url)  # the first line is the API's URL alone: scripts and tests read it
+            typer.echo(f"studio: {url}/" + ("  (sign in with an API key)" if auth_on else ""))
             sys.stdout.flush()
 
         from storyloom.registry import installed_apps

@@ -23,7 +23,9 @@ from storyloom.errors import FlowError
 from storyloom.flow.results import Outcome, RunResult
 
 if TYPE_CHECKING:
+    from storyloom.agents.tool_loop import ToolLoop
     from storyloom.flow.graph import Flow
+    from storyloom.tools.base import ToolResult
 
 __all__ = ["Prompt", "RunHandle", "StepContext", "StepLLM", "StepServices"]
 
@@ -65,13 +67,36 @@ class StepLLM(Protocol):
         """A validated `schema`, parsed defensively; degrades to `default()` (recorded) or raises."""
         ...
 
+    async def with_tools(
+        self,
+        prompt: Prompt,
+        *,
+        tools: Sequence[str],
+        max_rounds: int = 3,
+        tool_choice: str | dict[str, Any] = "auto",
+        model: str | None = None,
+        stream: bool = True,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> ToolLoop:
+        """Function calling: the model calls `tools` (run in parallel via `ctx.tool`) for at most
+        `max_rounds` rounds, then answers; a `ToolLoop` (text, rounds, calls, degraded)."""
+        ...
+
+    async def embed(
+        self, texts: Sequence[str], *, model: str | None = None, dimensions: int | None = None
+    ) -> list[list[float]]:
+        """One vector per text, through the gateway, metered."""
+        ...
+
 
 class StepServices(Protocol):
     """What a run offers its steps beyond their inputs; one per run, handed to `run_flow`."""
 
     def llm(self, ctx: StepContext[Any]) -> StepLLM: ...
 
-    async def tool(self, ctx: StepContext[Any], name: str, arguments: dict[str, Any]) -> Any: ...
+    async def tool(self, ctx: StepContext[Any], name: str, arguments: dict[str, Any]) -> ToolResult: ...
 
 
 class RunHandle(Protocol):
@@ -133,12 +158,18 @@ class StepContext(Generic[DepsT]):
             handle = self._llm = services.llm(self)
         return handle
 
-    async def tool(self, name: str, /, **arguments: Any) -> Any:
-        """Call the tool `name` under its limits; a tool that fails for good answers degraded."""
+    async def tool(self, name: str, /, **arguments: Any) -> ToolResult:
+        """Call the tool `name` under its limits (a `ToolResult`): a tool that is down, over its
+        limits or failing answers `degraded=True` instead of raising; only an unknown name or
+        invalid arguments raise (ToolNotFoundError, ToolArgumentsError)."""
         services = self._run.services
         if services is None:
             raise FlowError(f"step {self.path!r} called tool {name!r}, but this run has no tools")
         return await services.tool(self, name, arguments)
+
+    async def tools(self, calls: Iterable[tuple[str, dict[str, Any]]]) -> list[ToolResult]:
+        """Several tool calls at once (each under its own tool's limits), results in order."""
+        return list(await asyncio.gather(*(self.tool(name, **arguments) for name, arguments in calls)))
 
     def delta(self, text: str) -> None:
         """Report streamed text; it reaches the sink coalesced as `step.delta` events."""

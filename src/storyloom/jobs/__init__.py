@@ -4,6 +4,7 @@ from storyloom.jobs.durable import DurableCheckpoints, GroupCommitWriter, JobEve
 from storyloom.jobs.events import EventHub, Subscription
 from storyloom.jobs.models import TERMINAL_EVENT_KINDS, Job, JobStatus, QueueStats, StoredEvent
 from storyloom.jobs.queue import Heartbeat, JobQueue
+from storyloom.jobs.waits import WaitFor
 
 __all__ = [
     "TERMINAL_EVENT_KINDS",
@@ -18,4 +19,5 @@ __all__ = [
     "QueueStats",
     "StoredEvent",
     "Subscription",
+    "WaitFor",
 ]

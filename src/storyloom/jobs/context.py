@@ -11,6 +11,7 @@ from storyloom.jobs.durable import DurableCheckpoints, JobEventSink
 from storyloom.jobs.models import Job
 from storyloom.jobs.queue import JobQueue
 from storyloom.jobs.usage import usage_row
+from storyloom.jobs.waits import WaitFor
 from storyloom.llm.types import Usage
 
 __all__ = ["Handler", "JobContext"]
@@ -37,6 +38,18 @@ class JobContext:
 
     def emit(self, kind: str, **data: Any) -> None:
         self.sink.append(kind, data)
+
+    def wait_for_children(self, *, timeout_s: float | None = None) -> WaitFor:
+        """`raise ctx.wait_for_children()`: park this job, slot freed, until every child has ended."""
+        return WaitFor(children=True, timeout_s=timeout_s)
+
+    def wait_for_signal(self, name: str, *, timeout_s: float | None = None) -> WaitFor:
+        """`raise ctx.wait_for_signal("choice")`: park this job until `queue.signal(id, name)`."""
+        return WaitFor(signal=name, timeout_s=timeout_s)
+
+    async def signals(self) -> dict[str, Any]:
+        """Every signal this job has received: name -> latest payload."""
+        return await self.queue.signals(self.job.id)
 
     def record_usage(
         self, *, step: str | None, model: str, usage: Usage, cost_usd: float, ts: float | None = None

@@ -35,7 +35,7 @@ from storyloom.store.schema import jobs
 __all__ = ["Intake", "TenantCaps", "submitted_event"]
 
 _ACTIVE = sorted(s.value for s in JobStatus.QUEUED)
-_UNFINISHED = sorted(s.value for s in (*JobStatus.QUEUED, JobStatus.RUNNING))
+_UNFINISHED = sorted(s.value for s in (*JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.WAITING))
 _WINDOW_S = 60.0  # TenantCaps.per_minute counts the submissions of this many seconds
 _FULL_RETRY_S = 5.0  # a tenant at its job cap: when one of its jobs may have finished (unknowable)
 _MAX_BATCH = 500  # bounds one transaction's time under the write lock (~10 ms idle)

@@ -13,6 +13,7 @@ class JobStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     RETRYING = "retrying"  # failed, waits for `run_at` to run again
+    WAITING = "waiting"  # parked by its handler (children / a signal): no lease, no worker slot
     COMPLETED = "completed"
     FAILED = "failed"  # dead letter: attempts exhausted or not retryable; `error` says why
     CANCELLED = "cancelled"
@@ -55,6 +56,8 @@ class Job:
     lease_owner: str | None
     lease_expires_at: float | None
     cancel_requested: bool
+    wait_for: dict[str, Any] | None = None  # while WAITING: {"children": True} or {"signal": name}
+    lease_losses: int = 0  # runs lost to a dead worker (not attempts)
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
@@ -85,6 +88,8 @@ class Job:
             lease_owner=m["lease_owner"],
             lease_expires_at=m["lease_expires_at"],
             cancel_requested=bool(m["cancel_requested"]),
+            wait_for=m.get("wait_for"),
+            lease_losses=int(m.get("lease_losses") or 0),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -6,8 +6,10 @@ Clients use `submit`, `get`, `cancel`, `stats`, `events`, `wait_events`. Workers
 
 Claiming is one statement, `UPDATE jobs ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)
 RETURNING *`: Postgres skips rows other workers hold; SQLite renders no FOR UPDATE and is
-serialized by its single writer (`BEGIN IMMEDIATE`). A running job whose lease expired is as
-claimable as a pending one, which is how a killed worker's jobs come back.
+serialized by its single writer (`BEGIN IMMEDIATE`). Each claim first reaps the running jobs
+whose lease expired (`jobs/leases.py`: pending again, the lost run not counted as an attempt),
+which is how a killed worker's jobs come back. Waiting jobs (`jobs/waits.py`) are not claimable
+until they are woken, or their wait's timeout passes.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storyloom.errors import InputError, JobNotFoundError
 from storyloom.jobs.intake import Intake, TenantCaps, submitted_event
+from storyloom.jobs.leases import LeasePolicy, reap_expired
 from storyloom.jobs.models import Job, JobStatus, QueueStats, StoredEvent
+from storyloom.jobs.waits import WaitFor, park, read_signals, send_signal, wake_parents
 from storyloom.store.bulk import job_events_after, jobs_by_ids
 from storyloom.store.database import Database
 from storyloom.store.schema import checkpoints, events, jobs
@@ -37,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["Heartbeat", "JobQueue", "new_id"]
 
 _ACTIVE = (JobStatus.PENDING.value, JobStatus.RETRYING.value)
+_UNSTARTED = (*_ACTIVE, JobStatus.WAITING.value)  # no run in flight: cancelled at once
 
 
 def new_id() -> str:
@@ -60,8 +65,14 @@ class JobQueue:
         max_backlog: int | None = None,
         backoff_base_s: float = 2.0,
         backoff_max_s: float = 300.0,
+        max_lease_losses: int = 20,
+        poison_deaths: int = 3,
+        loss_spread_s: float = 2.0,
     ) -> None:
         self.db = db
+        self.lease_policy = LeasePolicy(
+            max_lease_losses=max_lease_losses, poison_deaths=poison_deaths, spread_s=loss_spread_s
+        )
         self.hub = hub
         self.max_backlog = max_backlog
         self.backoff_base_s = backoff_base_s
@@ -159,7 +170,7 @@ class JobQueue:
             if row is None:
                 raise JobNotFoundError(f"no job {job_id!r}")
             job = Job.from_row(row)
-            if job.status.value in _ACTIVE:
+            if job.status.value in _UNSTARTED:
                 await _finish(conn, job_id, JobStatus.CANCELLED, now, error="cancelled by request")
                 await append_event(conn, job_id, "job.cancelled", {"reason": "cancelled by request"})
                 await _cascade(conn, [job_id], now)
@@ -224,10 +235,7 @@ class JobQueue:
             return []
         now = time.time()
         dep = jobs.alias("dep")
-        runnable = sa.or_(
-            sa.and_(jobs.c.status.in_(_ACTIVE), jobs.c.run_at <= now),
-            sa.and_(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_expires_at < now),
-        )
+        runnable = sa.and_(jobs.c.status.in_(_UNSTARTED), jobs.c.run_at <= now)  # waiting: timed out
         deps_done = sa.or_(
             jobs.c.depends_on.is_(None),
             sa.exists().where(dep.c.id == jobs.c.depends_on, dep.c.status == JobStatus.COMPLETED.value),
@@ -247,16 +255,19 @@ class JobQueue:
                 lease_owner=worker_id,
                 lease_expires_at=now + lease_s,
                 attempts=jobs.c.attempts + 1,
+                wait_for=None,
                 started_at=sa.func.coalesce(jobs.c.started_at, now),
                 updated_at=now,
             )
         )
         is_sqlite = self.db.is_sqlite
+        policy = self.lease_policy
 
         # Only the ids inside the write transaction, and on SQLite as one packed value: returning
         # every claimed row (payload and all) steps once per row, each step re-taking the GIL with
         # the write lock held (see store.bulk). The rows are read after the commit: they are ours.
         async def tx(conn: AsyncConnection) -> list[str]:
+            await reap_expired(conn, now, policy)
             if not is_sqlite:
                 return list((await conn.scalars(take.returning(jobs.c.id))).all())
             await conn.execute(take)
@@ -333,6 +344,7 @@ class JobQueue:
             if not await _finish(conn, job_id, JobStatus.COMPLETED, now, result=result, owner=worker_id):
                 return False
             await append_event(conn, job_id, "job.completed", {})
+            await wake_parents(conn, [job_id], now)
             return True
 
         if not await self.db.transaction(tx):
@@ -430,6 +442,45 @@ class JobQueue:
 
         return await self.db.transaction(tx)
 
+    async def expire_leases(self, worker_id: str) -> int:
+        """Void the leases of a worker known to be dead (its supervisor saw it exit): the next
+        claim reaps its jobs (`jobs/leases.py`) instead of waiting for the leases to run out."""
+        stmt = (
+            sa.update(jobs)
+            .where(jobs.c.lease_owner == worker_id, jobs.c.status == JobStatus.RUNNING.value)
+            .values(lease_expires_at=0.0)
+        )
+
+        async def tx(conn: AsyncConnection) -> int:
+            return int((await conn.execute(stmt)).rowcount or 0)
+
+        return await self.db.transaction(tx)
+
+    async def suspend(self, job_id: str, worker_id: str, wait: WaitFor) -> JobStatus | None:
+        """Park a running job until `wait` holds (`jobs/waits.py`): WAITING, PENDING if it already
+        holds, None if the lease was lost."""
+        now = time.time()
+        status = await self.db.transaction(lambda conn: park(conn, job_id, worker_id, wait, now))
+        self._wake()
+        return status
+
+    async def signal(self, job_id: str, name: str, payload: Any = None, *, tenant: str | None = None) -> Job:
+        """Send a named signal to a job; a job waiting for it is queued again at once.
+
+        Kept whatever the job's state (the latest payload per name), so a signal sent before the
+        wait is not lost. A job that has ended: `ConflictError`; another tenant's: `JobNotFoundError`."""
+        if not 1 <= len(name) <= 200:
+            raise InputError("a signal name has 1 to 200 characters.")
+        now = time.time()
+        job, _ = await self.db.transaction(lambda conn: send_signal(conn, job_id, name, payload, tenant, now))
+        self._wake()
+        return job
+
+    async def signals(self, job_id: str) -> dict[str, Any]:
+        """Every signal the job received so far: name -> latest payload."""
+        async with self.db.read() as conn:
+            return await read_signals(conn, job_id)
+
     def _wake(self) -> None:
         if self.hub is not None:
             self.hub.wake()
@@ -495,6 +546,7 @@ async def _finish(
         "updated_at": now,
         "lease_owner": None,
         "lease_expires_at": None,
+        "wait_for": None,
     }
     if result is not None:
         values["result"] = result
@@ -508,9 +560,11 @@ async def _cascade(conn: AsyncConnection, failed_ids: list[str], now: float) -> 
     """Jobs waiting on a job that will never complete can never run: fail them, transitively.
 
     Children of a cancelled/failed parent are cancelled too (queued ones now, running ones flagged).
+    Parents waiting for their children are woken once the last one has ended.
     """
     frontier = list(failed_ids)
     while frontier:
+        await wake_parents(conn, frontier, now)
         waiting = (
             await conn.execute(
                 sa.update(jobs)
@@ -527,9 +581,10 @@ async def _cascade(conn: AsyncConnection, failed_ids: list[str], now: float) -> 
         kids = (
             await conn.execute(
                 sa.update(jobs)
-                .where(jobs.c.parent_id.in_(frontier), jobs.c.status.in_(_ACTIVE))
+                .where(jobs.c.parent_id.in_(frontier), jobs.c.status.in_(_UNSTARTED))
                 .values(
                     status=JobStatus.CANCELLED.value,
+                    wait_for=None,
                     error="its parent job ended",
                     finished_at=now,
                     updated_at=now,

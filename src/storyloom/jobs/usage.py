@@ -1,4 +1,7 @@
-"""A job's usage: the rows its model calls wrote, summed (every attempt's calls count)."""
+"""A job's usage: the rows its model calls wrote, summed (every attempt's calls count).
+
+Tool calls write rows too (`model` = `tool:<name>`, no tokens); they are counted apart as
+`tool_calls`, so `calls` stays the number of model calls."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ class JobUsage:
     calls: int = 0
     usage: Usage = field(default_factory=Usage)
     cost_usd: float = 0.0
+    tool_calls: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         u = self.usage
@@ -30,6 +34,7 @@ class JobUsage:
             "total_tokens": u.total_tokens,
             "cost_usd": round(self.cost_usd, 8),
             "cache_hit_share": round(u.cached_tokens / u.prompt_tokens, 4) if u.prompt_tokens else 0.0,
+            "tool_calls": self.tool_calls,
         }
 
 
@@ -62,10 +67,12 @@ async def job_usage(db: Database, job_ids: list[str]) -> dict[str, JobUsage]:
     out = {job_id: JobUsage() for job_id in job_ids}
     if not job_ids:
         return out
+    is_tool = usage.c.model.like("tool:%")
     query = (
         sa.select(
             usage.c.job_id,
-            sa.func.sum(usage.c.calls),
+            sa.func.sum(sa.case((is_tool, 0), else_=usage.c.calls)),
+            sa.func.sum(sa.case((is_tool, usage.c.calls), else_=0)),
             sa.func.sum(usage.c.prompt_tokens),
             sa.func.sum(usage.c.completion_tokens),
             sa.func.sum(usage.c.cached_tokens),
@@ -75,8 +82,11 @@ async def job_usage(db: Database, job_ids: list[str]) -> dict[str, JobUsage]:
         .group_by(usage.c.job_id)
     )
     async with db.read() as conn:
-        for job_id, calls, pt, ct, cached, cost in await conn.execute(query):
+        for job_id, calls, tool_calls, pt, ct, cached, cost in await conn.execute(query):
             out[job_id] = JobUsage(
-                int(calls or 0), Usage(int(pt or 0), int(ct or 0), int(cached or 0)), float(cost or 0.0)
+                int(calls or 0),
+                Usage(int(pt or 0), int(ct or 0), int(cached or 0)),
+                float(cost or 0.0),
+                int(tool_calls or 0),
             )
     return out

@@ -11,7 +11,6 @@ as `STORYLOOM_EVENT_WAKE_URL` (several API processes: several URLs, comma-separa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -52,9 +51,11 @@ class WakeSender:
 
     def __call__(self) -> None:
         for address in self.addresses:
-            with contextlib.suppress(OSError):  # nobody listening, buffer full: the poll covers it
+            self.sent += 1  # counted first: the hub it wakes may look before this thread runs on
+            try:
                 self._sock.sendto(_PAYLOAD, address)
-                self.sent += 1
+            except OSError:  # nobody listening, buffer full: the poll covers it
+                self.sent -= 1
 
     def close(self) -> None:
         self._sock.close()

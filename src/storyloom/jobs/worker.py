@@ -7,6 +7,8 @@ and events, one scheduler tick. A run is an asyncio task; cancelling it cancels 
 Why a run stops early, and what happens to its job:
 - cancel requested (seen on a heartbeat) -> `cancelled`;
 - lease lost (another worker owns the job now) -> nothing: the new owner's writes win;
+- the handler raised `WaitFor` -> the job is parked (`waiting`, no slot) until its children end or
+  its signal arrives, then runs again from the top (checkpoints make that cheap);
 - shutdown after the grace period -> leases released, the job is `pending` again and a re-run
   skips the steps already checkpointed.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import socket
 import time
@@ -32,12 +35,21 @@ from storyloom.jobs.durable import DurableCheckpoints, GroupCommitWriter, JobEve
 from storyloom.jobs.models import Job
 from storyloom.jobs.queue import JobQueue
 from storyloom.jobs.schedule import tick
+from storyloom.jobs.waits import WaitFor
 from storyloom.logs import get_logger
 from storyloom.store.database import Database
 
 __all__ = ["Worker", "WorkerConfig"]
 
 _log = get_logger("storyloom.jobs.worker")
+_TRIM_AFTER_JOBS = 50  # runs ended since the last trim, when the worker goes idle
+
+
+def _trim_heap() -> None:
+    """Give freed heap pages back to the OS after a burst (glibc keeps them otherwise, and a
+    worker's RSS would stay at its busiest hour's). A no-op where there is no glibc."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +93,7 @@ class Worker:
         self.completed = 0
         self.failed = 0
         self.started = 0
+        self._ended_since_trim = 0
 
     @property
     def running(self) -> int:
@@ -209,11 +222,6 @@ class Worker:
             if job.cancel_requested:
                 await self.queue.finish_cancelled(job.id, self.id)
                 return
-            if job.attempts > job.max_attempts:  # its leases expired over and over (it kills workers?)
-                await self.queue.fail(
-                    job.id, self.id, "the job's worker died on every attempt", retryable=False
-                )
-                return
             handler = self.handlers.get(job.kind)
             if handler is None:
                 await self.queue.fail(
@@ -237,7 +245,7 @@ class Worker:
             )
             self.started += 1
             t0 = time.monotonic()
-            log.info("job_started")
+            log.debug("job_started")  # per-job lines at INFO cost a third of a no-op job's CPU
             try:
                 if tracing.enabled():
                     with tracing.job_span(
@@ -255,6 +263,12 @@ class Worker:
                 finalizing = True
                 await self._after_cancel(job, log)
                 return
+            except WaitFor as wait:
+                finalizing = True
+                await self.writer.flush()
+                status = await self.queue.suspend(job.id, self.id, wait)
+                log.info("job_waiting", wait=str(wait), now=status.value if status else "lease lost")
+                return
             except Exception as exc:
                 finalizing = True
                 await self.writer.flush()
@@ -269,7 +283,7 @@ class Worker:
                 job.id, self.id, result if isinstance(result, dict) else {"value": result}
             ):
                 self.completed += 1
-                log.info("job_completed", elapsed_s=round(time.monotonic() - t0, 3))
+                log.debug("job_completed", elapsed_s=round(time.monotonic() - t0, 3))
             else:
                 log.warning("job_lease_lost_before_completion")
         except asyncio.CancelledError:
@@ -284,6 +298,14 @@ class Worker:
             self._runs.pop(job.id, None)
             self._stop_reason.pop(job.id, None)
             self.checkpoints.known_empty.discard(job.id)
+            job_ended = getattr(self.services, "job_ended", None)  # runner.WorkerServices
+            if callable(job_ended):
+                with contextlib.suppress(Exception):
+                    job_ended(job.id)
+            self._ended_since_trim += 1
+            if not self._runs and self._ended_since_trim >= _TRIM_AFTER_JOBS:
+                self._ended_since_trim = 0
+                _trim_heap()
             self._slot_freed.set()
 
     async def _after_cancel(self, job: Job, log: Any) -> None:

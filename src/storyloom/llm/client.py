@@ -39,7 +39,15 @@ from storyloom.errors import (
     StreamCutError,
 )
 from storyloom.llm.tokens import estimate_message_tokens, estimate_tokens
-from storyloom.llm.types import ChatRequest, ChatResult, DeltaCallback, Usage
+from storyloom.llm.types import (
+    ChatRequest,
+    ChatResult,
+    DeltaCallback,
+    EmbeddingRequest,
+    EmbeddingResult,
+    ToolCall,
+    Usage,
+)
 
 __all__ = ["HttpModelClient", "build_payload", "parse_retry_after"]
 
@@ -133,6 +141,10 @@ def build_payload(request: ChatRequest, model: str | None = None) -> dict[str, A
         payload["seed"] = request.seed
     if request.json_schema is not None:
         payload["response_format"] = {"type": "json_object"}
+    if request.tools:
+        payload["tools"] = request.tools
+        if request.tool_choice is not None:
+            payload["tool_choice"] = request.tool_choice
     return payload
 
 
@@ -241,6 +253,61 @@ class HttpModelClient:
                 f"{self.name}: connection failed: {type(exc).__name__}: {exc}", deployment=self.name
             ) from exc
 
+    async def embed(
+        self,
+        request: EmbeddingRequest,
+        *,
+        provider_model: str | None = None,
+        total_timeout_s: float | None = None,
+    ) -> EmbeddingResult:
+        """One `POST /embeddings` call, with the same typed errors as `chat`."""
+        if self._closed:
+            raise ProviderConnectionError("the model client is closed", deployment=self.name)
+        payload: dict[str, Any] = {"model": provider_model or request.model, "input": request.inputs}
+        if request.dimensions is not None:
+            payload["dimensions"] = request.dimensions
+        start = time.monotonic()
+        limit = total_timeout_s if total_timeout_s is not None else self.total_timeout_s
+        try:
+            async with asyncio.timeout(limit):
+                async with self._http().post(
+                    f"{self.base_url}/embeddings", data=json.dumps(payload).encode(), headers=self._headers
+                ) as response:
+                    body = await response.read()
+                    if response.status >= 400:
+                        raise self._status_error(response, body)
+        except TimeoutError as exc:
+            raise ProviderTimeout(
+                f"{self.name}: no embeddings within {limit:.2f} s (total)",
+                phase="total",
+                deployment=self.name,
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise ProviderConnectionError(
+                f"{self.name}: connection failed: {type(exc).__name__}: {exc}", deployment=self.name
+            ) from exc
+        try:
+            doc = json.loads(body)
+            rows = sorted(doc["data"], key=lambda d: int(d["index"]))
+            vectors = [[float(x) for x in row["embedding"]] for row in rows]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadResponseError(f"{self.name}: answer is not an embeddings list: {body[:200]!r}") from exc
+        if len(vectors) != len(request.inputs):
+            raise BadResponseError(f"{self.name}: {len(vectors)} vectors for {len(request.inputs)} inputs")
+        raw_usage = doc.get("usage")
+        usage = (
+            _parse_usage(raw_usage, self.name)
+            if raw_usage
+            else Usage(sum(estimate_tokens(t) for t in request.inputs))
+        )
+        return EmbeddingResult(
+            vectors=vectors,
+            usage=usage,
+            model=doc.get("model") or request.model,
+            deployment=self.name,
+            latency_s=time.monotonic() - start,
+        )
+
     async def _send(
         self,
         http: aiohttp.ClientSession,
@@ -283,6 +350,7 @@ class HttpModelClient:
         model = request.model
         ttft_s: float | None = None
         done = False
+        calls = _ToolCallParts()
         try:
             async for data in _sse_data(response.content):
                 if data == b"[DONE]":
@@ -306,6 +374,12 @@ class HttpModelClient:
                     usage = _parse_usage(chunk["usage"], self.name)
                 for choice in chunk.get("choices") or ():
                     delta = choice.get("delta") or {}
+                    if delta.get("tool_calls"):
+                        calls.add(delta["tool_calls"], self.name)
+                        if not deadlines.first_token_seen:  # a call's first piece is the first token
+                            deadlines.first_token_seen = True
+                            ttft_s = time.monotonic() - start
+                            scope.reschedule(_loop_time(deadlines.total_at))
                     text = delta.get("content")
                     if text:
                         if not deadlines.first_token_seen:
@@ -335,8 +409,12 @@ class HttpModelClient:
                 partial_text=text,
                 deployment=self.name,
             )
+        tool_calls = calls.done()
         if usage is None:
-            usage = Usage(estimate_message_tokens(request.messages), estimate_tokens(text))
+            usage = Usage(
+                estimate_message_tokens(request.messages),
+                estimate_tokens(text) + sum(estimate_tokens(c.name + c.arguments) for c in tool_calls),
+            )
         return ChatResult(
             text=text,
             usage=usage,
@@ -345,6 +423,7 @@ class HttpModelClient:
             deployment=self.name,
             ttft_s=ttft_s,
             latency_s=time.monotonic() - start,
+            tool_calls=tool_calls,
         )
 
     def _parse_json_body(self, body: bytes, request: ChatRequest, start: float) -> ChatResult:
@@ -353,6 +432,12 @@ class HttpModelClient:
             choice = doc["choices"][0]
             text = choice["message"].get("content") or ""
             finish_reason = choice.get("finish_reason")
+            tool_calls = [
+                ToolCall(
+                    str(c["id"]), str(c["function"]["name"]), _arguments_text(c["function"].get("arguments"))
+                )
+                for c in choice["message"].get("tool_calls") or ()
+            ]
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             raise BadResponseError(
                 f"{self.name}: answer is not a chat completion: {body[:200]!r}", deployment=self.name
@@ -374,6 +459,7 @@ class HttpModelClient:
             deployment=self.name,
             ttft_s=latency,
             latency_s=latency,
+            tool_calls=tool_calls,
         )
 
     def _status_error(self, response: aiohttp.ClientResponse, body: bytes) -> ProviderError:
@@ -429,6 +515,47 @@ def _parse_usage(raw: Any, name: str) -> Usage:
         )
     except (AttributeError, TypeError, ValueError) as exc:
         raise BadResponseError(f"{name}: usage is malformed: {raw!r}", deployment=name) from exc
+
+
+def _arguments_text(raw: Any) -> str:
+    """A call's arguments as the JSON text models send (some servers send an object instead)."""
+    if raw is None:
+        return ""
+    return raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False)
+
+
+class _ToolCallParts:
+    """Streamed tool calls, assembled by `index`: the first delta of a call carries its id and
+    name, the following ones pieces of its arguments' text (OpenAI's streaming format)."""
+
+    __slots__ = ("_calls",)
+
+    def __init__(self) -> None:
+        self._calls: dict[int, list[str]] = {}  # index -> [id, name, arguments so far]
+
+    def add(self, deltas: Any, name: str) -> None:
+        if not isinstance(deltas, list):
+            raise BadResponseError(f"{name}: delta.tool_calls is not a list", deployment=name)
+        for d in deltas:
+            if not isinstance(d, dict):
+                raise BadResponseError(f"{name}: a tool call delta is not an object", deployment=name)
+            index = d.get("index", len(self._calls))
+            if not isinstance(index, int):
+                raise BadResponseError(f"{name}: a tool call delta has no integer index", deployment=name)
+            parts = self._calls.setdefault(index, ["", "", ""])
+            if d.get("id"):
+                parts[0] = str(d["id"])
+            fn = d.get("function") or {}
+            if fn.get("name"):
+                parts[1] += str(fn["name"])
+            if fn.get("arguments"):
+                parts[2] += _arguments_text(fn["arguments"])
+
+    def done(self) -> list[ToolCall]:
+        return [
+            ToolCall(call_id or f"call_{index}", fn_name, arguments)
+            for index, (call_id, fn_name, arguments) in sorted(self._calls.items())
+        ]
 
 
 def _loop_time(monotonic_at: float) -> float:

@@ -37,7 +37,7 @@ from storyloom.errors import (
     StreamCutError,
 )
 from storyloom.limits.base import LimitBackend
-from storyloom.limits.budgets import BudgetDenied, BudgetHold
+from storyloom.limits.budgets import BudgetDenied, BudgetHold, BudgetLimits
 from storyloom.limits.state import Ask, Claim, Grant, Outcome, breaker_state
 from storyloom.llm.adaptive import AdaptiveLimit
 from storyloom.llm.admission import AdmissionQueue
@@ -49,7 +49,14 @@ from storyloom.llm.ledger import CallRecord, Ledger, PriceTable
 from storyloom.llm.metrics import gateway_metrics
 from storyloom.llm.retry import backoff_s, is_retryable, outcome_kind, refunds_all
 from storyloom.llm.tokens import estimate_message_tokens
-from storyloom.llm.types import ChatRequest, ChatResult, DeltaCallback, Usage
+from storyloom.llm.types import (
+    ChatRequest,
+    ChatResult,
+    DeltaCallback,
+    EmbeddingRequest,
+    EmbeddingResult,
+    Usage,
+)
 
 __all__ = ["Gateway"]
 
@@ -127,30 +134,120 @@ class Gateway:
                 return dataclasses.replace(hit, cached=True, attempts=0, cost_usd=0.0, latency_s=0.0)
         meta = request.meta
         prompt = estimate_message_tokens(request.messages)
-        hold = await self._reserve_budget(request, prompt)
+        holds = await self._reserve_budgets(request, prompt)
         try:
             result = await self._with_fallbacks(request, on_delta, prompt)
         except ProviderError:
-            if hold is not None:  # failed without usage: give the whole hold back
+            for hold in holds:  # failed without usage: give the whole hold back
                 await self._settle_budget(meta.tenant, hold, 0.0, 0)
             raise
         except BaseException:
-            if hold is not None:  # cancelled: the settle runs in a task the cancellation cannot reach
+            for hold in holds:  # cancelled: the settle runs in a task the cancellation cannot reach
                 self._spawn(self._settle_budget(meta.tenant, hold, 0.0, 0))
             raise
         cost = self._account(request, result)
-        if hold is not None:
+        for hold in holds:
             await self._settle_budget(meta.tenant, hold, cost, result.usage.total_tokens)
         if key is not None and self.cache is not None:
             self.cache.put(key, result)
         return result
 
-    async def _reserve_budget(self, request: ChatRequest, prompt: int) -> BudgetHold | None:
+    async def _reserve_budgets(self, request: ChatRequest, prompt: int) -> list[BudgetHold]:
+        """The tenant's hold, then the call's budget scope's (`CallMeta.budget_scope`: a lifetime
+        cap of the caller's own, e.g. one book's); a scope that refuses gives the tenant's back."""
+        holds: list[BudgetHold] = []
+        tenant_hold = await self._reserve_budget(request, prompt)
+        if tenant_hold is not None:
+            holds.append(tenant_hold)
+        meta = request.meta
+        if meta.budget_scope is not None and meta.budget_scope_usd is not None:
+            limits = BudgetLimits(budget_usd=max(0.0, meta.budget_scope_usd))
+            try:
+                scope_hold = await self._reserve_budget(
+                    request, prompt, scope=meta.budget_scope, limits=limits
+                )
+            except BaseException:
+                for hold in holds:
+                    self._spawn(self._settle_budget(meta.tenant, hold, 0.0, 0))
+                raise
+            if scope_hold is not None:
+                holds.append(scope_hold)
+        return holds
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        """Vectors through the same admission, shared limits (one request + the inputs' tokens),
+        retries and ledger as chat calls; no fallback (another model's vectors would not compare)."""
+        if self._renewer is None:
+            self._renewer = asyncio.create_task(self._renew_forever(), name="llm-lease-renewer")
+        cfg, meta = self.config, request.meta
+        deps = {d.name: d for d in self._deployments_of(request.model)}
+        queue = self._queue(request.model)
+        cost = float(sum(estimate_message_tokens([{"content": t}]) for t in request.inputs))
+        give_up_at = time.monotonic() + cfg.retry_budget_s
+        attempt = 0
+        while True:
+            admitted = await queue.admit(meta.tenant, meta.priority, cost, meta.deadline_s)
+            dep = deps[admitted.grant.deployment]
+            ask, grant = self._ask(dep), admitted.grant
+            attempt += 1
+            self._held[grant.lease_id] = (dep.name,)
+            self.metrics.in_flight.labels(dep.name).inc()
+            try:
+                result = await self._client(dep).embed(
+                    request, provider_model=dep.provider_model, total_timeout_s=dep.total_timeout_s
+                )
+            except ProviderError as exc:
+                await self._release(
+                    dep, ask, grant, Outcome(outcome_kind(exc), int(cost), 0, exc.retry_after_s)
+                )
+                self._after_failure(dep, exc)
+                delay = backoff_s(
+                    attempt, exc.retry_after_s, base_s=cfg.backoff_base_s, max_s=cfg.backoff_max_s
+                )
+                if (
+                    not is_retryable(exc)
+                    or attempt >= cfg.max_attempts
+                    or time.monotonic() + delay > give_up_at
+                ):
+                    raise
+                self.counts["retries"] += 1
+                await asyncio.sleep(delay)
+                continue
+            except BaseException:
+                self._spawn(self._release(dep, ask, grant, Outcome("neutral")))
+                raise
+            await self._release(dep, ask, grant, Outcome("ok", int(cost), result.usage.prompt_tokens))
+            result.attempts, result.deployment = attempt, dep.name
+            result.cost_usd = self.ledger.prices.cost(result.usage, dep.provider_model, request.model)
+            self.ledger.record(
+                CallRecord(
+                    meta.tenant,
+                    meta.job_id,
+                    meta.step,
+                    request.model,
+                    dep.name,
+                    result.usage,
+                    result.cost_usd,
+                    False,
+                )
+            )
+            self.metrics.tokens.labels(request.model, meta.tenant, "prompt").inc(result.usage.prompt_tokens)
+            self.metrics.cost.labels(request.model, meta.tenant).inc(result.cost_usd)
+            return result
+
+    async def _reserve_budget(
+        self,
+        request: ChatRequest,
+        prompt: int,
+        *,
+        scope: str | None = None,
+        limits: BudgetLimits | None = None,
+    ) -> BudgetHold | None:
         """Hold the call's worst case (prompt + max output at the dearest deployment it may reach)
         against every budget period of the tenant in the shared backend, so the processes sharing it
         together never overspend (LiteLLM #40095); the hold is renewed like a lease while the call runs."""
-        tenant = request.meta.tenant
-        limits = self.config.budget_limits(tenant)
+        tenant = scope if scope is not None else request.meta.tenant
+        limits = limits if limits is not None else self.config.budget_limits(tenant)
         if not limits.any:
             return None
         worst = Usage(prompt, request.max_tokens or int(self._output_estimate(request.model)))
@@ -167,7 +264,8 @@ class Gateway:
             tenant, limits, amount, worst.total_tokens, self.config.lease_ttl_s
         )
         if isinstance(got, BudgetDenied):
-            raise _budget_error(tenant, got, amount, worst.total_tokens)
+            who = f"budget scope {scope!r}" if scope is not None else f"tenant {tenant!r}"
+            raise _budget_error(who, got, amount, worst.total_tokens)
         if got.keys:
             self._held[got.hold_id] = got.keys
         return got
@@ -447,6 +545,10 @@ class Gateway:
             except ProviderError as exc:
                 log.warning("llm lease renewal failed: %s", exc)
 
+    def forget_job(self, job_id: str) -> None:
+        """The job's run in this process ended: drop its per-job and per-step ledger totals."""
+        self.ledger.forget_job(job_id)
+
     async def aclose(self) -> None:
         if self._closed:
             return
@@ -464,7 +566,7 @@ class Gateway:
         await self.backend.aclose()
 
 
-def _budget_error(tenant: str, denied: BudgetDenied, amount_usd: float, tokens: int) -> BudgetExceededError:
+def _budget_error(who: str, denied: BudgetDenied, amount_usd: float, tokens: int) -> BudgetExceededError:
     """One sentence naming the period, the limit and when it resets; Retry-After = the reset."""
     spec, use = denied.spec, denied.usage
     what = {"total": "lifetime", "day": "daily", "month": "monthly"}[spec.period]
@@ -485,5 +587,5 @@ def _budget_error(tenant: str, denied: BudgetDenied, amount_usd: float, tokens: 
         when = datetime.datetime.fromtimestamp(spec.ends_at, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         reset = f"; it resets at {when}"
     return BudgetExceededError(
-        f"tenant {tenant!r} {what} budget ({denied.limit_name}) {detail}{reset}", retry_after_s=retry_after
+        f"{who} {what} budget ({denied.limit_name}) {detail}{reset}", retry_after_s=retry_after
     )

@@ -8,7 +8,8 @@ heuristic is enough: CJK characters ~1 token each, other text ~4 characters a to
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 __all__ = ["estimate_message_tokens", "estimate_tokens"]
 
@@ -31,6 +32,16 @@ def estimate_tokens(text: str) -> int:
     return cjk + (other + 3) // 4
 
 
-def estimate_message_tokens(messages: Iterable[dict[str, str]]) -> int:
-    """Prompt tokens for a chat request, with the small per-message overhead providers add."""
-    return sum(4 + estimate_tokens(m.get("content", "")) for m in messages) + 2
+def estimate_message_tokens(messages: Iterable[Mapping[str, Any]]) -> int:
+    """Prompt tokens for a chat request, with the small per-message overhead providers add (tool
+    calls count by their arguments' text; content parts by their text)."""
+    total = 2
+    for m in messages:
+        content = m.get("content") or ""
+        if not isinstance(content, str):
+            content = "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
+        total += 4 + estimate_tokens(content)
+        for call in m.get("tool_calls") or ():
+            fn = call.get("function") or {} if isinstance(call, Mapping) else {}
+            total += 4 + estimate_tokens(str(fn.get("name", "")) + str(fn.get("arguments", "")))
+    return total

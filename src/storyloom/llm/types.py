@@ -11,10 +11,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["CallMeta", "ChatRequest", "ChatResult", "DeltaCallback", "Message", "ModelClient", "Usage"]
+__all__ = [
+    "CallMeta",
+    "ChatRequest",
+    "ChatResult",
+    "DeltaCallback",
+    "EmbeddingRequest",
+    "EmbeddingResult",
+    "Message",
+    "ModelClient",
+    "ToolCall",
+    "Usage",
+]
 
-Message = dict[str, str]
-"""One chat message: {"role": "system" | "user" | "assistant", "content": "..."}."""
+Message = dict[str, Any]
+"""One chat message: {"role": "system" | "user" | "assistant" | "tool", "content": "..."}; an
+assistant message that called tools also has "tool_calls" (and content None), a tool's answer
+has "tool_call_id" (OpenAI's wire shapes, passed through unchanged)."""
 
 DeltaCallback = Callable[[str], None]
 """Called with each piece of streamed text, in order. Must be cheap and must not block."""
@@ -36,6 +49,10 @@ class CallMeta:
     # Absolute time.monotonic() after which no new attempt starts (a step's retry budget): a model
     # that keeps failing hands the step to its own failure policy instead of stalling it.
     retry_deadline_s: float | None = None
+    # A lifetime cap of the caller's own (e.g. one book's remaining cost cap), held like a tenant
+    # budget under the name `budget_scope`: a call whose worst case it cannot cover is refused.
+    budget_scope: str | None = None
+    budget_scope_usd: float | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -49,6 +66,10 @@ class ChatRequest:
     json_schema: dict[str, Any] | None = None
     seed: int | None = None
     stream: bool = True
+    # Function calling: OpenAI `tools` entries ({"type": "function", "function": {...}}) and
+    # `tool_choice` ("auto" | "none" | "required" | {"type": "function", "function": {"name"}}).
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
     meta: CallMeta = field(default_factory=CallMeta)
 
 
@@ -80,6 +101,24 @@ class Usage:
         return self
 
 
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One function call a model asked for. `arguments` is the raw JSON text the model wrote (it may
+    be broken: the agent's loop repairs or reports it, never the client)."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def to_wire(self) -> dict[str, Any]:
+        """The entry of an assistant message's `tool_calls`, for the next request's history."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
 @dataclass(slots=True, kw_only=True)
 class ChatResult:
     text: str
@@ -93,6 +132,28 @@ class ChatResult:
     cached: bool = False
     cost_usd: float = 0.0
     queue_wait_s: float = 0.0  # time the gateway held the call for admission (all attempts)
+    tool_calls: list[ToolCall] = field(default_factory=list)  # finish_reason "tool_calls"
+
+
+@dataclass(slots=True, kw_only=True)
+class EmbeddingRequest:
+    """Vectors for `inputs` (OpenAI's `/v1/embeddings`; `dimensions` where the model allows it)."""
+
+    model: str
+    inputs: list[str]
+    dimensions: int | None = None
+    meta: CallMeta = field(default_factory=CallMeta)
+
+
+@dataclass(slots=True, kw_only=True)
+class EmbeddingResult:
+    vectors: list[list[float]]
+    usage: Usage
+    model: str
+    deployment: str | None = None
+    latency_s: float = 0.0
+    attempts: int = 1
+    cost_usd: float = 0.0
 
 
 @runtime_checkable

@@ -16,7 +16,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from storyloom.jobs.metrics import forget_process_metrics
@@ -92,9 +92,16 @@ class Children:
     """A set of supervised children; `check()` (called periodically by the owner) restarts the dead."""
 
     def __init__(
-        self, *, kind: str, backoff_s: float = 0.5, backoff_max_s: float = 30.0, stop_grace_s: float = 20.0
+        self,
+        *,
+        kind: str,
+        backoff_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        stop_grace_s: float = 20.0,
+        on_death: Callable[[Child], Awaitable[None]] | None = None,
     ) -> None:
         self.kind = kind  # "worker", "api_process": the logs' word for them
+        self.on_death = on_death  # called once per unexpected exit, before the restart
         self.children: list[Child] = []
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
@@ -184,6 +191,11 @@ class Children:
             child.proc = None
             child.restart_at = now + delay
             self.restarts += 1
+            if self.on_death is not None:
+                try:
+                    await self.on_death(child)
+                except Exception as exc:  # the lease timeout still brings its work back
+                    _log.warning(f"{self.kind}_death_hook_failed", error=str(exc))
 
     async def stop(self) -> None:
         """SIGTERM every child, wait for their drain (up to `stop_grace_s`), kill the rest."""

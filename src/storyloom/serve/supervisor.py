@@ -71,6 +71,7 @@ class Supervisor:
             backoff_s=config.restart_backoff_s,
             backoff_max_s=config.restart_backoff_max_s,
             stop_grace_s=config.stop_grace_s,
+            on_death=self._reclaim,
         )
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -112,6 +113,13 @@ class Supervisor:
                 await self._task
             self._task = None
         await self._children.stop()
+
+    async def _reclaim(self, child: Child) -> None:
+        """A worker died: its leases are void now, so its jobs come back at the next claim of any
+        worker instead of after the lease (a restart takes the same name, so this runs first)."""
+        expired = await self.queue.expire_leases(child.spec.name)
+        if expired:
+            _log.info("worker_leases_expired", worker=child.spec.name, jobs=expired)
 
     async def _add_worker(self) -> Child:
         cfg = self.config

@@ -21,12 +21,23 @@ __all__ = [
     "FaultRates",
     "ModelProfile",
     "Quota",
+    "SearchFaults",
+    "SearchProfile",
     "SimConfig",
     "deep_merge",
     "load_sim_config",
 ]
 
-FAULT_KINDS = ("error_5xx", "error_429", "hang", "stream_cut", "prose_json", "prose_only", "empty")
+FAULT_KINDS = (
+    "error_5xx",
+    "error_429",
+    "hang",
+    "stream_cut",
+    "prose_json",
+    "prose_only",
+    "empty",
+    "broken_tool_args",
+)
 """Fault kinds in the fixed order their rates are laid out on [0, 1) when one is drawn."""
 
 _Rate = Field(default=0.0, ge=0.0, le=1.0)
@@ -46,6 +57,7 @@ class FaultRates(_Strict):
     prose_json: float = _Rate  # applies only when the request asked for JSON
     prose_only: float = _Rate  # asked for JSON, answers prose with no JSON in it at all
     empty: float = _Rate
+    broken_tool_args: float = _Rate  # applies only to answers with tool calls: one call's JSON cut short
 
     def overridden_by(self, other: FaultRates | None) -> FaultRates:
         """These rates with the fields `other` sets explicitly replaced (a model's own rates)."""
@@ -102,6 +114,26 @@ class Quota(_Strict):
     tpm_charge: Literal["reserve", "usage"] = "reserve"
 
 
+class SearchFaults(_Strict):
+    """Rates of the simulated search's faults (mutually exclusive per request, in this order)."""
+
+    error_5xx: float = _Rate
+    error_429: float = _Rate
+    hang: float = _Rate
+
+
+class SearchProfile(_Strict):
+    """The simulated web search (`POST /v1/search`, see sim/search.py)."""
+
+    latency_s: float = Field(default=0.05, ge=0.0)
+    jitter: float = Field(default=0.0, ge=0.0, lt=1.0)
+    quota: Quota = Field(default_factory=Quota)  # rpm / concurrency of the search "account"
+    window_s: float = Field(default=60.0, gt=0.0)
+    faults: SearchFaults = Field(default_factory=SearchFaults)
+    hang_s: float = Field(default=600.0, gt=0.0)
+    retry_after_s: float = Field(default=1.0, ge=0.0)  # Retry-After of an injected 429
+
+
 class SimConfig(_Strict):
     """Everything the simulator does; see `sim/server.py` for how each knob is used."""
 
@@ -116,6 +148,10 @@ class SimConfig(_Strict):
     chunk_tokens: int = Field(default=4, ge=1)  # tokens per SSE event
     hang_s: float = Field(default=600.0, gt=0.0)  # a hang ends when the client leaves, or after this
     fault_retry_after_s: float = Field(default=1.0, ge=0.0)  # Retry-After of an injected 429
+    # A prompt cache per API key, as DeepSeek and OpenAI bill it (usage reports the cached tokens).
+    prompt_cache: bool = True
+    prompt_cache_block_chars: int = Field(default=128, ge=1)
+    search: SearchProfile = Field(default_factory=SearchProfile)
 
     def profile(self, model: str) -> ModelProfile:
         """The effective profile of a model name: `default` overridden by the model's own fields."""

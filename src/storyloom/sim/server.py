@@ -1,6 +1,7 @@
 """The simulator's HTTP app: OpenAI chat completions with latency, quotas and faults, plus control routes.
 
-Routes: `POST /v1/chat/completions`, `GET /v1/models`, `GET /stats`, `POST /stats/reset`,
+Routes: `POST /v1/chat/completions`, `POST /v1/embeddings`, `POST /v1/search` (sim/search.py),
+`GET /v1/models`, `GET /stats`, `POST /stats/reset`,
 `GET /sim/config`, `POST /sim/config` (deep-merge patch).
 
 The chat route is a raw ASGI endpoint rather than a Starlette handler because it must pace writes
@@ -31,9 +32,12 @@ from storyloom.errors import ConfigError
 from storyloom.llm.tokens import estimate_tokens
 from storyloom.sim.answer import Answer, build_answer, content_key, keyed_rng, mangle_json, wants_json
 from storyloom.sim.config import SimConfig
+from storyloom.sim.embeddings import embeddings_route
 from storyloom.sim.prompt import analyse, message_text
+from storyloom.sim.search import SearchEndpoint
 from storyloom.sim.state import SimState
 from storyloom.sim.story import story_text, truncate_to_tokens
+from storyloom.sim.tools import ToolPlan, plan_tool_calls
 from storyloom.sim.wire import ChunkWriter, completion_body, error_body
 
 __all__ = ["create_sim_app", "install_log_filter"]
@@ -167,9 +171,11 @@ class _ChatEndpoint:
             state.stats.bad_requests += 1
             await _send_simple(send, 400, error_body(400, parsed))
             return
-        await self._answer(parsed, t0, receive, send)
+        await self._answer(parsed, t0, receive, send, _bearer(scope))
 
-    async def _answer(self, body: dict[str, Any], t0: float, receive: Receive, send: Send) -> None:
+    async def _answer(
+        self, body: dict[str, Any], t0: float, receive: Receive, send: Send, api_key: str | None = None
+    ) -> None:
         state, config = self.state, self.state.config
         stats = state.stats
         model: str = body["model"]
@@ -186,7 +192,7 @@ class _ChatEndpoint:
 
         facts = analyse(messages, body.get("response_format"))
         json_wanted = wants_json(body, facts)
-        fault = state.draw_fault(model, json_wanted)
+        fault = state.draw_fault(model, json_wanted, bool(body.get("tools")))
         if fault == "error_5xx":
             stats.faults["error_5xx"] += 1
             status = state.fault_rng.choice((500, 502, 503))
@@ -217,6 +223,13 @@ class _ChatEndpoint:
             answer.text, answer.completion_tokens = text, estimate_tokens(text)
             if profile.latency_s is None:  # keep ttft + n / tokens_per_s true for the new length
                 answer.total_s = answer.ttft_s + answer.completion_tokens / profile.tokens_per_s
+        plan = plan_tool_calls(body, facts, key, fault == "broken_tool_args") if body.get("tools") else None
+        if plan is not None:  # a model that calls tools says nothing else
+            answer.text, answer.finish_reason, answer.completion_tokens = "", "tool_calls", plan.tokens
+            if profile.latency_s is None:
+                answer.total_s = answer.ttft_s + answer.completion_tokens / profile.tokens_per_s
+        elif fault == "broken_tool_args":
+            fault = None
         prompt_tokens = sum(4 + estimate_tokens(message_text(m)) for m in messages) + 2
         charge = prompt_tokens + (max_tokens if max_tokens is not None else answer.completion_tokens)
 
@@ -230,6 +243,12 @@ class _ChatEndpoint:
         stats.admitted += 1
         counts.admitted += 1
         stats.prompt_tokens += prompt_tokens
+        cached_tokens = (
+            state.prefix_cache.lookup_and_store(api_key, messages, prompt_tokens)
+            if config.prompt_cache
+            else 0
+        )
+        stats.cached_prompt_tokens += cached_tokens
         if fault is not None:
             stats.faults[fault] += 1
 
@@ -244,11 +263,20 @@ class _ChatEndpoint:
                     await _send_simple(send, 504, error_body(504, "The simulated hang ended."))
             elif stream:
                 sent_tokens, completed = await self._stream(
-                    send, client, model, answer, t0, prompt_tokens, include_usage, headers, fault
+                    send,
+                    client,
+                    model,
+                    answer,
+                    t0,
+                    (prompt_tokens, cached_tokens),
+                    include_usage,
+                    headers,
+                    fault,
+                    plan,
                 )
             else:
                 sent_tokens, completed = await self._complete(
-                    send, client, model, answer, t0, prompt_tokens, headers, fault
+                    send, client, model, answer, t0, (prompt_tokens, cached_tokens), headers, fault, plan
                 )
             if completed:
                 stats.completed += 1
@@ -272,11 +300,13 @@ class _ChatEndpoint:
         model: str,
         answer: Answer,
         t0: float,
-        prompt_tokens: int,
+        prompt: tuple[int, int],
         headers: dict[str, str],
         fault: str | None,
+        plan: ToolPlan | None = None,
     ) -> tuple[int, bool]:
-        """Send the whole answer at its deadline: (completion tokens sent, completed)."""
+        """Send the whole answer at its deadline: (completion tokens sent, completed).
+        `prompt`: (prompt tokens, of which served from the prompt cache)."""
         if not await client.sleep_until(t0 + answer.total_s):
             return 0, False
         body = completion_body(
@@ -285,8 +315,10 @@ class _ChatEndpoint:
             model=model,
             text=answer.text,
             finish_reason=answer.finish_reason,
-            prompt_tokens=prompt_tokens,
+            prompt_tokens=prompt[0],
             completion_tokens=answer.completion_tokens,
+            cached_tokens=prompt[1],
+            tool_calls=plan.calls if plan is not None else None,
         )
         if fault == "stream_cut":  # promise the full length, deliver half, drop the connection
             raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
@@ -304,10 +336,11 @@ class _ChatEndpoint:
         model: str,
         answer: Answer,
         t0: float,
-        prompt_tokens: int,
+        prompt: tuple[int, int],
         include_usage: bool,
         headers: dict[str, str],
         fault: str | None,
+        plan: ToolPlan | None = None,
     ) -> tuple[int, bool]:
         """Pace the answer's pieces to their deadlines: (completion tokens sent, completed)."""
         config = self.state.config
@@ -330,6 +363,8 @@ class _ChatEndpoint:
             cut_at = max(1, int(n * self.state.fault_rng.uniform(0.2, 0.8))) if n > 1 else 0
         if not await client.sleep_until(first):
             return 0, False
+        if plan is not None:
+            return await self._stream_calls(send, client, writer, answer, end, prompt, include_usage, plan)
         out = [writer.role()]
         sent_chars = 0
         i = 0
@@ -346,7 +381,7 @@ class _ChatEndpoint:
                     return _tokens_of(answer, sent_chars), False
                 out.append(writer.finish(answer.finish_reason))
                 if include_usage:
-                    out.append(writer.usage(prompt_tokens, answer.completion_tokens))
+                    out.append(writer.usage(prompt[0], answer.completion_tokens, prompt[1]))
                 out.append(writer.done())
                 await send({"type": "http.response.body", "body": b"".join(out), "more_body": False})
                 return answer.completion_tokens, True
@@ -359,6 +394,38 @@ class _ChatEndpoint:
             wake = min(max(due[i], last_write + config.chunk_interval_s), end)
             if not await client.sleep_until(wake):
                 return _tokens_of(answer, sent_chars), False
+
+    async def _stream_calls(
+        self,
+        send: Send,
+        client: _Client,
+        writer: ChunkWriter,
+        answer: Answer,
+        end: float,
+        prompt: tuple[int, int],
+        include_usage: bool,
+        plan: ToolPlan,
+    ) -> tuple[int, bool]:
+        """Tool calls as OpenAI streams them: per call a delta with id and name, then its
+        arguments in pieces; the finish chunk at the answer's deadline."""
+        first = [writer.role()]
+        rest: list[bytes] = []
+        for index, (call_id, name, arguments) in enumerate(plan.calls):
+            first.append(writer.tool_call_start(index, call_id, name))
+            step = max(1, len(arguments) // 3)
+            for i in range(0, len(arguments), step):
+                rest.append(writer.tool_call_arguments(index, arguments[i : i + step]))
+        await send({"type": "http.response.body", "body": b"".join(first), "more_body": True})
+        if rest:
+            await send({"type": "http.response.body", "body": b"".join(rest), "more_body": True})
+        if not await client.sleep_until(end):
+            return answer.completion_tokens // 2, False
+        tail = [writer.finish("tool_calls")]
+        if include_usage:
+            tail.append(writer.usage(prompt[0], answer.completion_tokens, prompt[1]))
+        tail.append(writer.done())
+        await send({"type": "http.response.body", "body": b"".join(tail), "more_body": False})
+        return answer.completion_tokens, True
 
 
 def _tokens_of(answer: Answer, sent_chars: int) -> int:
@@ -452,6 +519,8 @@ def create_sim_app(config: SimConfig | None = None) -> Starlette:
     routes = [
         Route("/v1/chat/completions", _ChatEndpoint(state), methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/embeddings", embeddings_route, methods=["POST"]),
+        Route("/v1/search", SearchEndpoint(state), methods=["POST"]),
         Route("/stats", stats, methods=["GET"]),
         Route("/stats/reset", reset_stats, methods=["POST"]),
         Route("/sim/config", get_config, methods=["GET"]),

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storyloom.sim.config import FAULT_KINDS, SimConfig
+from storyloom.sim.prefix_cache import PrefixCache
 from storyloom.sim.quota import QuotaWindow
+from storyloom.sim.search import SearchState
 
 __all__ = ["SimState", "SimStats"]
 
@@ -38,6 +40,7 @@ class SimStats:
     unauthorized: int = 0
     client_disconnects: int = 0
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
     completion_tokens: int = 0
     rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_REJECT_CAUSES, 0))
     faults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAULT_KINDS, 0))
@@ -63,6 +66,8 @@ class SimState:
         self.window = QuotaWindow()
         self.fault_rng = random.Random(config.seed)
         self.stats = SimStats()
+        self.prefix_cache = PrefixCache(block_chars=config.prompt_cache_block_chars)
+        self.search = SearchState(rng=random.Random(config.seed + 1))
 
     def configure(self, patch: dict[str, Any]) -> SimConfig:
         """Deep-merge `patch` into the live config (ConfigError if invalid); a new seed reseeds faults."""
@@ -74,10 +79,11 @@ class SimState:
 
     def reset_stats(self) -> None:
         self.stats = SimStats()
+        self.search = SearchState(rng=random.Random(self.config.seed + 1))
         self.window.reset_maxima()
         self.fault_rng = random.Random(self.config.seed)
 
-    def draw_fault(self, model: str, json_wanted: bool) -> str | None:
+    def draw_fault(self, model: str, json_wanted: bool, tools_offered: bool = False) -> str | None:
         """One fault kind or None: a single uniform draw laid over the kinds' rates in order."""
         rates = self.config.fault_rates(model)
         u = self.fault_rng.random()
@@ -89,6 +95,8 @@ class SimState:
             edge += rate
             if u < edge or rate >= 1.0:
                 if kind in ("prose_json", "prose_only") and not json_wanted:
+                    return None
+                if kind == "broken_tool_args" and not tools_offered:
                     return None
                 return kind
         return None
@@ -111,6 +119,7 @@ class SimState:
             "in_flight": w.in_flight,
             "max_concurrency": w.max_in_flight,
             "prompt_tokens": s.prompt_tokens,
+            "cached_prompt_tokens": s.cached_prompt_tokens,
             "completion_tokens": s.completion_tokens,
             "total_tokens": s.prompt_tokens + s.completion_tokens,
             "per_model": {
@@ -135,4 +144,5 @@ class SimState:
             "max_window_requests": w.max_window_requests,
             "max_window_tokens": w.max_window_tokens,
             "over_quota_admitted": w.over_quota_admitted,
+            "search": self.search.snapshot(now, self.config.search),
         }

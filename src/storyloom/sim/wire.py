@@ -30,11 +30,15 @@ def error_body(status: int, message: str, *, code: str | None = None, param: str
     return json.dumps({"error": err}, ensure_ascii=False).encode()
 
 
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+def _usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
+    """OpenAI's usage plus cached prompt tokens as OpenAI and DeepSeek report them."""
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
+        "prompt_cache_hit_tokens": cached_tokens,
+        "prompt_cache_miss_tokens": prompt_tokens - cached_tokens,
     }
 
 
@@ -47,8 +51,21 @@ def completion_body(
     finish_reason: str,
     prompt_tokens: int,
     completion_tokens: int,
+    cached_tokens: int = 0,
+    tool_calls: list[tuple[str, str, str]] | None = None,
 ) -> bytes:
-    """A non-streaming chat.completion response."""
+    """A non-streaming chat.completion response; with `tool_calls` [(id, name, arguments)] the
+    message has content null and the calls (finish_reason "tool_calls")."""
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if tool_calls:
+        message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": i, "type": "function", "function": {"name": n, "arguments": a}}
+                for i, n, a in tool_calls
+            ],
+        }
     body: dict[str, Any] = {
         "id": completion_id,
         "object": "chat.completion",
@@ -58,12 +75,12 @@ def completion_body(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": finish_reason,
             }
         ],
-        "usage": _usage(prompt_tokens, completion_tokens),
+        "usage": _usage(prompt_tokens, completion_tokens, cached_tokens),
     }
     return json.dumps(body, ensure_ascii=False).encode()
 
@@ -90,13 +107,30 @@ class ChunkWriter:
             self._head + f'[{{"index":0,"delta":{{"content":{delta}}},"finish_reason":null}}]}}\n\n'
         ).encode()
 
+    def tool_call_start(self, index: int, call_id: str, name: str) -> bytes:
+        """A call's first delta: its index, id, type and name, with empty arguments (OpenAI's order)."""
+        call = {
+            "index": index,
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        delta = json.dumps({"tool_calls": [call]}, ensure_ascii=False)
+        return (self._head + f'[{{"index":0,"delta":{delta},"finish_reason":null}}]}}\n\n').encode()
+
+    def tool_call_arguments(self, index: int, piece: str) -> bytes:
+        delta = json.dumps(
+            {"tool_calls": [{"index": index, "function": {"arguments": piece}}]}, ensure_ascii=False
+        )
+        return (self._head + f'[{{"index":0,"delta":{delta},"finish_reason":null}}]}}\n\n').encode()
+
     def finish(self, reason: str) -> bytes:
         return (
             self._head + f'[{{"index":0,"delta":{{}},"finish_reason":{json.dumps(reason)}}}]}}\n\n'
         ).encode()
 
-    def usage(self, prompt_tokens: int, completion_tokens: int) -> bytes:
-        usage = json.dumps(_usage(prompt_tokens, completion_tokens))
+    def usage(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> bytes:
+        usage = json.dumps(_usage(prompt_tokens, completion_tokens, cached_tokens))
         return (self._head + f'[],"usage":{usage}}}\n\n').encode()
 
     @staticmethod

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -27,6 +27,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from storyloom.errors import ConfigError, StoreError
+from storyloom.store.inline import InlineEngine
 from storyloom.store.reads import ReadThread
 from storyloom.store.writes import Transaction, WriteThread
 
@@ -86,28 +87,36 @@ class Database:
                 raise ConfigError("the SQLite database must be a file (sqlite+aiosqlite:///path/to/file.db).")
             Path(path).parent.mkdir(parents=True, exist_ok=True)
 
-            def sqlite_writer() -> AsyncEngine:
-                # The single writer waits in the pool queue, possibly behind a long line of writers.
+            sync_url = parsed.set(drivername="sqlite")
+
+            def inline(size: int, *, begin: str) -> AsyncEngine:
+                # The stdlib driver run where it is awaited (store/inline.py); never a blocking
+                # checkout (unbounded overflow: a loop cannot wait for its own release).
+                engine = sa.create_engine(
+                    sync_url,
+                    pool_size=size,
+                    max_overflow=-1,
+                    json_serializer=_to_json,
+                    connect_args={"check_same_thread": False},
+                )
+                _sqlite_setup(engine, begin=begin, busy_timeout_ms=busy_timeout_ms)
+                return cast(AsyncEngine, InlineEngine(engine))
+
+            def startup_writer() -> AsyncEngine:
+                # For write() and migrations, on the caller's loop: it holds the lock across awaits.
                 engine = create_async_engine(
                     parsed, pool_size=1, max_overflow=0, pool_timeout=300, json_serializer=_to_json
                 )
-                _sqlite_setup(engine, begin="BEGIN IMMEDIATE", busy_timeout_ms=busy_timeout_ms)
-                return engine
-
-            def sqlite_reader(size: int, overflow: int) -> AsyncEngine:
-                engine = create_async_engine(
-                    parsed, pool_size=size, max_overflow=overflow, json_serializer=_to_json
-                )
-                _sqlite_setup(engine, begin="BEGIN", busy_timeout_ms=busy_timeout_ms)
+                _sqlite_setup(engine.sync_engine, begin="BEGIN IMMEDIATE", busy_timeout_ms=busy_timeout_ms)
                 return engine
 
             return cls(
                 url,
-                write_engine=sqlite_writer(),  # for write(): start-up and tests, on the caller's loop
-                read_engine=sqlite_reader(max(2, pool_size // 2), 4),
-                thread_engine=sqlite_writer,  # for transaction(): the write thread's own
+                write_engine=startup_writer(),
+                read_engine=inline(max(2, pool_size // 2), begin="BEGIN"),
+                thread_engine=lambda: inline(1, begin="BEGIN IMMEDIATE"),  # the write thread's own
                 lock_path=f"{path}.writelock",
-                lane_engine=lambda: sqlite_reader(1, 0),
+                lane_engine=lambda: inline(1, begin="BEGIN"),
             )
         if backend == "postgresql":
             if parsed.drivername != "postgresql+asyncpg":
@@ -308,10 +317,10 @@ def _set_wal(cur: Any) -> None:
             time.sleep(0.02)
 
 
-def _sqlite_setup(engine: AsyncEngine, *, begin: str, busy_timeout_ms: int) -> None:
+def _sqlite_setup(engine: sa.Engine, *, begin: str, busy_timeout_ms: int) -> None:
     """WAL + busy_timeout on every connection; we emit BEGIN ourselves (pysqlite's is unusable)."""
 
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
@@ -323,6 +332,6 @@ def _sqlite_setup(engine: AsyncEngine, *, begin: str, busy_timeout_ms: int) -> N
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql(begin)

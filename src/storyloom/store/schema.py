@@ -13,6 +13,7 @@ __all__ = [
     "api_keys",
     "checkpoints",
     "events",
+    "job_signals",
     "jobs",
     "metadata",
     "schedules",
@@ -50,6 +51,12 @@ jobs = sa.Table(
     sa.Column("lease_owner", sa.String(64), nullable=True),
     sa.Column("lease_expires_at", _Ts, nullable=True),
     sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    # A waiting job's condition ({"children": true} or {"signal": name}); NULL when not waiting.
+    sa.Column("wait_for", sa.JSON, nullable=True),
+    # Runs lost to a dead worker: not attempts (those count the job's own errors), bounded apart.
+    sa.Column("lease_losses", sa.Integer, nullable=False, server_default="0"),
+    # What the reaper knows of the recent deaths this job was in flight at (poison detection).
+    sa.Column("loss_trail", sa.JSON, nullable=True),
     # NULL keys are distinct on both databases, so jobs without a key never collide.
     sa.UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idem"),
     sa.Index("ix_jobs_claim", "status", "priority", "run_at"),
@@ -84,6 +91,16 @@ events = sa.Table(
     sa.UniqueConstraint("job_id", "seq", name="uq_job_events_seq"),
     # Never reuse the id of a deleted newest row: the event hub reads by id.
     sqlite_autoincrement=True,
+)
+
+# Signals sent to jobs (`JobQueue.signal`): kept whatever the job's state, the latest per name.
+job_signals = sa.Table(
+    "job_signals",
+    metadata,
+    sa.Column("job_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("payload", sa.JSON, nullable=True),
+    sa.Column("ts", _Ts, nullable=False),
 )
 
 schedules = sa.Table(

@@ -65,7 +65,8 @@ def test_load_input_file_shapes(tmp_path: Path) -> None:
 def test_prompts_carry_schema_last_and_length_in_both_languages() -> None:
     zh = NovelInput(chapter_outline="林凡获得传承。", characters=[{"name": "林凡", "traits": ["坚毅"]}])
     msgs = json_messages("plot", zh, {"plan": {"theme": "传承"}}, PlotOutline, previous_summary="上一章")
-    body = msgs[-1]["content"]
+    body = "\n".join(m["content"] for m in msgs)
+    assert msgs[-1]["content"].rstrip().endswith("```")
     assert (
         body.rstrip().endswith("```")
         and "人物：林凡" in body

@@ -66,9 +66,11 @@ def _routes() -> Any:
 
 
 def _cli(app: Any) -> None:
+    from storyloom.apps.novel.book.cli import register as register_book
     from storyloom.apps.novel.cli import register
 
     register(app)
+    register_book(app)
 
 
 # The job handlers import the store and the runner: loaded on the first job, not by `--help`.
@@ -79,9 +81,33 @@ async def _chapter(job: Any) -> ChapterResult:
 
 
 async def _book(job: Any) -> dict[str, Any]:
+    """A book run's chapter (`{"run_id", "chapter"}`: apps/novel/book/), or the older
+    list-of-chapters payload (`{"chapters": [...]}`)."""
+    if "run_id" in job.payload:
+        from storyloom.apps.novel.book.job import book_chapter_job
+
+        return await book_chapter_job(job)
     from storyloom.apps.novel.jobs import book_job
 
     return await book_job(job)
+
+
+async def _plan(job: Any) -> dict[str, Any]:
+    from storyloom.apps.novel.book.plan import plan_job
+
+    return await plan_job(job)
+
+
+async def _rewrite(job: Any) -> dict[str, Any]:
+    from storyloom.apps.novel.book.rewrite import rewrite_job
+
+    return await rewrite_job(job)
+
+
+async def _remember(job: Any) -> dict[str, Any]:
+    from storyloom.apps.novel.book.rewrite import remember_job
+
+    return await remember_job(job)
 
 
 app: App[ChapterInput] = App(
@@ -94,6 +120,6 @@ app: App[ChapterInput] = App(
     from_messages=_from_messages,
     routes=_routes,
     tables=AppTables(migrations=Path(__file__).with_name("migrations")),
-    jobs={"book": _book},
+    jobs={"book": _book, "plan": _plan, "rewrite": _rewrite, "remember": _remember},
     cli=_cli,
 )

@@ -119,7 +119,10 @@ async def character(
     call: AgentCall, req: ChapterRequest, plan: Mapping[str, Any], plot_: Any
 ) -> dict[str, Any]:
     """Optional for the chapter, but its failure is the flow's to handle (SKIP): it raises."""
-    messages = prompts.json_messages("character", req.input, {"plan": plan, "plot": plot_}, CharacterNotes)
+    sections = {"plan": plan, "plot": plot_}
+    messages = prompts.json_messages(
+        "character", req.input, sections, CharacterNotes, previous_summary=req.previous_summary
+    )
     names = [c.name for c in req.input.characters]
     value = await ask_json(
         call,
@@ -133,7 +136,10 @@ async def character(
 
 async def scene(call: AgentCall, req: ChapterRequest, plan: Mapping[str, Any], plot_: Any) -> dict[str, Any]:
     """Like `character`: raises on provider errors so the flow can skip it."""
-    messages = prompts.json_messages("scene", req.input, {"plan": plan, "plot": plot_}, SceneNotes)
+    sections = {"plan": plan, "plot": plot_}
+    messages = prompts.json_messages(
+        "scene", req.input, sections, SceneNotes, previous_summary=req.previous_summary
+    )
     value = await ask_json(
         call,
         messages,
@@ -163,11 +169,17 @@ async def synthesis(
     return await ask_text(call, messages, max_tokens=_max_tokens(inp.length_goal, inp.language))
 
 
-async def optimize(call: AgentCall, req: ChapterRequest, draft: str, hint: str) -> str:
+async def optimize(
+    call: AgentCall, req: ChapterRequest, draft: str, hint: str, plan: Mapping[str, Any] | None = None
+) -> str:
     """The polished draft; an empty or cut answer keeps the draft (a provider error raises: FALLBACK)."""
     inp = req.input
     messages = prompts.text_messages(
-        "optimize", inp, {"hint": hint, "draft": draft}, target_length=inp.length_goal
+        "optimize",
+        inp,
+        {"plan": plan, "hint": hint, "draft": draft},
+        target_length=inp.length_goal,
+        previous_summary=req.previous_summary,
     )
     try:
         text = await ask_text(call, messages, max_tokens=_max_tokens(inp.length_goal, inp.language))
@@ -180,9 +192,17 @@ async def optimize(call: AgentCall, req: ChapterRequest, draft: str, hint: str) 
     return text
 
 
-async def quality(call: AgentCall, req: ChapterRequest, text: str) -> dict[str, Any]:
+async def quality(
+    call: AgentCall, req: ChapterRequest, text: str, plan: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Score, issues and summary; unknown quality defaults to the threshold (no blind revising)."""
-    messages = prompts.json_messages("quality", req.input, {"text": text}, QualityReport)
+    messages = prompts.json_messages(
+        "quality",
+        req.input,
+        {"plan": plan, "text": text},
+        QualityReport,
+        previous_summary=req.previous_summary,
+    )
     value = await ask_json(
         call,
         messages,
@@ -192,11 +212,20 @@ async def quality(call: AgentCall, req: ChapterRequest, text: str) -> dict[str, 
     return value.model_dump()
 
 
-async def revise(call: AgentCall, req: ChapterRequest, text: str, issues: list[str], hint: str) -> str:
+async def revise(
+    call: AgentCall,
+    req: ChapterRequest,
+    text: str,
+    issues: list[str],
+    hint: str,
+    plan: Mapping[str, Any] | None = None,
+) -> str:
     """The revised text; any failure keeps the text it was given."""
     inp = req.input
-    sections = {"hint": hint, "issues": "\n".join(f"- {i}" for i in issues), "text": text}
-    messages = prompts.text_messages("revise", inp, sections, target_length=inp.length_goal)
+    sections = {"plan": plan, "hint": hint, "issues": "\n".join(f"- {i}" for i in issues), "text": text}
+    messages = prompts.text_messages(
+        "revise", inp, sections, target_length=inp.length_goal, previous_summary=req.previous_summary
+    )
     try:
         revised = await ask_text(call, messages, max_tokens=_max_tokens(inp.length_goal, inp.language))
     except NOT_DEGRADABLE:
@@ -217,7 +246,9 @@ async def judge(
 ) -> JudgeVerdict | None:
     """Which of A and B is better; None when the judge could not answer (an abstention)."""
     sections = {"plan": plan, "a": text_a, "b": text_b}
-    messages = prompts.json_messages("judge", req.input, sections, JudgeVerdict)
+    messages = prompts.json_messages(
+        "judge", req.input, sections, JudgeVerdict, previous_summary=req.previous_summary
+    )
     abstain = JudgeVerdict(winner="A", reasons=[])
     value = await ask_json(call, messages, JudgeVerdict, default=lambda: abstain)
     return None if value is abstain else value

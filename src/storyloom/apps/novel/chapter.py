@@ -33,11 +33,12 @@ from storyloom.agents import (
     RunServices,
     agent_call,
 )
-from storyloom.apps.novel import agents
+from storyloom.apps.novel import agents, continuity
 from storyloom.apps.novel.judge import knockout
-from storyloom.apps.novel.length import count_length, length_score
+from storyloom.apps.novel.length import count_length, fit_length, length_score
 from storyloom.apps.novel.models import ChapterRequest, ChapterResult, Degradation, JudgeReport, VersionResult
 from storyloom.apps.novel.prompts import style_hint
+from storyloom.apps.novel.quality import measure
 from storyloom.apps.novel.schemas import JudgeVerdict
 from storyloom.errors import AllVersionsFailedError, InputError, StepFailedError, is_permanent
 from storyloom.flow import CheckpointStore, DeltaPacing, EventSink, Flow, OnError, StepContext, run_flow
@@ -128,7 +129,9 @@ async def _optimize(ctx: StepContext) -> dict[str, Any]:
     v = ctx.run_input
     call = _call(ctx, "optimize", v["index"])
     return await _metered(
-        ctx, call, agents.optimize(call, ctx.deps.request, _out(ctx.inputs["synthesis"]), v["hint"])
+        ctx,
+        call,
+        agents.optimize(call, ctx.deps.request, _out(ctx.inputs["synthesis"]), v["hint"], v["plan"]),
     )
 
 
@@ -140,7 +143,27 @@ def _keep_draft(ctx: StepContext) -> dict[str, Any]:
 async def _quality(ctx: StepContext) -> dict[str, Any]:
     v = ctx.run_input
     call = _call(ctx, "quality", v["index"])
-    return await _metered(ctx, call, agents.quality(call, ctx.deps.request, _out(ctx.inputs["synthesis"])))
+    checked = await _metered(
+        ctx, call, agents.quality(call, ctx.deps.request, _out(ctx.inputs["synthesis"]), v["plan"])
+    )
+    return await _with_continuity(ctx, checked, _out(ctx.inputs["synthesis"]), v["index"], v["plan"])
+
+
+async def _with_continuity(
+    ctx: StepContext[ChapterDeps], checked: dict[str, Any], text: str, index: int, plan: Any
+) -> dict[str, Any]:
+    """The quality report plus continuity issues (rules, then the agent), when memory is given:
+    they join the issues the revise loop fixes, and stop the loop from ending while they stand."""
+    req = ctx.deps.request
+    if req.continuity is None:
+        return checked
+    call = _call(ctx, "continuity", index, stream=False)
+    found = await continuity.check(call, req, text, plan)
+    lang = req.input.language
+    report = dict(checked["out"])
+    report["issues"] = [*report["issues"], *(i.as_issue(lang) for i in found)]
+    report["continuity"] = [i.model_dump(mode="json") for i in found]
+    return {"out": report, "run": checked["run"], "continuity_run": call.run.model_dump(mode="json")}
 
 
 def _loop_start(ctx: StepContext) -> dict[str, Any]:
@@ -148,6 +171,8 @@ def _loop_start(ctx: StepContext) -> dict[str, Any]:
     return {
         "index": ctx.run_input["index"],
         "hint": ctx.run_input["hint"],
+        "plan": ctx.run_input["plan"],
+        "continuity": report.get("continuity", []),
         "threshold": ctx.deps.request.quality_threshold,
         "text": _out(ctx.inputs["optimize"]),
         "score": report["score"],
@@ -159,13 +184,14 @@ def _loop_start(ctx: StepContext) -> dict[str, Any]:
 
 
 def _good_enough(state: dict[str, Any]) -> bool:
-    return bool(state["stop"]) or state["score"] >= state["threshold"]
+    return bool(state["stop"]) or (state["score"] >= state["threshold"] and not state.get("continuity"))
 
 
 async def _revise(ctx: StepContext) -> dict[str, Any]:
     s = ctx.run_input
     call = _call(ctx, "revise", s["index"])
-    return await _metered(ctx, call, agents.revise(call, ctx.deps.request, s["text"], s["issues"], s["hint"]))
+    work = agents.revise(call, ctx.deps.request, s["text"], s["issues"], s["hint"], s.get("plan"))
+    return await _metered(ctx, call, work)
 
 
 async def _recheck(ctx: StepContext) -> dict[str, Any]:
@@ -176,15 +202,33 @@ async def _recheck(ctx: StepContext) -> dict[str, Any]:
     if revised["out"] == s["text"]:
         return {**s, "stop": True, "runs": runs}
     call = _call(ctx, "quality", s["index"])
-    checked = await _metered(ctx, call, agents.quality(call, ctx.deps.request, revised["out"]))
+    checked = await _metered(ctx, call, agents.quality(call, ctx.deps.request, revised["out"], s.get("plan")))
+    checked = await _with_continuity(ctx, checked, revised["out"], s["index"], s.get("plan"))
     report = checked["out"]
+    extra = [checked["continuity_run"]] if "continuity_run" in checked else []
     return {
         **s,
         "text": revised["out"],
         "score": report["score"],
         "issues": report["issues"],
         "summary": report["summary"],
-        "runs": [*runs, checked["run"]],
+        "continuity": report.get("continuity", []),
+        "runs": [*runs, checked["run"], *extra],
+    }
+
+
+async def _fit(ctx: StepContext) -> dict[str, Any]:
+    """Length control: continue a short text, trim a long one at a sentence end (never mid-sentence)."""
+    req: ChapterRequest = ctx.deps.request
+    state = ctx.inputs["revise"]["state"]
+    if not req.fit_length:
+        return {"text": state["text"], "action": None, "run": None}
+    call = _call(ctx, "continue", state["index"])
+    fitted = await fit_length(call, req, state["text"], state.get("plan"))
+    return {
+        "text": fitted.text,
+        "action": fitted.action,
+        "run": call.run.model_dump(mode="json") if call.run.calls else None,
     }
 
 
@@ -193,14 +237,21 @@ async def _final(ctx: StepContext) -> dict[str, Any]:
     v = ctx.run_input
     loop = ctx.inputs["revise"]
     state = loop["state"]
+    fit = ctx.inputs["fit"]
     runs = [
         AgentRun.model_validate(ctx.inputs[a]["run"]) for a in VERSION_AGENTS if ctx.inputs[a] is not None
     ]
+    first_check = ctx.inputs["quality"]
+    if isinstance(first_check, dict) and "continuity_run" in first_check:
+        runs.append(AgentRun.model_validate(first_check["continuity_run"]))
     runs += [AgentRun.model_validate(r) for r in state["runs"]]
+    if fit["run"] is not None:
+        runs.append(AgentRun.model_validate(fit["run"]))
+    text = fit["text"]
     usage = Usage()
     for r in runs:
         usage = usage.add(r.usage)
-    length = count_length(state["text"], req.input.language)
+    length = count_length(text, req.input.language)
     # The score is a judgement only if the last quality check that set it answered for real.
     checks = [r for r in runs if r.agent == "quality"]
     measured = bool(checks) and checks[-1].degraded is None
@@ -208,7 +259,7 @@ async def _final(ctx: StepContext) -> dict[str, Any]:
         index=v["index"],
         style_hint=v["hint"],
         ok=True,
-        text=state["text"],
+        text=text,
         quality_score=state["score"],
         quality_measured=measured,
         issues=state["issues"],
@@ -216,6 +267,16 @@ async def _final(ctx: StepContext) -> dict[str, Any]:
         revise_rounds=loop["rounds"],
         length=length,
         length_score=length_score(length, req.input.length_goal),
+        length_adherence=round(length / req.input.length_goal, 4),
+        length_fit=fit["action"],
+        continuity=state.get("continuity", []),
+        measures=measure(
+            text,
+            target=req.input.length_goal,
+            language=req.input.language,
+            continuity_issues=len(state.get("continuity", [])),
+            judge={"quality_score": state["score"]},
+        ).model_dump(mode="json"),
         usage=usage,
         cost_usd=round(sum(r.cost_usd for r in runs), 8),
         agents=runs,
@@ -247,7 +308,8 @@ def version_flow(max_revise_rounds: int) -> Flow:
         output="check",
         after=("optimize", "quality"),
     )
-    flow.add("final", _final, after=(*VERSION_AGENTS, "revise"))
+    flow.add("fit", _fit, after=("revise",))
+    flow.add("final", _final, after=(*VERSION_AGENTS, "revise", "fit"))
     return flow
 
 
@@ -428,8 +490,10 @@ def _chapter_result(
         plan=outputs["director"]["out"],
         director=director_run,
         summary=chosen.summary,
+        previous_summary=request.previous_summary,
         usage=usage,
         cost_usd=round(cost, 8),
+        cache_hit_share=round(usage.cached_tokens / usage.prompt_tokens, 4) if usage.prompt_tokens else 0.0,
         degraded=_degradations(director_run, versions, judge),
         elapsed_s=round(elapsed, 4),
         step_times={k: round(v, 4) for k, v in step_times.items()},

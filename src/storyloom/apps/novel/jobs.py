@@ -3,15 +3,16 @@
 A chapter job runs `run_chapter` with the job's durable sink and checkpoints and metered model
 access (the runner's), and stores its versions when it belongs to a project chapter. A book job
 is a parent that enqueues its chapters as children, each waiting for (`depends_on`) the previous
-one and reading its summary when it starts.
+one and reading its summary when it starts; the parent waits for them holding no worker slot.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
+from storyloom.apps.novel.bookstore import BookStore
 from storyloom.apps.novel.chapter import run_chapter
+from storyloom.apps.novel.context import tail_paragraphs
 from storyloom.apps.novel.models import ChapterInput, ChapterRequest, ChapterResult
 from storyloom.apps.novel.projects import ProjectStore, versions_from_result
 from storyloom.errors import InputError, StoryloomError
@@ -22,12 +23,14 @@ __all__ = ["BOOK_KIND", "CHAPTER_KIND", "book_job", "chapter_job"]
 
 CHAPTER_KIND = "novel"
 BOOK_KIND = "novel.book"
-_BOOK_POLL_S = 1.0
 
 
 async def chapter_job(job: AppJob[ChapterInput]) -> ChapterResult:
     request = job.input.request()
-    if request.previous_summary is None and job.job.depends_on:
+    project_id, chapter_id = job.payload.get("project_id"), job.payload.get("chapter_id")
+    if isinstance(project_id, str) and isinstance(chapter_id, str):
+        request = await _with_seam(job, request, project_id, chapter_id)
+    elif request.previous_summary is None and job.job.depends_on:
         previous = await job.queue.get(job.job.depends_on)
         summary = ((previous.result or {}).get("result") or {}).get("summary")
         if isinstance(summary, str) and summary:
@@ -50,12 +53,46 @@ async def chapter_job(job: AppJob[ChapterInput]) -> ChapterResult:
     return result
 
 
+async def _with_seam(
+    job: AppJob[Any], request: ChapterRequest, project_id: str, chapter_id: str
+) -> ChapterRequest:
+    """The previous chapter's summary and last paragraphs, read now that this chapter runs (its
+    predecessor's job, if it had one queued, completed and chose before this one was claimed)."""
+    if request.previous_summary is not None:
+        return request  # the caller gave one explicitly
+    projects: ProjectStore = job.shared("projects", lambda: ProjectStore(job.db))
+    chapter = await projects.get_chapter(chapter_id, project_id=project_id)
+    if chapter is None or chapter.index <= 1:
+        return request
+    books: BookStore = job.shared("books", lambda: BookStore(job.db))
+    previous = await books.chosen_text(project_id, chapter.index - 1, tenant=job.tenant)
+    if previous is None:
+        return request
+    memory = [
+        m
+        for m in await books.memory(project_id, tenant=job.tenant, upto=chapter.index)
+        if m.number == previous.number
+    ]
+    summary = memory[-1].memory.summary if memory else previous.summary
+    update: dict[str, Any] = {"previous_summary": summary[:5000] if summary else None}
+    if not request.input.book_context:
+        label = "【上一章结尾】" if request.input.language == "zh" else "## The previous chapter ended"
+        seam = f"{label}\n{tail_paragraphs(previous.text, 1200)}"
+        update["input"] = request.input.model_copy(update={"book_context": seam})
+    return request.model_copy(update=update)
+
+
 async def _store_versions(job: AppJob[Any], chapter_id: str, result: ChapterResult) -> None:
+    """Store the candidates and choose the judge's pick, so the chapter has its text the moment the
+    job completes (`current_version_id` set, one version `chosen`)."""
     store: ProjectStore = job.shared("projects", lambda: ProjectStore(job.db))
     if await store.get_chapter(chapter_id) is None:
         return  # deleted while the job ran
     versions, summary = versions_from_result(result.model_dump(mode="json"))
-    await store.save_versions(chapter_id, job.id, versions, summary=summary)
+    saved = await store.save_versions(chapter_id, job.id, versions, summary=summary)
+    pick = next((v for v in saved if v.index == result.chosen), None)
+    if pick is not None:
+        await store.choose_version(chapter_id, pick.id)
 
 
 async def book_job(job: AppJob[Any]) -> dict[str, Any]:
@@ -81,18 +118,12 @@ async def book_job(job: AppJob[Any]) -> dict[str, Any]:
         )
         child_ids.append(child.id)
         previous = child.id
-    job.emit("book.chapters", job_ids=child_ids)
-    done: set[str] = set()
-    while True:
-        kids = {k.id: k for k in await job.queue.children(job.id)}
-        for cid in child_ids:
-            kid = kids.get(cid)
-            if kid is not None and kid.status.is_terminal and cid not in done:
-                done.add(cid)
-                job.emit("book.chapter_done", job_id=cid, status=kid.status.value)
-        if len(done) == len(child_ids):
-            break
-        await asyncio.sleep(_BOOK_POLL_S)
+    kids = {k.id: k for k in await job.queue.children(job.id)}
+    if not all(cid in kids and kids[cid].status.is_terminal for cid in child_ids):
+        # Wait without a worker slot (a sleeping parent used to hold the only one of
+        # `serve --concurrency 1` while its children waited for it); the last child's end re-queues this.
+        job.emit("book.chapters", job_ids=child_ids)
+        raise job.wait_for_children()
     failed = [cid for cid in child_ids if kids[cid].status is not JobStatus.COMPLETED]
     if failed:
         raise StoryloomError(

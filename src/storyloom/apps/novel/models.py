@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from storyloom.agents import AgentRun
+from storyloom.apps.novel.continuity import ContinuityFacts, ContinuityIssue
 from storyloom.errors import InputError
 from storyloom.llm.types import Usage
 from storyloom.validation import NOT_BLANK_SCHEMA, from_validation, not_a_bool, not_blank
@@ -82,6 +83,9 @@ class NovelInput(BaseModel):
         default=None, ge=100, le=20000, description="zh: characters, en: words; default 2000 / 1200"
     )
     language: Language = Field(default="zh", description="zh or en; when absent, detected from the outlines")
+    # The book's context pack (context.build_context), rendered once per chapter: every agent and
+    # version of the chapter sends it in the same place (a cached prompt prefix).
+    book_context: str = Field(default="", max_length=200_000)
 
     _integers = field_validator("target_length", mode="before")(not_a_bool)
 
@@ -117,6 +121,10 @@ class ChapterRequest(BaseModel):
     # Revise while the quality score is below the threshold, at most max_revise_rounds rounds.
     quality_threshold: int = Field(default=70, ge=0, le=100)
     max_revise_rounds: int = Field(default=2, ge=0, le=5)
+    # What memory says (dead characters, where everyone is): continuity rules and agent run when set.
+    continuity: ContinuityFacts | None = None
+    # A version outside target ±10% is continued or trimmed (length.fit_length) before scoring.
+    fit_length: bool = True
 
 
 class ChapterInput(NovelInput):
@@ -129,9 +137,19 @@ class ChapterInput(NovelInput):
     previous_summary: str | None = Field(default=None, max_length=5000)
     quality_threshold: int = Field(default=70, ge=0, le=100)
     max_revise_rounds: int = Field(default=2, ge=0, le=5)
+    continuity: ContinuityFacts | None = None
+    fit_length: bool = True
 
     def request(self) -> ChapterRequest:
-        options = {"versions", "max_parallel", "previous_summary", "quality_threshold", "max_revise_rounds"}
+        options = {
+            "versions",
+            "max_parallel",
+            "previous_summary",
+            "quality_threshold",
+            "max_revise_rounds",
+            "continuity",
+            "fit_length",
+        }
         return ChapterRequest(
             input=NovelInput.model_validate(self.model_dump(exclude=options)),
             **self.model_dump(include=options),
@@ -157,6 +175,10 @@ class VersionResult(BaseModel):
     revise_rounds: int = 0
     length: int = 0
     length_score: float = 0.0
+    length_adherence: float = 0.0  # length / target: 1.0 on target, within 0.9..1.1 counts as met
+    length_fit: str | None = None  # "continued" or "trimmed" when length control changed the text
+    continuity: list[ContinuityIssue] = Field(default_factory=list)
+    measures: dict[str, Any] = Field(default_factory=dict)  # quality.QualityMeasures as JSON
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float = 0.0
     agents: list[AgentRun] = Field(default_factory=list)
@@ -207,8 +229,10 @@ class ChapterResult(BaseModel):
     plan: dict[str, object] = Field(default_factory=dict)
     director: AgentRun | None = None  # the shared plan's agent run (tokens, time, degradation)
     summary: str = ""  # of the chosen version: the next chapter's previous_summary
+    previous_summary: str | None = None  # the seam this chapter was written after (read when it ran)
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float = 0.0
+    cache_hit_share: float = 0.0  # prompt tokens served from the provider's prompt cache ÷ prompt tokens
     degraded: list[Degradation] = Field(default_factory=list)  # every degraded agent, in one place
     elapsed_s: float = 0.0
     step_times: dict[str, float] = Field(default_factory=dict)

@@ -90,6 +90,15 @@ def versions_from_result(result: Mapping[str, Any]) -> tuple[list[NewVersion], s
             "issues": version.get("issues") or [],
             "style_hint": version.get("style_hint"),
             "judge_pick": position == chosen,
+            "length_adherence": version.get("length_adherence"),
+            "length_fit": version.get("length_fit"),
+            "continuity": version.get("continuity") or [],
+            "measures": {
+                **(version.get("measures") or {}),
+                "judge": {"pick": position == chosen, "quality_score": version.get("quality_score")},
+            }
+            if version.get("measures")
+            else {},
         }
         out.append(
             NewVersion(

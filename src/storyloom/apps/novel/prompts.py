@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from storyloom.agents.parsing import prompt_schema
+from storyloom.apps.novel.bookprompts import layout
 from storyloom.apps.novel.models import NovelInput
 from storyloom.llm.types import Message
 
@@ -22,7 +23,10 @@ __all__ = [
     "STYLE_HINTS",
     "brief",
     "json_messages",
+    "layout",
     "render_section",
+    "role_line",
+    "shared_part",
     "stricter",
     "style_hint",
     "text_messages",
@@ -56,11 +60,6 @@ STYLE_HINTS: dict[str, tuple[str, ...]] = {
     ),
 }
 
-_SYSTEM = {
-    "zh": "你是一个小说创作团队中的{role}。请用中文回答。",
-    "en": "You are the {role} of a novel-writing team. Answer in English.",
-}
-
 _ROLES = {
     "zh": {
         "director": "总导演，负责制定本章的创作计划",
@@ -72,6 +71,8 @@ _ROLES = {
         "quality": "质量审核员，负责评估章节质量",
         "revise": "修订作家，负责根据审核意见修改章节",
         "judge": "评审，负责比较两个版本的优劣",
+        "continue": "主笔作家，负责续写未完成的章节",
+        "continuity": "连续性审校，负责核对章节与故事记忆是否矛盾",
     },
     "en": {
         "director": "director, who plans the chapter",
@@ -83,6 +84,8 @@ _ROLES = {
         "quality": "quality reviewer, who scores the chapter",
         "revise": "reviser, who fixes the chapter from the review",
         "judge": "judge, who compares two versions",
+        "continue": "lead writer, who finishes a chapter that is too short",
+        "continuity": "continuity editor, who checks the chapter against the story memory",
     },
 }
 
@@ -99,6 +102,8 @@ _TASKS = {
         "quality": "请审核下面的章节：按连贯性、人物一致性、情节完成度和文笔给出 0 到 100 的总分，"
         "列出需要修改的具体问题，并用两三句话概括本章内容。",
         "revise": "请根据审核意见修改下面的章节，解决所列问题，保持篇幅。只输出修改后的完整正文。",
+        "continue": "下面的章节篇幅不足。请从正文结尾处直接续写，保持人物、情节和文风一致，不要重复已写内容。"
+        "只输出续写的正文。",
         "judge": "请比较版本A和版本B：哪一个更好地完成了本章大纲和创作计划，情节更完整、人物更鲜明、"
         "文笔更好？选出更好的一个并说明理由。",
     },
@@ -119,6 +124,8 @@ _TASKS = {
         "in two or three sentences.",
         "revise": "Revise the chapter below to fix the listed problems, keeping its length. Output only the "
         "full revised chapter.",
+        "continue": "The chapter below is too short. Continue it from exactly where it stops, keeping the "
+        "characters, plot and style; do not repeat what is written. Output only the continuation.",
         "judge": "Compare version A and version B: which better fulfils the chapter outline and the plan, "
         "with a more complete plot, more vivid characters and better prose? Pick the better one and say why.",
     },
@@ -279,8 +286,29 @@ def _sections(language: str, sections: Mapping[str, Any]) -> str:
     return "\n\n".join(out)
 
 
-def _system(agent: str, language: str) -> Message:
-    return {"role": "system", "content": _SYSTEM[language].format(role=_ROLES[language][agent])}
+# No "角色：" / "Characters:" label here: the simulator (and readers) take what follows one for a name.
+_ROLE_LINE = {"zh": "现在请你作为{role}完成以下任务。", "en": "Now work as the {role}."}
+
+
+def shared_part(inp: NovelInput, previous_summary: str | None, plan: Any = None) -> str:
+    """What every agent of one chapter sees, byte for byte the same: the brief, the book's context
+    pack, and (once the director has made it) the plan. It goes first, so it is a cached prefix."""
+    lang = inp.language
+    parts = [brief(inp, previous_summary)]
+    if inp.book_context:
+        parts.append(inp.book_context)
+    if plan:
+        parts.append(_sections(lang, {"plan": plan}))
+    return "\n\n".join(p for p in parts if p)
+
+
+def role_line(agent: str, language: str) -> str:
+    """The agent's role, said after the shared part (never before it: it differs per agent)."""
+    return _ROLE_LINE[language].format(role=_ROLES[language][agent])
+
+
+def _layout(agent: str, inp: NovelInput, shared: str, body: str) -> list[Message]:
+    return layout(inp.language, shared, f"{role_line(agent, inp.language)}\n\n{body}")
 
 
 def json_messages(
@@ -291,20 +319,21 @@ def json_messages(
     *,
     previous_summary: str | None = None,
 ) -> list[Message]:
-    """A structured agent's prompt: facts, upstream outputs, the task, then the schema fence (last)."""
+    """A structured agent's prompt: the chapter's shared part first (brief, book context, plan), then
+    the agent's role, its own inputs, the task, and the schema fence (last)."""
     lang = inp.language
     schema = _schema_text(schema_model, lang)
+    own = {k: v for k, v in sections.items() if k != "plan"}
     body = "\n\n".join(
         p
         for p in (
-            brief(inp, previous_summary),
-            _sections(lang, sections),
+            _sections(lang, own),
             _TASKS[lang][agent],
             f"{_LABELS[lang]['json']}\n```json\n{schema}\n```",
         )
         if p
     )
-    return [_system(agent, lang), {"role": "user", "content": body}]
+    return _layout(agent, inp, shared_part(inp, previous_summary, sections.get("plan")), body)
 
 
 def text_messages(
@@ -315,19 +344,19 @@ def text_messages(
     target_length: int,
     previous_summary: str | None = None,
 ) -> list[Message]:
-    """A prose agent's prompt: facts, upstream outputs, the task, and the target length."""
+    """A prose agent's prompt: the shared part, then its role, inputs, task and the target length."""
     lang = inp.language
+    own = {k: v for k, v in sections.items() if k != "plan"}
     body = "\n\n".join(
         p
         for p in (
-            brief(inp, previous_summary),
-            _sections(lang, sections),
+            _sections(lang, own),
             _TASKS[lang][agent],
             _LABELS[lang]["length"].format(n=target_length),
         )
         if p
     )
-    return [_system(agent, lang), {"role": "user", "content": body}]
+    return _layout(agent, inp, shared_part(inp, previous_summary, sections.get("plan")), body)
 
 
 def stricter(messages: list[Message], language: str) -> list[Message]:

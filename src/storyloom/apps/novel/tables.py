@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["chapter_versions", "chapters", "metadata", "projects"]
+__all__ = [
+    "chapter_memory",
+    "chapter_versions",
+    "chapters",
+    "metadata",
+    "projects",
+    "story_bibles",
+    "story_outlines",
+]
 
 metadata = sa.MetaData()
 
@@ -56,4 +64,45 @@ chapter_versions = sa.Table(
     # A re-run of the same job overwrites its own versions instead of adding more.
     sa.UniqueConstraint("chapter_id", "job_id", "index", name="uq_chapter_versions_job_index"),
     sa.Index("ix_chapter_versions_chapter", "chapter_id"),
+)
+
+# -- the book (novel_0003): versioned bible and outline, memory per chapter ---------------------
+
+story_bibles = sa.Table(
+    "story_bibles",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("project_id", sa.String(32), sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("bible", sa.JSON, nullable=False),
+    sa.Column("source", sa.String(16), nullable=False, server_default="edited"),
+    sa.Column("created_at", _Ts, nullable=False),
+    sa.UniqueConstraint("project_id", "version", name="uq_story_bibles_project_version"),
+)
+
+story_outlines = sa.Table(
+    "story_outlines",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("project_id", sa.String(32), sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("outline", sa.JSON, nullable=False),
+    sa.Column("coverage", sa.JSON, nullable=True),
+    sa.Column("created_at", _Ts, nullable=False),
+    sa.UniqueConstraint("project_id", "version", name="uq_story_outlines_project_version"),
+)
+
+chapter_memory = sa.Table(
+    "chapter_memory",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("project_id", sa.String(32), sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("chapter_id", sa.String(32), sa.ForeignKey("chapters.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("version_id", sa.String(32), nullable=True),  # the chosen chapter version it was read from
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("memory", sa.JSON, nullable=False),
+    sa.Column("created_at", _Ts, nullable=False),
+    sa.UniqueConstraint("chapter_id", "revision", name="uq_chapter_memory_chapter_revision"),
+    sa.Index("ix_chapter_memory_project_number", "project_id", "number"),
 )

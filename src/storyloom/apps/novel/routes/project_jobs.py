@@ -40,12 +40,32 @@ async def submit_chapter_job(
         ),
         versions=body.versions,
         max_parallel=body.max_parallel,
-        previous_summary=await project_store(services).previous_summary(project.id, chapter.index),
     )
+    # The seam (the previous chapter's summary and last paragraphs) is read by the job when it runs,
+    # not here: chapters queued together would all read "nothing yet". A previous chapter still being
+    # written is waited for, so its chosen version exists when this one starts.
+    store = project_store(services)
+    depends_on = await _active_job_of_previous(services, store, project, chapter, tenant)
     payload = {
         "input": ChapterInput.of(request).model_dump(mode="json"),
         "project_id": project.id,
         "chapter_id": chapter.id,
     }
     key = f"project:{project.id}:{body.idempotency_key}" if body.idempotency_key else None
-    return await services.submit("novel", payload, priority=body.priority, idempotency_key=key, tenant=tenant)
+    return await services.submit(
+        "novel", payload, priority=body.priority, idempotency_key=key, tenant=tenant, depends_on=depends_on
+    )
+
+
+async def _active_job_of_previous(
+    services: Services, store: ProjectStore, project: Project, chapter: Chapter, tenant: str
+) -> str | None:
+    """The newest job of the chapter before this one, when it has not finished yet."""
+    previous = next((c for c in await store.list_chapters(project.id) if c.index == chapter.index - 1), None)
+    if previous is None:
+        return None
+    for job_id in await store.chapter_job_ids(previous.id, tenant=tenant, limit=1):
+        job = await services.queue.get(job_id, tenant=tenant)
+        if not job.status.is_terminal:
+            return job.id
+    return None
