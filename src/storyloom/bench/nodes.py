@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import httpx
 import psutil
 
 from storyloom import eventloop
@@ -271,6 +272,14 @@ def _connected(pid: int, port: int) -> bool:
     return False
 
 
+def _job_error(url: str, job_id: str) -> str | None:
+    try:
+        doc: dict[str, Any] = httpx.get(f"{url}/api/jobs/{job_id}", timeout=10).json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return f"unreadable: {type(exc).__name__}"
+    return str(doc.get("error") or doc.get("status"))
+
+
 def run_nodes_bench(cfg: NodesConfig) -> dict[str, Any]:
     b = cfg.bench
     with tempfile.TemporaryDirectory(prefix="storyloom-bench-nodes-") as tmp, contextlib.ExitStack() as stack:
@@ -297,6 +306,8 @@ def run_nodes_bench(cfg: NodesConfig) -> dict[str, Any]:
         states, wall = eventloop.run(_drive(b, nodes.api_urls))
         cpu_after = nodes.cpu_s()
         stats = sim.stats()
+        failed = [s.job_id for s in states if s.job_id and s.status != "completed"][:3]
+        errors = [_job_error(nodes.api_urls[0], job) for job in failed]
     calls = int(stats.get("completed") or stats.get("requests") or 0)
     cpu = {k: round(cpu_after[k] - cpu_before[k], 2) for k in cpu_after}
     submitted = sum(1 for s in states if s.submitted_at)
@@ -326,6 +337,7 @@ def run_nodes_bench(cfg: NodesConfig) -> dict[str, Any]:
         ),
         "reconnects": sum(s.reconnects for s in states),
         "first_submit_error": next((s.error for s in states if s.error), None),
+        "not_completed_errors": errors,
         "model_calls": calls,
         "cpu_s": cpu,
         "cpu_ms_per_model_call": round((cpu["api"] + cpu["workers"]) * 1000 / calls, 2) if calls else None,
