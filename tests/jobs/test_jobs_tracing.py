@@ -81,3 +81,28 @@ def test_tool_calls_and_log_lines_carry_the_trace(spans: Any) -> None:
     )
     assert tool.context.trace_id == ids.trace_id
     assert "trace_id" not in tracing.trace_ids(None, "info", {"event": "outside"})  # no span, no id
+
+
+async def test_the_tool_runtime_traces_each_call(spans: Any) -> None:
+    from pydantic import BaseModel
+
+    from storyloom.tools import Tool, ToolPolicy, ToolRegistry, ToolRuntime
+
+    class Query(BaseModel):
+        q: str
+
+    async def search(args: Query) -> dict[str, str]:
+        return {"answer": args.q.upper()}
+
+    policy = ToolPolicy(timeout_s=1.0, retries=0, cache_ttl_s=60)
+    runtime = ToolRuntime(ToolRegistry([Tool(name="search", input=Query, fn=search, policy=policy)]))
+    try:
+        with tracing.step_span("flow/research") as step:
+            await runtime.call("search", {"q": "ferry"})
+            await runtime.call("search", {"q": "ferry"})  # from the cache: a span all the same
+    finally:
+        await runtime.aclose()
+    calls = [s for s in spans.get_finished_spans() if s.name == "execute_tool search"]
+    assert [c.attributes["storyloom.tool.cached"] for c in calls] == [False, True]
+    assert all(c.parent.span_id == step.get_span_context().span_id for c in calls)
+    assert not any(c.attributes["storyloom.tool.degraded"] for c in calls)

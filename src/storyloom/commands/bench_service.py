@@ -40,6 +40,15 @@ def register(app: typer.Typer) -> None:
         ),
         timeout_s: float = typer.Option(900.0, min=10.0, help="Give up on unfinished clients after this."),
         as_json: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
+        nodes: bool = typer.Option(
+            False,
+            "--nodes",
+            help="Scale-out: 2 API nodes + 2 worker nodes as processes on 127.0.0.x, Postgres + Redis.",
+        ),
+        database_url: str | None = typer.Option(
+            None, help="--nodes: a PostgreSQL to use (postgresql+asyncpg://…); default: a private one."
+        ),
+        redis_url: str | None = typer.Option(None, help="--nodes: a Redis to use; default: a private one."),
     ) -> None:
         """Start `storyloom serve` (simulator latencies scaled down), drive it, print the figures."""
         from storyloom.bench.service import BenchConfig, run_bench
@@ -48,24 +57,34 @@ def register(app: typer.Typer) -> None:
         parse_worker_range(workers)
         if follow not in ("events", "stream"):
             raise ConfigError(f"--follow must be events or stream, not {follow!r}.")
-        result = run_bench(
-            BenchConfig(
-                clients=clients,
-                versions=versions,
-                workers=workers,
-                api_processes=api_processes,
-                follow=follow,
-                worker_nice=worker_nice,
-                concurrency=concurrency,
-                timeout_s=timeout_s,
-                ttft_s=ttft_s,
-                tokens_per_s=tokens_per_s,
-                jitter=sim_jitter,
-                lease_s=lease_s,
-                sim_nice=sim_nice,
-                settle_s=settle_s,
-            )
+        config = BenchConfig(
+            clients=clients,
+            versions=versions,
+            workers=workers,
+            api_processes=api_processes,
+            follow=follow,
+            worker_nice=worker_nice,
+            concurrency=concurrency,
+            timeout_s=timeout_s,
+            ttft_s=ttft_s,
+            tokens_per_s=tokens_per_s,
+            jitter=sim_jitter,
+            lease_s=lease_s,
+            sim_nice=sim_nice,
+            settle_s=settle_s,
         )
+        if nodes:
+            from storyloom.bench.nodes import NodesConfig, run_nodes_bench
+
+            if database_url is not None and not database_url.startswith("postgresql"):
+                raise ConfigError(f"--nodes needs PostgreSQL (postgresql+asyncpg://…), not {database_url!r}.")
+            result = run_nodes_bench(
+                NodesConfig(bench=config, database_url=database_url, redis_url=redis_url)
+            )
+        else:
+            if database_url is not None or redis_url is not None:
+                raise ConfigError("--database-url and --redis-url go with --nodes.")
+            result = run_bench(config)
         if as_json:
             typer.echo(json.dumps(result))
         else:

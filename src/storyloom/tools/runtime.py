@@ -32,6 +32,7 @@ from typing import Any
 
 import aiohttp
 
+from storyloom import tracing
 from storyloom.errors import CircuitOpenError, ProviderError, ProviderTimeout, RateLimitError
 from storyloom.limits.base import LimitBackend
 from storyloom.limits.breaker import BreakerPolicy
@@ -103,6 +104,17 @@ class ToolRuntime:
     ) -> ToolResult:
         """One tool call under its policy. Raises only for the caller's mistakes (unknown tool,
         invalid arguments); every failure of the tool itself is a degraded result."""
+        if not tracing.enabled():
+            return await self._call(name, arguments, meta)
+        with tracing.tool_call(name) as span:
+            result = await self._call(name, arguments, meta)
+            span.set_attribute("storyloom.tool.cached", result.cached)
+            span.set_attribute("storyloom.tool.degraded", result.degraded)
+            return result
+
+    async def _call(
+        self, name: str, arguments: dict[str, Any] | None, meta: ToolCallMeta | None
+    ) -> ToolResult:
         meta = meta or ToolCallMeta()
         if self._prepare is not None:
             await self.ready()
