@@ -117,7 +117,15 @@ async def _detail(services: Services, book: Project, number: int) -> ChapterDeta
 # -- books ---------------------------------------------------------------------------------------
 
 
-@router.post("", response_model=BookCreated, status_code=status.HTTP_202_ACCEPTED, responses=QUEUE_FULL)
+@router.post(
+    "",
+    response_model=BookCreated,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={
+        **QUEUE_FULL,
+        201: {"model": BookCreated, "description": "Created with an empty outline (`generate: false`)"},
+    },
+)
 async def create_book(
     body: BookCreate, services: ServicesDep, tenant: Tenant, response: Response
 ) -> BookCreated:
