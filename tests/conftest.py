@@ -8,15 +8,14 @@ import socket
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from storyloom.store import Database
+from support.databases import fresh_database_url
 
 
 def free_port() -> int:
@@ -131,20 +130,6 @@ def sim() -> Iterator[Any]:
 
 # ---- databases: every store/jobs contract test runs on SQLite and on a real PostgreSQL ----------
 
-
-async def fresh_database_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    """A new empty database: a file for SQLite (in a directory `from_url` must create), a new database
-    in the session cluster for Postgres."""
-    if kind == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'db' / 'jobs.db'}"
-    admin_url: str = request.getfixturevalue("postgres_url")
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_url.replace("postgresql+asyncpg", "postgresql"))
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return admin_url.rsplit("/", 1)[0] + f"/{name}"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -20,10 +20,10 @@ import httpx
 import pytest
 import redis
 
-from conftest import fresh_database_url
 from storyloom.serve.simulator import SimProcess
 from support.api_server import novel_input
 from support.cluster import Cluster, Node, clean_env, cli
+from support.databases import fresh_database_url
 from support.processes import RedisServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
