@@ -33,3 +33,15 @@ def test_engine_parts_import_no_app(part: str) -> None:
         if name.startswith("storyloom.apps") or name.lstrip(".").startswith("apps")
     ]
     assert offenders == []
+
+
+def test_the_cli_does_not_import_prometheus_client_before_serve_configures_it() -> None:
+    """prometheus_client chooses in-process or multiprocess storage when first imported; `serve`
+    sets PROMETHEUS_MULTIPROC_DIR after the CLI is loaded, and an earlier import hid every
+    worker's metrics from the API's /metrics."""
+    import subprocess
+    import sys
+
+    code = "import sys, storyloom.cli; print('prometheus_client' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

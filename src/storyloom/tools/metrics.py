@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
-from prometheus_client import Counter, Gauge, Histogram
+if TYPE_CHECKING:  # imported when first used: `serve` must set the multiprocess directory first
+    from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = ["ToolMetrics", "tool_metrics"]
 
@@ -29,7 +31,11 @@ class ToolMetrics:
 
 @cache
 def tool_metrics() -> ToolMetrics:
-    """Registered once per process in the default registry (the API's /metrics serves it)."""
+    """Registered once per process in the default registry (the API's /metrics serves it).
+    prometheus_client picks its storage when first imported, so importing it with this module
+    (every CLI start does) kept `serve`'s workers out of the multiprocess directory."""
+    from prometheus_client import Counter, Gauge, Histogram
+
     return ToolMetrics(
         calls=Counter(
             "storyloom_tool_calls",
