@@ -8,10 +8,11 @@ Windows, the standard loop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+import contextlib
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
-__all__ = ["run"]
+__all__ = ["cancel_all", "run"]
 
 T = TypeVar("T")
 
@@ -28,3 +29,14 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def run(main: Coroutine[Any, Any, T]) -> T:
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(main)
+
+
+async def cancel_all(tasks: Iterable[asyncio.Task[Any] | None]) -> None:
+    """Cancel background tasks and wait until each has stopped, so a closed owner leaves none
+    running against what it closes next (connections, backends)."""
+    running = [t for t in tasks if t is not None]
+    for task in running:
+        task.cancel()
+    for task in running:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

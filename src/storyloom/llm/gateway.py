@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import dataclasses
 import datetime
 import logging
@@ -36,6 +35,7 @@ from storyloom.errors import (
     ProviderTimeout,
     StreamCutError,
 )
+from storyloom.eventloop import cancel_all
 from storyloom.limits.base import LimitBackend
 from storyloom.limits.budgets import BudgetDenied, BudgetHold, BudgetLimits
 from storyloom.limits.state import Ask, Claim, Grant, Outcome, breaker_state
@@ -553,12 +553,7 @@ class Gateway:
         if self._closed:
             return
         self._closed = True
-        tasks = [t for t in (self._renewer, *[q._dispatcher for q in self._queues.values()]) if t is not None]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await cancel_all([self._renewer, *[q._dispatcher for q in self._queues.values()]])
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         for c in self._clients.values():

@@ -22,7 +22,6 @@ breaker policy (the backend applies its policy to every document it holds); they
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -34,6 +33,7 @@ import aiohttp
 
 from storyloom import tracing
 from storyloom.errors import CircuitOpenError, ProviderError, ProviderTimeout, RateLimitError
+from storyloom.eventloop import cancel_all
 from storyloom.limits.base import LimitBackend
 from storyloom.limits.breaker import BreakerPolicy
 from storyloom.limits.state import Ask, Claim, Grant, Outcome, breaker_state
@@ -354,12 +354,7 @@ class ToolRuntime:
         if self._closed:
             return
         self._closed = True
-        tasks = [t for t in (self._gauges, *[q._dispatcher for q in self._queues.values()]) if t is not None]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await cancel_all([self._gauges, *[q._dispatcher for q in self._queues.values()]])
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         for backend in self._backends.values():
