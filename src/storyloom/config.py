@@ -141,6 +141,8 @@ class Settings(BaseSettings):
     search_backend: Literal["sim", "searxng", "tavily", "brave"] = "sim"
     search_url: str | None = None
     search_api_key: str | None = None
+    # fetch_page reaches public addresses only: its URLs come from models (see tools.netguard).
+    fetch_allow_private: bool = False
     tool_policies: dict[str, dict[str, Any]] = Field(default_factory=dict)
     tools_limits_url: str | None = None
     mcp_servers: str | None = None

@@ -248,7 +248,7 @@ async def test_fetch_page_extracts_text_within_its_limits(serve: Any) -> None:
         return app
 
     fake: Fake = await serve(make)
-    rt = ToolRuntime(ToolRegistry([fetch_tool(max_bytes=600)]))
+    rt = ToolRuntime(ToolRegistry([fetch_tool(max_bytes=600, allow_private=True)]))
     try:
         page = await rt.call("fetch_page", {"url": f"{fake.url}/tea", "max_chars": 200})
         image = await rt.call("fetch_page", {"url": f"{fake.url}/img"})

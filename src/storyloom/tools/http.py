@@ -1,7 +1,9 @@
-"""The HTTP side of tools: one pooled aiohttp session per event loop, and status → `ToolError`.
+"""The HTTP side of tools: pooled aiohttp sessions per event loop, and status → `ToolError`.
 
 Per loop because a session is bound to the loop that opened it (tests and the CLI run several
 loops in one process); `close_sessions()` closes the current loop's when the runtime closes.
+Calls to configured APIs (search backends) share the plain session; fetches of model-chosen URLs
+get a session whose resolver refuses addresses by a rule (`tools.netguard`), one per rule.
 """
 
 from __future__ import annotations
@@ -13,22 +15,29 @@ import aiohttp
 
 from storyloom.llm.client import parse_retry_after
 from storyloom.tools.base import ToolError
+from storyloom.tools.netguard import AddressRule, GuardedResolver
 
 __all__ = ["close_sessions", "raise_for_status", "session"]
 
-_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
-    weakref.WeakKeyDictionary()
-)
+_SESSIONS: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[AddressRule | None, aiohttp.ClientSession]
+] = weakref.WeakKeyDictionary()
 
 
-def session() -> aiohttp.ClientSession:
+def session(guard: AddressRule | None = None) -> aiohttp.ClientSession:
+    """The loop's session; with `guard`, one whose connections reach only addresses it allows."""
     loop = asyncio.get_running_loop()
-    s = _SESSIONS.get(loop)
+    by_rule = _SESSIONS.setdefault(loop, {})
+    s = by_rule.get(guard)
     if s is None or s.closed:
         # No aiohttp timeout: each call runs under its tool's own `timeout_s`.
-        s = _SESSIONS[loop] = aiohttp.ClientSession(
+        s = by_rule[guard] = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0),
-            connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30.0),
+            connector=aiohttp.TCPConnector(
+                limit=256,
+                keepalive_timeout=30.0,
+                resolver=GuardedResolver(guard) if guard is not None else None,
+            ),
         )
     return s
 
@@ -38,9 +47,9 @@ async def close_sessions() -> None:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return
-    s = _SESSIONS.pop(loop, None)
-    if s is not None and not s.closed:
-        await s.close()
+    for s in _SESSIONS.pop(loop, {}).values():
+        if not s.closed:
+            await s.close()
 
 
 async def raise_for_status(response: aiohttp.ClientResponse, what: str) -> None:

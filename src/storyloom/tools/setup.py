@@ -1,8 +1,8 @@
 """Building a process's tools from settings: the built-ins, every app's own, and their runtime.
 
-The only place that reads tool settings (`STORYLOOM_SEARCH_*`, `STORYLOOM_TOOL_POLICIES`,
-`STORYLOOM_TOOLS_LIMITS_URL`); MCP servers are connected by `tools.mcp.register_mcp_servers`
-(async, since it opens sessions).
+The only place that reads tool settings (`STORYLOOM_SEARCH_*`, `STORYLOOM_FETCH_ALLOW_PRIVATE`,
+`STORYLOOM_TOOL_POLICIES`, `STORYLOOM_TOOLS_LIMITS_URL`); MCP servers are connected by
+`tools.mcp.register_mcp_servers` (async, since it opens sessions).
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def builtin_tools(settings: Settings | None = None, *, sim_url: str | None = Non
         api_key=settings.search_api_key if settings is not None else None,
         sim_url=sim_url,
     )
-    return [search_tool(backend), fetch_tool()]
+    allow_private = settings.fetch_allow_private if settings is not None else False
+    return [search_tool(backend), fetch_tool(allow_private=allow_private)]
 
 
 def apply_policy_overrides(registry: ToolRegistry, overrides: dict[str, dict[str, Any]]) -> None:
