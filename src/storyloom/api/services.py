@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
@@ -31,6 +31,9 @@ from storyloom.registry import AppRegistry
 from storyloom.store.database import Database
 from storyloom.store.keys import KeyStore
 from storyloom.store.schema import jobs
+
+if TYPE_CHECKING:
+    from storyloom.api.shared_streams import SharedStreams
 
 __all__ = ["ApiOptions", "JobTotals", "Services"]
 
@@ -83,6 +86,7 @@ class Services:
         registry: AppRegistry | None = None,
         tenant_limits: TenantLimitsConfig | None = None,
         budget_check: BudgetCheck | None = None,
+        shared_streams: SharedStreams | None = None,
     ) -> None:
         self.settings = settings
         self.options = options
@@ -94,7 +98,13 @@ class Services:
         # None: authentication is off (the embedded loopback default); AuthMiddleware reads this.
         self.keys = KeyAuthenticator(KeyStore(db)) if options.auth else None
         self.tenant_limits = tenant_limits or parse_tenant_limits(settings.tenant_limits)
-        self.streams = StreamGate(max_streams=settings.sse_max_streams, tenant_limit=self._stream_limit)
+        # A tenant's max_streams across API nodes, when the limits store is shared (else None).
+        self.shared_streams = shared_streams
+        self.streams = StreamGate(
+            max_streams=settings.sse_max_streams,
+            tenant_limit=self._stream_limit,
+            elsewhere=shared_streams.elsewhere if shared_streams is not None else None,
+        )
         self.budgets = BudgetGate(budget_check) if budget_check is not None else None
         self.collector = ServiceCollector()
         self.service_registry = CollectorRegistry(auto_describe=False)
@@ -138,6 +148,10 @@ class Services:
             stack.push_async_callback(hub.stop)
         if queue is None:
             queue = JobQueue(db, hub=hub, max_backlog=options.max_pending)
+        tenant_limits = tenant_limits or parse_tenant_limits(settings.tenant_limits)
+        shared_streams = _open_shared_streams(settings, tenant_limits)
+        if shared_streams is not None:
+            stack.push_async_callback(shared_streams.aclose)
         services = cls(
             settings=settings,
             options=options,
@@ -147,6 +161,7 @@ class Services:
             registry=registry,
             tenant_limits=tenant_limits,
             budget_check=budget_check,
+            shared_streams=shared_streams,
         )
         if services.keys is not None:
             stack.push_async_callback(services.keys.aclose)
@@ -194,14 +209,36 @@ class Services:
         SUBMISSIONS.labels("accepted" if created else "duplicate").inc()
         return job, created
 
+    async def count_streams(self, tenant: str) -> None:
+        """Before a stream's admission: what the tenant holds on the other API nodes now (a read of
+        the shared limits store; nothing to do without one, or for a tenant without a limit)."""
+        if self.shared_streams is not None and self._stream_limit(tenant) is not None:
+            await self.shared_streams.refresh(tenant)
+
     def open_stream(self, tenant: str) -> Callable[[], None]:
         """A slot among this process's open SSE streams (and the tenant's); call the result to free
         it. No slot: TenantLimitError, and no place in the queue (see `enter_stream`)."""
-        return self.streams.enter(tenant, queue=False).release
+        return self._with_shared_lease(tenant, self.streams.enter(tenant, queue=False)).release
 
     def enter_stream(self, tenant: str, queue_token: str | None) -> Admitted:
         """A slot, or StreamQueuedError with the caller's place in the queue (api/stream_gate.py)."""
-        return self.streams.enter(tenant, queue_token)
+        return self._with_shared_lease(tenant, self.streams.enter(tenant, queue_token))
+
+    def _with_shared_lease(self, tenant: str, admitted: Admitted) -> Admitted:
+        """With a shared store, the stream also holds the tenant's lease there until it ends."""
+        if self.shared_streams is None or self._stream_limit(tenant) is None:
+            return admitted
+        give_back, local = self.shared_streams.hold(tenant), admitted.release
+
+        def release() -> None:
+            local()
+            give_back()
+
+        return Admitted(release, waited_s=admitted.waited_s)
+
+    def stream_recheck_s(self) -> float:
+        """How often a queued stream looks for a free slot when no local change wakes it."""
+        return 1.0 if self.shared_streams is not None else float("inf")
 
     def heartbeat_s(self) -> float:
         """The SSE heartbeat interval now: the configured one, stretched under load."""
@@ -271,6 +308,23 @@ class Services:
             duration_count=totals.duration_count,
             duration_sum_s=totals.duration_sum_s,
         )
+
+
+def _open_shared_streams(settings: Settings, limits: TenantLimitsConfig) -> SharedStreams | None:
+    """Share tenants' stream counts through the deployment's limits store: only when one is named
+    (STORYLOOM_LIMITS_URL, or STORYLOOM_REDIS_URL: a multi-node deployment) and a tenant can
+    have a stream limit; the single-node default keeps its streams' admission free of I/O."""
+    url = settings.limits_url or settings.redis_url
+    if url is None or url.startswith("memory:"):
+        return None
+    if settings.sse_max_streams_per_tenant is None and not any(
+        t.max_streams is not None for t in limits.root.values()
+    ):
+        return None
+    from storyloom.api.shared_streams import SharedStreams
+    from storyloom.limits.base import LimitBackend
+
+    return SharedStreams(LimitBackend.from_url(url))
 
 
 def _register_gateway_metrics() -> None:

@@ -9,8 +9,10 @@ freed goes to the oldest ticket that may use it (a ticket waiting for its own te
 not hold up another tenant's), and a newcomer never overtakes a live ticket.
 
 The gate is per process, like the slots it hands out: N API processes behind nginx serve N times
-`max_streams` streams. A ticket whose holder does not come back within `ticket_ttl_s` of the
-wait it was told is dropped, so a client that gave up does not hold a place.
+`max_streams` streams. A tenant's own `max_streams` holds across nodes when the limits store is
+shared: `elsewhere(tenant)` says how many it holds on the others (api/shared_streams.py). A
+ticket whose holder does not come back within `ticket_ttl_s` of the wait it was told is dropped,
+so a client that gave up does not hold a place.
 
 Heartbeats stretch with load (seed 003's 15 s, 20 s, 30 s): `heartbeat_s` of the base interval
 below 60% occupancy (open streams over the process limit, or the 1-minute load average per core,
@@ -80,9 +82,11 @@ class StreamGate:
         ticket_ttl_s: float = 30.0,
         max_queue: int = 10_000,
         load_per_core: Callable[[], float] | None = None,
+        elsewhere: Callable[[str], int] | None = None,
     ) -> None:
         self.max_streams = max_streams
         self.tenant_limit = tenant_limit
+        self.elsewhere = elsewhere
         self.ticket_ttl_s = ticket_ttl_s
         self.max_queue = max_queue
         self.open_total = 0
@@ -97,6 +101,11 @@ class StreamGate:
     # ---- figures -------------------------------------------------------------------------------
     def open_streams(self, tenant: str) -> int:
         return self._open.get(tenant, 0)
+
+    def _held(self, tenant: str) -> int:
+        """The tenant's open streams here and, with a shared store, on the other nodes."""
+        here = self._open.get(tenant, 0)
+        return here + self.elsewhere(tenant) if self.elsewhere is not None else here
 
     @property
     def queued(self) -> int:
@@ -205,7 +214,7 @@ class StreamGate:
         for other in self._tickets.values():
             if other is ticket:
                 break
-            mine = held.get(other.tenant, self._open.get(other.tenant, 0))
+            mine = held.get(other.tenant, self._held(other.tenant))
             limit = self.tenant_limit(other.tenant)
             if (self.max_streams is None or total < self.max_streams) and (limit is None or mine < limit):
                 total += 1  # its turn comes first: this slot is as good as taken
@@ -213,7 +222,7 @@ class StreamGate:
         if self.max_streams is not None and total >= self.max_streams:
             return "max_streams_per_process"
         limit = self.tenant_limit(tenant)
-        if limit is not None and held.get(tenant, self._open.get(tenant, 0)) >= limit:
+        if limit is not None and held.get(tenant, self._held(tenant)) >= limit:
             return "max_streams"
         return None
 
@@ -275,8 +284,10 @@ class StreamGate:
 
     def _what(self, tenant: str, blocked: str) -> str:
         if blocked == "max_streams":
+            away = self.elsewhere(tenant) if self.elsewhere is not None else 0
+            where = f" ({away} of them on other API nodes)" if away else ""
             return (
-                f"tenant {tenant!r} has {self._open.get(tenant, 0)} event streams open, its limit "
+                f"tenant {tenant!r} has {self._held(tenant)} event streams open{where}, its limit "
                 f"(max_streams {self.tenant_limit(tenant)})"
             )
         return f"this API process has {self.open_total} event streams open (max {self.max_streams})"

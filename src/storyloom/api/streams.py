@@ -130,6 +130,7 @@ async def resume_job_events(
         if not first:
             return Response(status_code=204)
     try:
+        await services.count_streams(tenant)
         admitted = services.enter_stream(tenant, queue_token)
     except StreamQueuedError as queued:
         subscription.close()  # a waiting client holds no subscription
@@ -176,9 +177,11 @@ class _InLine:
         gate, services = self.services.streams, self.services
         yield self._frame(self.queued)
         position = self.queued.position
+        pinged = time.monotonic()
         while self.admitted is None:
             version = gate.version
             try:
+                await services.count_streams(self.tenant)
                 self.admitted = services.enter_stream(self.tenant, self.queued.token)
                 break
             except StreamQueuedError as queued:
@@ -187,9 +190,10 @@ class _InLine:
                     yield self._frame(queued)
             if services.closing.is_set():
                 return  # shutting down: the client comes back elsewhere (retry:)
-            before = time.monotonic()
-            await gate.changed(version, services.heartbeat_s())
-            if time.monotonic() - before >= services.heartbeat_s() * 0.99:
+            # Streams other nodes close wake nobody here: with a shared count, look again each second.
+            await gate.changed(version, min(services.heartbeat_s(), services.stream_recheck_s()))
+            if time.monotonic() - pinged >= services.heartbeat_s() * 0.99:
+                pinged = time.monotonic()
                 yield format_comment(f"ping {time.time():.3f}")
         job, subscription = await services.hub.open(job_id, after)
         if job is None:  # removed meanwhile (retention): nothing more can come

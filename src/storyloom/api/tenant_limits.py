@@ -8,9 +8,10 @@
 
 `max_jobs` (queued + running) and `submissions_per_minute` are counted in the database, in the
 transaction that stores a submission (`jobs.intake.TenantCaps`), so every API process of a
-deployment shares them. `max_streams` counts open SSE streams in each API process (`StreamSlots`):
-with N API processes a tenant may hold up to N times as many. The token and cost budgets per day
-and month are the gateway's (`BudgetCheck`): a submission of a tenant already over one is refused.
+deployment shares them. `max_streams` counts open SSE streams in each API process (`StreamSlots`),
+and across processes and nodes when they share a limits store (api/shared_streams.py). The token
+and cost budgets per day and month are the gateway's (`BudgetCheck`): a submission of a tenant
+already over one is refused.
 Over any limit: `TenantLimitError`, HTTP 429 with Retry-After and a sentence naming the limit.
 """
 

@@ -71,6 +71,7 @@ async def generate_stream(
 ) -> Response:
     """Queue a chapter and stream its events. The first message (no id) names the task; reconnect
     with GET /api/jobs/{task_id}/events and Last-Event-ID."""
+    await services.count_streams(tenant)
     release = services.open_stream(tenant)  # before the job: a refused stream leaves no job behind
     try:
         job, _ = await _submit(services, body, idempotency_key, tenant)
