@@ -90,3 +90,42 @@ async def test_jobs_by_ids_reads_the_same_jobs_as_a_plain_select(db: Database) -
             setattr(job, name, getattr(want, name))
         assert job == want
     assert got[b.id].status.value == "cancelled" and got[b.id].cancel_requested is False
+
+
+async def _three_jobs_of_events(db: Database) -> list[dict[str, Any]]:
+    ts = time.time()
+    rows = [
+        {"job_id": job, "seq": seq, "kind": "step.delta", "step": "s", "ts": ts + seq, "data": {"n": seq}}
+        for seq in range(1, 5)
+        for job in ("a", "b", "c")
+    ]
+
+    async def write(conn: AsyncConnection) -> None:
+        await insert_events(db, conn, Rows(db, rows))
+
+    await db.transaction(write)
+    return rows
+
+
+async def test_event_reads_by_id_by_seq_and_for_many_jobs_at_once(db: Database) -> None:
+    from storyloom.store.bulk import events_after_id, events_after_seqs, job_events_after
+
+    await _three_jobs_of_events(db)
+    async with db.read() as conn:
+        everything = await events_after_id(conn, 0, 100)
+        ids = [r[0] for r in everything]
+        assert ids == sorted(ids) and len(ids) == 12
+        tail = await events_after_id(conn, ids[8], 100)
+        assert [r[0] for r in tail] == ids[9:]
+        # the hub's re-read of ids it skipped comes back with the new rows, in id order
+        with_holes = await events_after_id(conn, ids[8], 100, also_ids=[ids[1], ids[4], 10**12])
+        assert [r[0] for r in with_holes] == [ids[1], ids[4], *ids[9:]]
+        assert [r[0] for r in await events_after_id(conn, 0, 2, also_ids=[ids[5]])] == ids[:2]
+        b = await job_events_after(conn, "b", 1, 2)
+        assert [(r[1], r[2], r[6]) for r in b] == [("b", 2, {"n": 2}), ("b", 3, {"n": 3})]
+        many = await events_after_seqs(conn, {"a": 0, "b": 3, "c": 4, "nobody": 0}, 3)
+    assert {job: [r[2] for r in rows] for job, rows in many.items()} == {
+        "a": [1, 2, 3], "b": [4], "c": [], "nobody": []
+    }  # fmt: skip
+    assert all(isinstance(r[5], float) and r[6] == {"n": r[2]} for rows in many.values() for r in rows)
+    assert many["a"] == [r for r in everything if r[1] == "a"][:3]

@@ -76,3 +76,37 @@ async def test_database_errors_become_store_errors(tmp_path: Path) -> None:
                 await conn.execute(sa.text("SELECT * FROM nowhere"))
     finally:
         await db.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_reads_leave_no_transaction_open(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A reader that holds its connection across its own awaits must not hold a transaction too
+    (an "idle in transaction" session keeps VACUUM from cleaning up and costs two round trips)."""
+    from tests.support.databases import fresh_database_url
+
+    url = await fresh_database_url("postgres", tmp_path, request)
+    db = Database.from_url(url, pool_size=2)
+    try:
+        await db.migrate()
+        name = url.rsplit("/", 1)[1]
+        probe = sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid() "
+            "AND state = 'idle in transaction'"
+        )
+        async with db.read() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+            async with db.read() as other:
+                assert await other.scalar(probe, {"db": name}) == 0
+        lane = db.read_lane()
+        async with lane() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+            async with db.read() as other:
+                assert await other.scalar(probe, {"db": name}) == 0
+        async with db.write() as conn:  # writes stay transactions
+            await conn.execute(sa.text("SELECT 1"))
+            async with db.read() as other:
+                assert await other.scalar(probe, {"db": name}) == 1
+    finally:
+        await db.close()

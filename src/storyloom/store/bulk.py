@@ -7,6 +7,11 @@ and while a worker's loop thread is busy each re-take waits up to a switch inter
 300 rows took 105 ms against 3 ms on an idle process); a multi-row VALUES statement is compiled
 anew for every row count (15 ms idle, 50 ms busy). The JSON form costs one step and one fixed,
 cached statement. Postgres (asyncpg) has neither problem and takes plain `executemany`.
+
+On PostgreSQL every statement here is built once (building one and computing SQLAlchemy's cache key
+cost more than running it), and a list of ids or jobs travels as one array parameter (`= ANY($1)`,
+`unnest`): an `IN (...)` list renders a new SQL text for each length, which asyncpg prepares anew
+(a round trip and a server-side plan each) and which pushes the hot statements out of its cache.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storyloom import fastjson
@@ -67,6 +73,9 @@ _SQLITE_JOBS = sa.text(
 _SQLITE_EXISTING_JOBS = sa.text(
     "SELECT json_group_array(id) FROM jobs WHERE id IN (SELECT value FROM json_each(:ids))"
 )
+_PG_IDS = sa.bindparam("ids", type_=postgresql.ARRAY(sa.String()))
+_PG_EXISTING_JOBS = sa.select(jobs.c.id).where(jobs.c.id == sa.any_(_PG_IDS))
+_PG_JOBS_BY_IDS = sa.select(jobs).where(jobs.c.id == sa.any_(_PG_IDS))
 
 
 class Rows:
@@ -80,47 +89,54 @@ class Rows:
         self.packed = fastjson.dumps(rows) if rows and db.is_sqlite and _SQLITE_JSON_ARROWS else None
 
 
+def _events_insert(db: Database) -> Any:
+    return db.insert(events).on_conflict_do_nothing(index_elements=["job_id", "seq"])
+
+
+def _checkpoints_upsert(db: Database) -> Any:
+    ins = db.insert(checkpoints)
+    return ins.on_conflict_do_update(
+        index_elements=["run_id", "step"],
+        set_={"value": ins.excluded.value, "created_at": ins.excluded.created_at},
+    )
+
+
+def _jobs_insert(db: Database) -> Any:
+    return db.insert(jobs).on_conflict_do_nothing(index_elements=["tenant", "idempotency_key"])
+
+
 async def insert_events(db: Database, conn: AsyncConnection, rows: Rows) -> None:
     """Append event rows in order; a (job_id, seq) already stored is kept (the first write wins)."""
-    await _write(
-        conn,
-        rows,
-        _SQLITE_EVENTS,
-        lambda: db.insert(events).on_conflict_do_nothing(index_elements=["job_id", "seq"]),
-    )
+    await _write(db, conn, rows, _SQLITE_EVENTS, _events_insert)
 
 
 async def upsert_checkpoints(db: Database, conn: AsyncConnection, rows: Rows) -> None:
     """Store step results; a re-run's result replaces the earlier one. Keys must be unique in `rows`."""
-
-    def upsert() -> Any:
-        ins = db.insert(checkpoints)
-        return ins.on_conflict_do_update(
-            index_elements=["run_id", "step"],
-            set_={"value": ins.excluded.value, "created_at": ins.excluded.created_at},
-        )
-
-    await _write(conn, rows, _SQLITE_CHECKPOINTS, upsert)
+    await _write(db, conn, rows, _SQLITE_CHECKPOINTS, _checkpoints_upsert)
 
 
 async def insert_jobs(db: Database, conn: AsyncConnection, rows: Rows) -> None:
     """Insert new jobs (`JOB_COLUMNS`); one whose (tenant, idempotency_key) exists is skipped."""
-    await _write(
-        conn,
-        rows,
-        _SQLITE_JOBS,
-        lambda: db.insert(jobs).on_conflict_do_nothing(index_elements=["tenant", "idempotency_key"]),
-    )
+    await _write(db, conn, rows, _SQLITE_JOBS, _jobs_insert)
 
 
-async def _write(conn: AsyncConnection, rows: Rows, packed: Any, portable: Callable[[], Any]) -> None:
-    """The packed statement on SQLite, else `portable()` as an executemany (built only then)."""
+# The portable statements, built once per (dialect, builder): see the module's docstring.
+_BUILT: dict[tuple[str, Callable[[Database], Any]], Any] = {}
+
+
+async def _write(
+    db: Database, conn: AsyncConnection, rows: Rows, packed: Any, portable: Callable[[Database], Any]
+) -> None:
+    """The packed statement on SQLite, else `portable(db)` as an executemany (built once)."""
     if not rows.rows:
         return
     if rows.packed is not None:
         await conn.execute(packed, {"rows": rows.packed})
-    else:
-        await conn.execute(portable(), rows.rows)
+        return
+    stmt = _BUILT.get((db.dialect, portable))
+    if stmt is None:
+        stmt = _BUILT[(db.dialect, portable)] = portable(db)
+    await conn.execute(stmt, rows.rows)
 
 
 async def existing_job_ids(conn: AsyncConnection, ids: list[str]) -> set[str]:
@@ -130,6 +146,8 @@ async def existing_job_ids(conn: AsyncConnection, ids: list[str]) -> set[str]:
     if conn.dialect.name == "sqlite" and _SQLITE_JSON_ARROWS:
         found = await conn.scalar(_SQLITE_EXISTING_JOBS, {"ids": fastjson.dumps(ids)})
         return set(fastjson.loads(found or "[]"))
+    if conn.dialect.name == "postgresql":
+        return set((await conn.scalars(_PG_EXISTING_JOBS, {"ids": ids})).all())
     return {r[0] for r in await conn.execute(sa.select(jobs.c.id).where(jobs.c.id.in_(ids)))}
 
 
@@ -160,6 +178,8 @@ async def jobs_by_ids(conn: AsyncConnection, ids: list[str]) -> list[dict[str, A
                 if row[name] is not None:
                     row[name] = float(row[name])
         return list(packed)
+    if conn.dialect.name == "postgresql":
+        return [dict(r._mapping) for r in await conn.execute(_PG_JOBS_BY_IDS, {"ids": ids})]
     return [dict(r._mapping) for r in await conn.execute(sa.select(jobs).where(jobs.c.id.in_(ids)))]
 
 
@@ -187,12 +207,48 @@ _SQLITE_AFTER_ID = sa.text(_SQLITE_PACKED.format(where="id > :after ORDER BY id"
 _SQLITE_JOB_AFTER_SEQ = sa.text(_SQLITE_PACKED.format(where="job_id = :job_id AND seq > :after ORDER BY seq"))
 
 
+# PostgreSQL: the hub's poll (with the ids it missed, see jobs/events.py) and a job's replay.
+_AFTER: sa.BindParameter[int] = sa.bindparam("after", type_=sa.BigInteger())
+_LIMIT: sa.BindParameter[int] = sa.bindparam("limit", type_=sa.Integer())
+_PG_AFTER_ID = sa.select(*_EVENT_COLUMNS).where(events.c.id > _AFTER).order_by(events.c.id).limit(_LIMIT)
+_PG_AFTER_ID_OR_HOLES = (
+    sa.select(*_EVENT_COLUMNS)
+    .where(
+        sa.or_(
+            events.c.id > _AFTER,
+            events.c.id == sa.any_(sa.bindparam("holes", type_=postgresql.ARRAY(sa.BigInteger()))),
+        )
+    )
+    .order_by(events.c.id)
+    .limit(_LIMIT)
+)
+_PG_JOB_AFTER_SEQ = (
+    sa.select(*_EVENT_COLUMNS)
+    .where(events.c.job_id == sa.bindparam("job_id", type_=sa.String()), events.c.seq > _AFTER)
+    .order_by(events.c.seq)
+    .limit(_LIMIT)
+)
+# Several jobs' replays in one statement: each job an index range of its own (LATERAL).
+_PG_JOBS_AFTER_SEQS = sa.text(
+    "SELECT e.id, e.job_id, e.seq, e.kind, e.step, e.ts, e.data "
+    "FROM unnest(CAST(:job_ids AS VARCHAR[]), CAST(:seqs AS INTEGER[])) AS p(job_id, after_seq) "
+    "CROSS JOIN LATERAL (SELECT id, job_id, seq, kind, step, ts, data FROM job_events "
+    "WHERE job_id = p.job_id AND seq > p.after_seq ORDER BY seq LIMIT :limit) AS e"
+)
+
+
 async def events_after_id(
     conn: AsyncConnection, after_id: int, limit: int, *, also_ids: Sequence[int] = ()
 ) -> list[EventRow]:
     """Every job's events with id > `after_id` (and those in `also_ids`), in id order, at most `limit`."""
     if conn.dialect.name == "sqlite" and not also_ids:
         return await _sqlite_packed(conn, _SQLITE_AFTER_ID, {"after": after_id, "limit": limit}, key=0)
+    if conn.dialect.name == "postgresql":
+        params: dict[str, Any] = {"after": after_id, "limit": limit}
+        if also_ids:
+            params["holes"] = list(also_ids)
+        stmt = _PG_AFTER_ID_OR_HOLES if also_ids else _PG_AFTER_ID
+        return [_row(r) for r in await conn.execute(stmt, params)]
     cond = events.c.id > after_id
     if also_ids:
         cond = sa.or_(cond, events.c.id.in_(list(also_ids)))
@@ -205,6 +261,9 @@ async def job_events_after(conn: AsyncConnection, job_id: str, after_seq: int, l
     if conn.dialect.name == "sqlite":
         params = {"job_id": job_id, "after": after_seq, "limit": limit}
         return await _sqlite_packed(conn, _SQLITE_JOB_AFTER_SEQ, params, key=2)
+    if conn.dialect.name == "postgresql":
+        params = {"job_id": job_id, "after": after_seq, "limit": limit}
+        return [_row(r) for r in await conn.execute(_PG_JOB_AFTER_SEQ, params)]
     query = (
         sa.select(*_EVENT_COLUMNS)
         .where(events.c.job_id == job_id, events.c.seq > after_seq)
@@ -237,7 +296,14 @@ async def events_after_seqs(
         for row in await _sqlite_packed(conn, _SQLITE_JOBS_AFTER_SEQS, params, key=2):
             out[row[1]].append(row)
         return out
-    for job_id, seq in after.items():  # Postgres: a round trip each is cheap (no thread hop)
+    if conn.dialect.name == "postgresql":
+        params = {"job_ids": list(after), "seqs": list(after.values()), "limit": limit}
+        for r in await conn.execute(_PG_JOBS_AFTER_SEQS, params):
+            out[r[1]].append(_row(r))
+        for rows in out.values():
+            rows.sort(key=lambda row: row[2])  # LATERAL keeps each job's order; said, not assumed
+        return out
+    for job_id, seq in after.items():
         out[job_id] = await job_events_after(conn, job_id, seq, limit)
     return out
 

@@ -122,22 +122,29 @@ class Database:
         if backend == "postgresql":
             if parsed.drivername != "postgresql+asyncpg":
                 parsed = parsed.set(drivername="postgresql+asyncpg")
-            engine = create_async_engine(
-                parsed, pool_size=pool_size, max_overflow=pool_size, pool_timeout=120
-            )
+            # JSON columns through orjson (storyloom.fastjson), as on SQLite, not the stdlib.
+            pg = {"json_serializer": _to_json, "json_deserializer": fastjson.loads}
+            engine = create_async_engine(parsed, pool_size=2, max_overflow=pool_size, pool_timeout=120, **pg)
+            # Reads run in autocommit: a read is one or a few statements, each with its own snapshot
+            # under READ COMMITTED either way, so the BEGIN and ROLLBACK around them were two more
+            # round trips per read (on a busy loop, each a wait for its turn) and left the
+            # connection "idle in transaction" while its holder awaited something else.
+            reads = create_async_engine(
+                parsed, pool_size=pool_size, max_overflow=pool_size, pool_timeout=120,
+                isolation_level="AUTOCOMMIT", **pg,
+            )  # fmt: skip
 
             def pg_writer() -> AsyncEngine:  # asyncpg connections belong to the loop that opened them
                 return create_async_engine(
-                    parsed, pool_size=max(2, pool_size // 2), max_overflow=pool_size, pool_timeout=120
+                    parsed, pool_size=max(2, pool_size // 2), max_overflow=pool_size, pool_timeout=120, **pg
                 )
 
-            return cls(
-                url,
-                write_engine=engine,
-                read_engine=engine,
-                thread_engine=pg_writer,
-                lane_engine=lambda: create_async_engine(parsed, pool_size=1, max_overflow=0),
-            )
+            def lane() -> AsyncEngine:
+                return create_async_engine(
+                    parsed, pool_size=1, max_overflow=0, isolation_level="AUTOCOMMIT", **pg
+                )
+
+            return cls(url, write_engine=engine, read_engine=reads, thread_engine=pg_writer, lane_engine=lane)
         raise ConfigError(
             f"unsupported database {backend!r}: use sqlite+aiosqlite:// or postgresql+asyncpg://."
         )
