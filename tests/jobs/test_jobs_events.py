@@ -213,9 +213,13 @@ async def test_group_commit_beats_a_commit_per_step(tmp_path: Path) -> None:
     t0 = time.perf_counter()
     await asyncio.gather(*(one_commit_each(r) for r in range(50)))
     t_single = time.perf_counter() - t0
+    commits = store.writer.commits
     await store.writer.stop()
     await db.close()
-    assert t_single / t_grouped > 2.0, (t_single, t_grouped)
+    # The saving is in the commits, which a wall-clock ratio alone shows only on a quiet machine
+    # (it read 1.7 under a full suite's load): 1,000 saves in a few dozen commits, and faster.
+    assert 0 < commits <= 1000 // 10, commits
+    assert t_single > t_grouped, (t_single, t_grouped)
 
 
 async def test_hub_delivers_rows_committed_out_of_id_order(db: Database, queue: JobQueue) -> None:

@@ -23,6 +23,23 @@ from storyloom.registry import AppRegistry
 from storyloom.store.database import Database
 from storyloom.store.keys import KeyStore
 
+# Apps this process is serving now. Each one's lifespan builds its OpenAPI document in a thread
+# (api/app.py) under FastAPI's `warnings.catch_warnings()`, which swaps the process-wide filter
+# list and is not thread-safe: a second app's route warm-up on the loop at that moment can lose
+# its own "ignore" and meet pydantic's UnsupportedFieldAttributeWarning as an error (pytest runs
+# with warnings as errors): the second server then fails to start, now and then, on a busy machine.
+_LIVE_APPS: list[FastAPI] = []
+
+
+async def _openapi_settled(apps: list[FastAPI], timeout_s: float = 60.0) -> None:
+    """Wait for the documents of the apps already served to be built (one server alone waits for
+    nothing); past the timeout, go on (a failed build would show in the tests of the document)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while any(app.openapi_schema is None for app in apps):
+        if asyncio.get_running_loop().time() > deadline:
+            return
+        await asyncio.sleep(0.02)
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -64,6 +81,7 @@ async def serve_app(
     )
     if extend is not None:
         extend(app)
+    await _openapi_settled(list(_LIVE_APPS))
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False)
@@ -75,10 +93,12 @@ async def serve_app(
         await asyncio.sleep(0.02)
     db = database or Database.from_url(settings.resolved_database_url())
     url = f"http://127.0.0.1:{port}"
+    _LIVE_APPS.append(app)
     try:
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             yield Served(url=url, client=client, db=db, queue=JobQueue(db), app=app)
     finally:
+        _LIVE_APPS.remove(app)
         server.should_exit = True
         await task
         if database is None:
