@@ -307,3 +307,57 @@ async def test_a_state_of_the_old_layout_is_taken_over(
     snap = (await b.snapshot([ask.name]))[ask.name]
     await b.aclose()
     assert "probe" not in snap["br"] and snap["br"]["state"] == "closed" and snap["starts"] == {}
+
+
+class _CountingLeases(dict[str, float]):
+    """A lease map that counts full walks over it (what `_prune` did on every acquire and release)."""
+
+    walks = 0
+
+    def items(self):  # type: ignore[override]
+        type(self).walks += 1
+        return super().items()
+
+
+def test_pruning_walks_the_leases_only_once_something_can_have_expired() -> None:
+    from storyloom.limits import state as rules
+
+    ask = Ask("d", None, None, None)
+    st = rules.new_state()
+    states = {"d": st}
+    t = 1000.0
+    for i in range(200):  # 200 calls in flight, leases of 10 s granted over 2 s
+        assert isinstance(rules.acquire(states, [ask], 1, f"l{i}", 10.0, t + i / 100, None, POLICY), Grant)
+    st["leases"] = _CountingLeases(st["leases"])
+    _CountingLeases.walks = 0
+    for i in range(100):  # a steady run: each call ends and another starts, none has expired
+        now = t + 3 + i / 100
+        rules.release(st, ask, f"l{i}", Outcome("ok"), POLICY, 0.5, now)
+        assert isinstance(rules.acquire(states, [ask], 1, f"n{i}", 10.0, now, None, POLICY), Grant)
+    assert _CountingLeases.walks == 0 and len(st["leases"]) == 200
+    # Past the earliest expiry: one walk drops every expired lease (and its breaker start) ...
+    rules.release(st, ask, "n0", Outcome("ok"), POLICY, 0.5, t + 11.5)
+    assert _CountingLeases.walks == 1
+    assert sorted(st["leases"]) == sorted(st["starts"]) and "l150" not in st["leases"]
+    assert all(exp > t + 11.5 for exp in st["leases"].values())
+    assert in_flight(st, t + 11.5) == len(st["leases"]) == 49 + 99  # l151..l199, n1..n99
+    # ... and the next walk waits for the next expiry, however many calls come meanwhile.
+    assert st["prune_at"] == min(st["leases"].values())
+    assert st["prune_at"] == t + 11.51  # l151's expiry
+    rules.release(st, ask, "n1", Outcome("ok"), POLICY, 0.5, t + 11.505)
+    assert _CountingLeases.walks == 1
+
+
+def test_a_renewed_lease_is_not_pruned_and_a_new_short_one_is() -> None:
+    from storyloom.limits import state as rules
+
+    ask = Ask("d", None, None, 2)
+    st = rules.new_state()
+    states = {"d": st}
+    assert isinstance(rules.acquire(states, [ask], 1, "long", 1.0, 0.0, None, POLICY), Grant)
+    rules.renew(st, ["long"], 1.0, 0.9)  # a long call keeps its slot
+    assert isinstance(rules.acquire(states, [ask], 1, "short", 0.2, 1.0, None, POLICY), Grant)
+    assert isinstance(rules.acquire(states, [ask], 1, "x", 0.2, 1.1, None, POLICY), Denied)  # 2 of 2 busy
+    # at 1.5 "short" (1.2) has expired and "long" (1.9) has not: the slot of "short" is free again
+    assert isinstance(rules.acquire(states, [ask], 1, "y", 5.0, 1.5, None, POLICY), Grant)
+    assert sorted(st["leases"]) == ["long", "y"] and sorted(st["starts"]) == ["long", "y"]

@@ -105,6 +105,7 @@ def new_state() -> State:
         "blocked_until": 0.0,
         "claims": {},  # claim id -> [priority, cost, since, expires_at]
         "br": brk.new_breaker(),
+        "prune_at": None,  # nothing expires before this (see _prune); None: walk (nothing to walk)
     }
 
 
@@ -144,14 +145,32 @@ def _debit(bucket: list[Any], quota: int | None, ask: Ask, cost: float, now: flo
 
 
 def _prune(state: State, now: float) -> None:
+    """Drop expired claims and leases (and the breaker's entries of those leases).
+
+    Amortised O(1): `prune_at` is a time no later than the earliest expiry in the state (every
+    insert lowers it, renewals only push expiries later), so before it nothing can have expired
+    and the walk over hundreds of leases is skipped; at it, one walk drops what expired and sets
+    the next `prune_at`. A state without `prune_at` (older layout) is walked at once."""
+    brk.breaker_of(state)
+    prune_at = state.get("prune_at")
+    if prune_at is not None and now < prune_at:
+        return
     claims = state.setdefault("claims", {})
     for cid in [cid for cid, c in claims.items() if c[3] <= now]:
         del claims[cid]
     leases = state["leases"]
     for lid in [lid for lid, exp in leases.items() if exp <= now]:
         del leases[lid]
-    brk.breaker_of(state)
     brk.prune(state)  # a probe whose holder died frees its place: another one may start
+    # None (nothing left that can expire): the next call walks the empty state, or an insert sets it.
+    state["prune_at"] = min((*leases.values(), *(c[3] for c in claims.values())), default=None)
+
+
+def _expires(state: State, at: float) -> None:
+    """Something was inserted that expires `at`: keep `prune_at` no later than it."""
+    prune_at = state.get("prune_at")
+    if prune_at is None or at < prune_at:
+        state["prune_at"] = at
 
 
 def in_flight(state: State, now: float) -> int:
@@ -194,6 +213,7 @@ def acquire(
                 old = claims.get(claim.id)
                 since = old[2] if old is not None else now
                 claims[claim.id] = [claim.priority, cost, since, now + CLAIM_TTL_S]
+                _expires(states[ask.name], now + CLAIM_TTL_S)
     return result
 
 
@@ -250,6 +270,7 @@ def _acquire(
     _debit(st["rpm"], ask.rpm, ask, 1.0, now)
     _debit(st["tpm"], ask.tpm, ask, cost, now)
     st["leases"][lease_id] = now + lease_ttl_s
+    _expires(st, now + lease_ttl_s)
     brk.on_start(st, lease_id, probe, len(st["leases"]), policy, now)
     return Grant(ask.name, lease_id, probe)
 

@@ -21,7 +21,7 @@ import json
 import time
 import urllib.parse
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,7 @@ from storyloom.errors import (
     RateLimitError,
     StreamCutError,
 )
+from storyloom.llm.sse import SseDataParser, SseLineTooLong, read_pacing
 from storyloom.llm.tokens import estimate_message_tokens, estimate_tokens
 from storyloom.llm.types import (
     ChatRequest,
@@ -175,8 +176,11 @@ class HttpModelClient:
         ttft_timeout_s: float = 60.0,
         total_timeout_s: float = 600.0,
         name: str | None = None,
+        pace_reads: bool = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # Read a stream on the loop's shared ticks once its first token is in (see llm/sse.py).
+        self.pace_reads = pace_reads
         self.name = name or _safe_url(self.base_url)
         self._url = f"{self.base_url}/chat/completions"
         self._headers = {"content-type": "application/json", "accept": "text/event-stream, application/json"}
@@ -345,72 +349,45 @@ class HttpModelClient:
         deadlines: _Deadlines,
         scope: asyncio.Timeout,
     ) -> ChatResult:
-        parts: list[str] = []
-        usage: Usage | None = None
-        finish_reason: str | None = None
-        model = request.model
-        ttft_s: float | None = None
-        done = False
-        calls = _ToolCallParts()
+        answer = _StreamAnswer(self.name, request.model, on_delta, start, deadlines, scope)
+        parser = SseDataParser()
+        connection = response.connection
+        transport = connection.transport if connection is not None else None
+        pacing = read_pacing() if self.pace_reads and transport is not None else None
+        if pacing is not None:
+            pacing.streams += 1
         try:
-            async for data in _sse_data(response.content):
-                if data == b"[DONE]":
-                    done = True
+            async for block in response.content.iter_any():
+                if answer.take_all(parser.feed(block)):
                     break
-                try:
-                    chunk = fastjson.loads(data)
-                except (fastjson.JSONDecodeError, UnicodeDecodeError) as exc:
-                    text_start = data[:200].decode("utf-8", "replace")
-                    raise BadResponseError(
-                        f"{self.name}: stream chunk is not JSON: {text_start!r}", deployment=self.name
-                    ) from exc
-                if not isinstance(chunk, dict):
-                    raise BadResponseError(
-                        f"{self.name}: stream chunk is not an object", deployment=self.name
-                    )
-                if "error" in chunk:
-                    raise self._stream_error(chunk["error"])
-                model = chunk.get("model") or model
-                if chunk.get("usage"):
-                    usage = _parse_usage(chunk["usage"], self.name)
-                for choice in chunk.get("choices") or ():
-                    delta = choice.get("delta") or {}
-                    if delta.get("tool_calls"):
-                        calls.add(delta["tool_calls"], self.name)
-                        if not deadlines.first_token_seen:  # a call's first piece is the first token
-                            deadlines.first_token_seen = True
-                            ttft_s = time.monotonic() - start
-                            scope.reschedule(_loop_time(deadlines.total_at))
-                    text = delta.get("content")
-                    if text:
-                        if not deadlines.first_token_seen:
-                            deadlines.first_token_seen = True
-                            ttft_s = time.monotonic() - start
-                            scope.reschedule(_loop_time(deadlines.total_at))
-                        parts.append(text)
-                        if on_delta is not None:
-                            on_delta(text)
-                    if choice.get("finish_reason"):
-                        finish_reason = choice["finish_reason"]
-                        if not deadlines.first_token_seen:  # an empty answer: still a complete one
-                            deadlines.first_token_seen = True
-                            scope.reschedule(_loop_time(deadlines.total_at))
+                if pacing is not None and transport is not None and deadlines.first_token_seen:
+                    pacing.pause(transport)  # the next chunks are read together, on the next tick
+            else:
+                answer.take_all(parser.close())  # a last line without its newline (a cut stream)
         except (aiohttp.ClientError, ConnectionError) as exc:
             # The connection dropped mid-answer: a cut stream, keeping the text already streamed
             # (and already shown to the caller) rather than a bare connection error.
             raise StreamCutError(
                 f"{self.name}: stream cut: connection lost ({type(exc).__name__})",
-                partial_text="".join(parts),
+                partial_text="".join(answer.parts),
                 deployment=self.name,
             ) from exc
-        text = "".join(parts)
-        if finish_reason is None:
+        except SseLineTooLong as exc:  # not an event stream: something that would fill memory
+            raise BadResponseError(f"{self.name}: {exc}", deployment=self.name) from exc
+        finally:
+            if pacing is not None and transport is not None:
+                pacing.streams -= 1
+                pacing.release(transport)
+        text = "".join(answer.parts)
+        if answer.finish_reason is None:
             raise StreamCutError(
-                f"{self.name}: stream cut before finish_reason ({'after' if done else 'without'} [DONE])",
+                f"{self.name}: stream cut before finish_reason "
+                f"({'after' if answer.done else 'without'} [DONE])",
                 partial_text=text,
                 deployment=self.name,
             )
-        tool_calls = calls.done()
+        tool_calls = answer.calls.done()
+        usage = answer.usage
         if usage is None:
             usage = Usage(
                 estimate_message_tokens(request.messages),
@@ -419,10 +396,10 @@ class HttpModelClient:
         return ChatResult(
             text=text,
             usage=usage,
-            model=model,
-            finish_reason=finish_reason,
+            model=answer.model,
+            finish_reason=answer.finish_reason,
             deployment=self.name,
-            ttft_s=ttft_s,
+            ttft_s=answer.ttft_s,
             latency_s=time.monotonic() - start,
             tool_calls=tool_calls,
         )
@@ -489,9 +466,97 @@ class HttpModelClient:
         # 408, 409 and other 4xx: transient by convention; the gateway's loop decides.
         return ProviderError(message, status=status, retry_after_s=retry_after, deployment=self.name)
 
-    def _stream_error(self, error: Any) -> ProviderError:
-        message = f"{self.name}: error inside the stream: {str(error)[:300]}"
-        return ProviderUnavailable(message, deployment=self.name)
+
+class _StreamAnswer:
+    """What one streamed answer has said so far, chunk by chunk."""
+
+    __slots__ = (
+        "_deadlines",
+        "_name",
+        "_on_delta",
+        "_scope",
+        "_start",
+        "calls",
+        "done",
+        "finish_reason",
+        "model",
+        "parts",
+        "ttft_s",
+        "usage",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        model: str,
+        on_delta: DeltaCallback | None,
+        start: float,
+        deadlines: _Deadlines,
+        scope: asyncio.Timeout,
+    ) -> None:
+        self._name = name
+        self._on_delta = on_delta
+        self._start = start
+        self._deadlines = deadlines
+        self._scope = scope
+        self.model = model
+        self.parts: list[str] = []
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+        self.ttft_s: float | None = None
+        self.done = False  # [DONE] seen
+        self.calls = _ToolCallParts()
+
+    def take_all(self, payloads: list[bytes]) -> bool:
+        """Apply a block's payloads in order; True once `[DONE]` is among them (the rest is moot)."""
+        for data in payloads:
+            if data == b"[DONE]":
+                self.done = True
+                return True
+            self._take(data)
+        return False
+
+    def _take(self, data: bytes) -> None:
+        name = self._name
+        try:
+            chunk = fastjson.loads(data)
+        except (fastjson.JSONDecodeError, UnicodeDecodeError) as exc:
+            text_start = data[:200].decode("utf-8", "replace")
+            raise BadResponseError(
+                f"{name}: stream chunk is not JSON: {text_start!r}", deployment=name
+            ) from exc
+        if not isinstance(chunk, dict):
+            raise BadResponseError(f"{name}: stream chunk is not an object", deployment=name)
+        if "error" in chunk:
+            raise ProviderUnavailable(
+                f"{name}: error inside the stream: {str(chunk['error'])[:300]}", deployment=name
+            )
+        self.model = chunk.get("model") or self.model
+        if chunk.get("usage"):
+            self.usage = _parse_usage(chunk["usage"], name)
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            if delta.get("tool_calls"):
+                self.calls.add(delta["tool_calls"], name)
+                self._first_token()  # a call's first piece is the first token
+            text = delta.get("content")
+            if text:
+                self._first_token()
+                self.parts.append(text)
+                if self._on_delta is not None:
+                    self._on_delta(text)
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+                if not self._deadlines.first_token_seen:  # an empty answer: still a complete one
+                    self._deadlines.first_token_seen = True
+                    self._scope.reschedule(_loop_time(self._deadlines.total_at))
+
+    def _first_token(self) -> None:
+        deadlines = self._deadlines
+        if not deadlines.first_token_seen:
+            deadlines.first_token_seen = True
+            self.ttft_s = time.monotonic() - self._start
+            self._scope.reschedule(_loop_time(deadlines.total_at))
 
 
 def _safe_url(url: str) -> str:
@@ -563,21 +628,3 @@ def _loop_time(monotonic_at: float) -> float:
     """asyncio deadlines use loop.time(); convert from time.monotonic() (same clock on CPython)."""
     loop = asyncio.get_running_loop()
     return loop.time() + (monotonic_at - time.monotonic())
-
-
-async def _sse_data(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-    """The payloads of an SSE body's `data:` lines (comments, ids and blank lines skipped).
-
-    Reads whatever has arrived and splits it here: `async for line in content` costs an await and
-    a buffer search per line, and a provider sends two lines per token (the payload and a blank),
-    which made line reading the largest part of a worker's CPU with hundreds of streams open.
-    """
-    pending = b""
-    async for block in content.iter_any():
-        pending += block
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            if line.startswith(b"data:"):
-                yield line[5:].strip()
-    if pending.startswith(b"data:"):  # a last line without its newline (a cut stream)
-        yield pending[5:].strip()

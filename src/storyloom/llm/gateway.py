@@ -46,7 +46,7 @@ from storyloom.llm.client import HttpModelClient
 from storyloom.llm.deadlines import FirstTokenDeadline
 from storyloom.llm.deployments import Deployment, GatewayConfig, load_gateway_config
 from storyloom.llm.ledger import CallRecord, Ledger, PriceTable
-from storyloom.llm.metrics import gateway_metrics
+from storyloom.llm.metrics import MetricChildren, gateway_metrics
 from storyloom.llm.retry import backoff_s, is_retryable, outcome_kind, refunds_all
 from storyloom.llm.tokens import estimate_message_tokens
 from storyloom.llm.types import (
@@ -100,6 +100,7 @@ class Gateway:
         )
         self.counts: collections.Counter[str] = collections.Counter()
         self.metrics = gateway_metrics()
+        self._child = MetricChildren()
         self._deployments: dict[str, tuple[Deployment, ...]] = {}
         self._clients: dict[str, HttpModelClient] = {}
         self._adaptive: dict[str, AdaptiveLimit] = {}
@@ -128,7 +129,7 @@ class Gateway:
             hit = self.cache.get(key)
             if hit is not None:
                 self.counts["cache_hits"] += 1
-                self.metrics.cache_hits.labels(request.model).inc()
+                self._child(self.metrics.cache_hits, request.model).inc()
                 if on_delta is not None and hit.text:
                     on_delta(hit.text)
                 return dataclasses.replace(hit, cached=True, attempts=0, cost_usd=0.0, latency_s=0.0)
@@ -191,7 +192,7 @@ class Gateway:
             ask, grant = self._ask(dep), admitted.grant
             attempt += 1
             self._held[grant.lease_id] = (dep.name,)
-            self.metrics.in_flight.labels(dep.name).inc()
+            self._child(self.metrics.in_flight, dep.name).inc()
             try:
                 result = await self._client(dep).embed(
                     request, provider_model=dep.provider_model, total_timeout_s=dep.total_timeout_s
@@ -231,8 +232,10 @@ class Gateway:
                     False,
                 )
             )
-            self.metrics.tokens.labels(request.model, meta.tenant, "prompt").inc(result.usage.prompt_tokens)
-            self.metrics.cost.labels(request.model, meta.tenant).inc(result.cost_usd)
+            self._child(self.metrics.tokens, request.model, meta.tenant, "prompt").inc(
+                result.usage.prompt_tokens
+            )
+            self._child(self.metrics.cost, request.model, meta.tenant).inc(result.cost_usd)
             return result
 
     async def _reserve_budget(
@@ -324,7 +327,7 @@ class Gateway:
                     raise
                 await self._sleep_or_raise(0.25, give_up_at)  # all open, nothing to fall back to: wait
                 continue
-            self.metrics.queue_wait.labels(request.model).observe(admitted.wait_s)
+            self._child(self.metrics.queue_wait, request.model).observe(admitted.wait_s)
             waited += admitted.wait_s
             grant = admitted.grant
             dep = deps[grant.deployment]
@@ -332,7 +335,7 @@ class Gateway:
             attempt += 1
             self.counts["attempts"] += 1
             self._held[grant.lease_id] = (dep.name,)
-            self.metrics.in_flight.labels(dep.name).inc()
+            self._child(self.metrics.in_flight, dep.name).inc()
             first_token = self._first_token(dep)
             ttft_s = first_token.deadline_s(attempt)
             try:
@@ -365,7 +368,7 @@ class Gateway:
                 if time.monotonic() + delay > give_up_at:
                     raise
                 self.counts["retries"] += 1
-                self.metrics.retries.labels(request.model, type(exc).__name__).inc()
+                self._child(self.metrics.retries, request.model, type(exc).__name__).inc()
                 await asyncio.sleep(delay)
                 continue
             except BaseException:
@@ -416,7 +419,7 @@ class Gateway:
         if a is None:
             a = self._adaptive[dep.name] = AdaptiveLimit(dep.max_concurrency)
             if dep.max_concurrency is not None:
-                self.metrics.adaptive_limit.labels(dep.name).set(dep.max_concurrency)
+                self._child(self.metrics.adaptive_limit, dep.name).set(dep.max_concurrency)
         return a
 
     def _ask(self, dep: Deployment) -> Ask:
@@ -455,8 +458,8 @@ class Gateway:
 
     async def _release(self, dep: Deployment, ask: Ask, grant: Grant, outcome: Outcome) -> None:
         self._held.pop(grant.lease_id, None)
-        self.metrics.in_flight.labels(dep.name).dec()
-        self.metrics.requests.labels(dep.name, outcome.kind).inc()
+        self._child(self.metrics.in_flight, dep.name).dec()
+        self._child(self.metrics.requests, dep.name, outcome.kind).inc()
         try:
             await self.backend.release(ask, grant.lease_id, outcome)
         except ProviderError as exc:  # the limits store is down: the lease will expire on its own
@@ -469,19 +472,19 @@ class Gateway:
         kind = outcome_kind(exc)
         if kind == "rate_limited":
             self.counts["rate_limited"] += 1
-            self.metrics.rate_limited.labels(dep.name).inc()
+            self._child(self.metrics.rate_limited, dep.name).inc()
             limit.on_rate_limited()
         elif kind == "fail":
             self.counts["failures"] += 1
             limit.on_failure()
         if limit.limit is not None:
-            self.metrics.adaptive_limit.labels(dep.name).set(limit.limit)
+            self._child(self.metrics.adaptive_limit, dep.name).set(limit.limit)
 
     def _after_success(self, dep: Deployment, model: str, result: ChatResult) -> None:
         limit = self._limit(dep)
         limit.on_success(result.ttft_s)
         if limit.limit is not None:
-            self.metrics.adaptive_limit.labels(dep.name).set(limit.limit)
+            self._child(self.metrics.adaptive_limit, dep.name).set(limit.limit)
         old = self._out_estimate.get(model)
         n = float(result.usage.completion_tokens)
         self._out_estimate[model] = n if old is None else 0.9 * old + 0.1 * n
@@ -507,9 +510,9 @@ class Gateway:
             )
         )
         m = self.metrics
-        m.tokens.labels(request.model, meta.tenant, "prompt").inc(result.usage.prompt_tokens)
-        m.tokens.labels(request.model, meta.tenant, "completion").inc(result.usage.completion_tokens)
-        m.cost.labels(request.model, meta.tenant).inc(cost)
+        self._child(m.tokens, request.model, meta.tenant, "prompt").inc(result.usage.prompt_tokens)
+        self._child(m.tokens, request.model, meta.tenant, "completion").inc(result.usage.completion_tokens)
+        self._child(m.cost, request.model, meta.tenant).inc(cost)
         return cost
 
     async def _sleep_or_raise(self, delay: float, give_up_at: float) -> None:
@@ -540,8 +543,10 @@ class Gateway:
                 if names:
                     now = time.time()
                     for name, st in (await self.backend.snapshot(names)).items():
-                        self.metrics.breaker_state.labels(name).set(_BREAKER_CODES[breaker_state(st, now)])
-                        self.metrics.breaker_opens.labels(name).set(st["br"].get("opens", 0))
+                        self._child(self.metrics.breaker_state, name).set(
+                            _BREAKER_CODES[breaker_state(st, now)]
+                        )
+                        self._child(self.metrics.breaker_opens, name).set(st["br"].get("opens", 0))
             except ProviderError as exc:
                 log.warning("llm lease renewal failed: %s", exc)
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-__all__ = ["GatewayMetrics", "gateway_metrics"]
+__all__ = ["GatewayMetrics", "MetricChildren", "gateway_metrics"]
 
 _WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -82,3 +83,25 @@ def gateway_metrics() -> GatewayMetrics:
         cost=Counter("storyloom_llm_cost_usd", "Cost in USD", ["model", "tenant"]),
         cache_hits=Counter("storyloom_llm_cache_hits", "Answers served from the cache", ["model"]),
     )
+
+
+class MetricChildren:
+    """Each metric's child per label values, made once and then looked up in a dict.
+
+    prometheus_client's `labels()` validates the values, builds their tuple and takes a lock on
+    every call; the gateway used it eight times per model call. The children are the same objects
+    `labels()` returns (the metric keeps them for the life of the process anyway), so caching them
+    adds no memory that was not already held.
+    """
+
+    __slots__ = ("_children",)
+
+    def __init__(self) -> None:
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def __call__(self, metric: Any, *values: str) -> Any:
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
