@@ -68,3 +68,14 @@ def test_bench_rejects_an_unknown_way_to_follow() -> None:
         timeout=60,
     )
     assert done.returncode == 2 and done.stderr.startswith("error: --follow")
+
+
+def test_small_bench_with_several_watchers_per_job_over_two_client_processes() -> None:
+    """K clients follow each job, in processes of their own: every one sees every event once."""
+    result = _small_bench("--watchers-per-job", "3", "--client-processes", "2")
+    assert result["watchers_per_job"] == 3 and result["client_processes"] == 2
+    assert result["sse_clients"] == 18 and result["submitted"] == 6 and result["completed"] == 6
+    assert result["streams_completed_ratio"] == 1.0 and result["events_exactly_once_in_order"] is True
+    # each of the 18 streams received the whole log of its job (the submitters' alone: a third)
+    assert result["events_received"] >= 18 * 5
+    assert result["cpu_s_during_run"]["clients"] > 0  # the client processes' CPU is counted

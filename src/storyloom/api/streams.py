@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
 
 import sqlalchemy as sa
 from fastapi import Response
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from storyloom.api.metrics import EVENT_LAG, HUB_LAG, SSE_OPEN, STEP_DURATION
+from storyloom.api.metrics import HUB_LAG, SSE_OPEN, STEP_DURATION, event_lag, observe_many
 from storyloom.api.services import Services
-from storyloom.api.sse import SSE_HEADERS, EventLike, event_stream, format_comment, format_queued
+from storyloom.api.sse import (
+    SSE_HEADERS,
+    EventLike,
+    ReadyBatches,
+    event_stream,
+    format_comment,
+    format_queued,
+)
 from storyloom.api.stream_gate import Admitted, StreamQueuedError
 from storyloom.errors import JobNotFoundError
 from storyloom.jobs.events import Subscription
@@ -45,37 +51,70 @@ async def _finished_job_events(
         after = page[-1].seq
 
 
-async def _live_job_events(
-    services: Services, job_id: str, after: int, subscription: Subscription | None
-) -> AsyncIterator[Sequence[EventLike]]:
-    """Replay then live, as batches of what is ready at once."""
-    opened = time.time()
-    if subscription is None:
-        _, subscription = await services.hub.open(job_id, after)
-    async with subscription:
-        async for first in subscription:
-            batch = [first, *subscription.drain_ready(_PAGE - 1)]
-            now = time.time()
-            for event in batch:
-                if event.ts >= opened:  # live: older events are replays, whose age is not a lag
-                    HUB_LAG.observe(max(0.0, now - event.ts))
-            yield batch
+class _LiveBatches:
+    """Replay then live, as batches of what is ready at once (a `ReadyBatches` for event_stream).
+
+    The hub's lag is observed once per batch (`observe_many`), not once per event."""
+
+    def __init__(
+        self, services: Services, job_id: str, after: int, subscription: Subscription | None
+    ) -> None:
+        self.services = services
+        self.job_id = job_id
+        self.after = after
+        self.sub = subscription
+        self.opened = time.time()
+
+    async def _subscription(self) -> Subscription:
+        if self.sub is None:
+            _, self.sub = await self.services.hub.open(self.job_id, self.after)
+        return self.sub
+
+    async def wait_ready(self, timeout_s: float) -> bool:
+        return await (await self._subscription()).wait_ready(timeout_s)
+
+    async def next_batch(self) -> Sequence[EventLike]:
+        sub = await self._subscription()
+        try:
+            first = await anext(sub)
+        except StopAsyncIteration:
+            return ()
+        batch = [first, *sub.drain_ready(_PAGE - 1)]
+        now, opened = time.time(), self.opened
+        # live: older events are replays, whose age is not a lag
+        observe_many(HUB_LAG, [max(0.0, now - event.ts) for event in batch if event.ts >= opened])
+        return batch
+
+    def interrupt(self) -> None:
+        if self.sub is not None:
+            self.sub.interrupt()
+
+    async def aclose(self) -> None:
+        if self.sub is not None:
+            self.sub.close()
 
 
 def _is_terminal(event: EventLike) -> bool:
     return event.kind in TERMINAL_EVENT_KINDS
 
 
-def _observer(connected_at: float) -> Any:
-    def on_sent(event: EventLike) -> None:
-        now = time.time()
-        EVENT_LAG.labels("true" if event.ts < connected_at else "false").observe(max(0.0, now - event.ts))
-        if event.kind == "step.finished" and event.step:
-            elapsed = event.data.get("elapsed_s")
-            if isinstance(elapsed, int | float):
-                STEP_DURATION.labels(event.step.rsplit("/", 1)[-1]).observe(float(elapsed))
+def _observer(connected_at: float) -> Callable[[Sequence[EventLike]], None]:
+    """Metrics of a batch just written: one observe per lag histogram child and batch."""
 
-    return on_sent
+    def on_batch(batch: Sequence[EventLike]) -> None:
+        now = time.time()
+        live: list[float] = []
+        replay: list[float] = []
+        for event in batch:
+            (replay if event.ts < connected_at else live).append(max(0.0, now - event.ts))
+            if event.kind == "step.finished" and event.step:
+                elapsed = event.data.get("elapsed_s")
+                if isinstance(elapsed, int | float):
+                    STEP_DURATION.labels(event.step.rsplit("/", 1)[-1]).observe(float(elapsed))
+        observe_many(event_lag(False), live)
+        observe_many(event_lag(True), replay)
+
+    return on_batch
 
 
 async def _counted(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -201,21 +240,22 @@ class _InLine:
             return
         if job.status.is_terminal:
             subscription.close()
+            source: AsyncIterator[Sequence[EventLike]] | ReadyBatches
             source = _finished_job_events(services, job_id, after)
         else:
-            source = _live_job_events(services, job_id, after, subscription)
+            source = _LiveBatches(services, job_id, after, subscription)
         async for chunk in _body(services, source):
             yield chunk
 
 
 def _body(
-    services: Services, source: AsyncIterator[Sequence[EventLike]], *, preamble: bytes = b""
+    services: Services, source: AsyncIterator[Sequence[EventLike]] | ReadyBatches, *, preamble: bytes = b""
 ) -> AsyncIterator[bytes]:
     return event_stream(
         source,
         heartbeat_s=services.heartbeat_s,
         is_terminal=_is_terminal,
-        on_sent=_observer(time.time()),
+        on_batch=_observer(time.time()),
         preamble=preamble,
         closing=services.closing,
     )
@@ -229,7 +269,7 @@ def _stream(body: AsyncIterator[bytes], headers: dict[str, str] | None = None) -
 
 def _respond(
     services: Services,
-    source: AsyncIterator[Sequence[EventLike]],
+    source: AsyncIterator[Sequence[EventLike]] | ReadyBatches,
     *,
     preamble: bytes = b"",
     headers: dict[str, str] | None = None,
@@ -250,12 +290,13 @@ def job_events_response(
 
     `subscription`: one from `EventHub.open(job.id, after)`, already replaying.
     """
+    source: AsyncIterator[Sequence[EventLike]] | ReadyBatches
     if job.status.is_terminal:
         if subscription is not None:
             subscription.close()  # retention may have removed its end: the finished path copes
         source = _finished_job_events(services, job.id, after)
     else:
-        source = _live_job_events(services, job.id, after, subscription)
+        source = _LiveBatches(services, job.id, after, subscription)
     return _respond(services, source, preamble=preamble, headers=headers)
 
 

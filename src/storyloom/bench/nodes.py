@@ -33,14 +33,8 @@ import httpx
 import psutil
 
 from storyloom import eventloop
-from storyloom.bench.service import (
-    BenchConfig,
-    _Client,
-    _input,
-    _percentile,
-    _read_events,
-    _submit_until_accepted,
-)
+from storyloom.bench.clients import _Client, _input, _read_events, _submit_until_accepted
+from storyloom.bench.service import BenchConfig, _percentile
 from storyloom.errors import ConfigError
 from storyloom.serve.simulator import SimProcess
 

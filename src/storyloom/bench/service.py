@@ -1,9 +1,11 @@
 """The service benchmark: N concurrent clients against `storyloom serve` started as a subprocess.
 
 Each client submits one chapter job and follows its SSE stream to the end (reconnecting with
-Last-Event-ID if the connection drops). The clients run in this process (asyncio + aiohttp: httpx's
-pool costs CPU per request in proportion to its open connections, and with 500 streams this client,
-not the server, was the bottleneck), the service in others, so they share neither loop nor GIL.
+Last-Event-ID if the connection drops), with `watchers_per_job` - 1 more clients on the same job's
+stream (bench/clients.py). The clients run in this process or in `client_processes` processes of
+their own (asyncio + aiohttp: httpx's pool costs CPU per request in proportion to its open
+connections, and with 500 streams this client, not the server, was the bottleneck), the service in
+others, so they share neither loop nor GIL.
 Figures: completion ratio, end-to-end latency, delay from an event's creation (its `ts`) to its
 arrival here (events created after the stream opened; older ones are replays, reported apart), and
 where that delay builds up in the service, step commits per second (checkpoint rows in the
@@ -23,19 +25,19 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import httpx
 import psutil
 
 from storyloom import eventloop
+from storyloom.bench.clients import _Client, drive_clients
 
 __all__ = ["BenchConfig", "run_bench"]
 
-_TERMINAL = ("job.completed", "job.failed", "job.cancelled")
 _RAMP_S = 10.0
 
 
@@ -68,22 +70,10 @@ class BenchConfig:
     # After the API answers: time for the worker processes to boot (imports, database, warm-up)
     # before the clients start, so that the figures are those of a running service, not a cold one.
     settle_s: float = 3.0
-
-
-@dataclass(slots=True)
-class _Client:
-    submitted_at: float = 0.0
-    accepted_s: float | None = None  # from the first POST to the answer that accepted the job
-    opened_s: float | None = None  # from the first GET of the events to the stream's headers
-    finished_at: float | None = None
-    status: str | None = None
-    seqs: list[int] = field(default_factory=list)
-    lags_s: list[float] = field(default_factory=list)  # events created after the stream opened
-    lags_at: list[float] = field(default_factory=list)  # when each of those arrived (time.time())
-    replay_lags_s: list[float] = field(default_factory=list)  # older ones: from opening to arrival
-    reconnects: int = 0
-    error: str | None = None
-    job_id: str = ""
+    # SSE clients per job: the submitter and K-1 more that open the job's stream once it is
+    # accepted (200 jobs x 10 = 2,000 streams); and the processes the clients are spread over.
+    watchers_per_job: int = 1
+    client_processes: int = 1
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -92,124 +82,6 @@ def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
     return ordered[index]
-
-
-def _input(i: int) -> dict[str, Any]:
-    return {
-        "overall_outline": "A courier on the river learns the sword and carries a letter to the capital.",
-        "chapter_outline": f"Chapter {i + 1}: the courier meets stranger number {i + 1} at the ferry.",
-        "genre": "wuxia",
-        "characters": [{"name": "Lin", "role": "courier"}, {"name": "Old Wei", "role": "swordsman"}],
-        "style": "terse",
-        "target_length": 400,
-        "language": "en",
-    }
-
-
-async def _submit(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> tuple[int, str, str]:
-    async with http.post(f"{url}/api/novel/generate", json=body) as r:
-        return r.status, await r.text(), r.headers.get("retry-after", "1")
-
-
-async def _one_client(
-    http: aiohttp.ClientSession, url: str, i: int, cfg: BenchConfig, state: _Client
-) -> None:
-    body = {"novel_input": _input(i), "versions": cfg.versions, "idempotency_key": f"bench-{i}"}
-    state.submitted_at = time.time()
-    if cfg.follow == "stream":
-        await _submit_and_follow(http, url, body, state)
-    else:
-        await _submit_until_accepted(http, url, body, state)
-    resuming = cfg.follow == "stream"  # its stream is open already: a GET here means it was cut
-    while state.job_id and state.status is None:
-        if resuming:
-            state.reconnects += 1
-            await asyncio.sleep(0.2)
-        resuming = True
-        headers = {"Last-Event-ID": str(state.seqs[-1])} if state.seqs else {}
-        opened = time.time()
-        try:
-            async with http.get(f"{url}/api/jobs/{state.job_id}/events", headers=headers) as r:
-                if state.opened_s is None:
-                    state.opened_s = time.time() - opened
-                await _read_events(r, state, opened)
-        except (aiohttp.ClientError, TimeoutError):
-            pass
-
-
-async def _submit_until_accepted(
-    http: aiohttp.ClientSession, url: str, body: dict[str, Any], state: _Client
-) -> None:
-    """POST /api/novel/generate (the browser's way: the caller then GETs the job's events)."""
-    for attempt in range(50):
-        try:
-            status, text, retry_after = await _submit(http, url, body)
-        except (aiohttp.ClientError, TimeoutError) as exc:  # the same idempotency key makes a retry safe
-            state.error = f"submit failed: {type(exc).__name__} (attempt {attempt + 1})"
-            await asyncio.sleep(1.0)
-            continue
-        if status == 200:
-            state.job_id = json.loads(text)["task_id"]
-            state.accepted_s = time.time() - state.submitted_at
-            return
-        state.error = f"submit answered {status}: {text[:200]} (attempt {attempt + 1})"
-        if status not in (429, 503):
-            return
-        await asyncio.sleep(float(retry_after))
-
-
-async def _submit_and_follow(
-    http: aiohttp.ClientSession, url: str, body: dict[str, Any], state: _Client
-) -> None:
-    """POST /api/novel/generate/stream: one request submits and streams, so no event of the job
-    exists before its stream does, and every event counts as live."""
-    for attempt in range(50):
-        opened = time.time()
-        try:
-            async with http.post(f"{url}/api/novel/generate/stream", json=body) as r:
-                if r.status == 200:
-                    state.job_id = r.headers["X-Task-Id"]
-                    state.accepted_s = state.opened_s = time.time() - opened
-                    await _read_events(r, state, opened)
-                    return
-                state.error = f"submit answered {r.status}: {(await r.text())[:200]} (attempt {attempt + 1})"
-                if r.status not in (429, 503):
-                    return
-                retry_after = float(r.headers.get("retry-after", "1"))
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            if state.job_id:
-                return  # accepted, then cut: the caller resumes with Last-Event-ID
-            state.error = f"submit failed: {type(exc).__name__} (attempt {attempt + 1})"
-            retry_after = 1.0
-        await asyncio.sleep(retry_after)
-
-
-async def _read_events(r: aiohttp.ClientResponse, state: _Client, opened: float) -> None:
-    """Record each event's arrival until the terminal one or the end of the body."""
-    if r.status != 200:
-        return
-    # Raw bytes split on blank lines: per-line decoding would make this one client
-    # process, not the server, the bottleneck of 500 streams.
-    buffer = b""
-    async for chunk in r.content.iter_any():
-        buffer += chunk
-        *frames, buffer = buffer.split(b"\n\n")
-        now = time.time()
-        for frame in frames:
-            start = frame.find(b"data: ")
-            if start < 0 or not frame.startswith(b"id: "):
-                continue  # a heartbeat comment, or the stream's unnumbered greeting
-            doc = json.loads(frame[start + 6 :])
-            state.seqs.append(doc["seq"])
-            if doc["ts"] >= opened:
-                state.lags_s.append(now - doc["ts"])
-                state.lags_at.append(now)
-            else:  # it existed before we asked: its wait is the server's replay time
-                state.replay_lags_s.append(now - opened)
-            if doc["kind"] in _TERMINAL:
-                state.status = doc["kind"].removeprefix("job.")
-                state.finished_at = now
-                return
 
 
 def _parts(root: psutil.Process) -> list[tuple[str, psutil.Process]]:
@@ -244,7 +116,8 @@ def _server_rss_mb(root: psutil.Process) -> tuple[float, float]:
 
 
 def _cpu_seconds(root: psutil.Process) -> dict[str, float]:
-    """CPU time used so far by each part, and by this process (the clients)."""
+    """CPU time used so far by each part, and by the clients: this process and the client
+    processes it has joined (the service, still running, is not among them)."""
     out = {"api": 0.0, "workers": 0.0, "simulator": 0.0}
     for part, proc in _parts(root):
         try:
@@ -253,7 +126,7 @@ def _cpu_seconds(root: psutil.Process) -> dict[str, float]:
             continue
         out[part] += times.user + times.system
     own = psutil.Process().cpu_times()
-    out["clients"] = own.user + own.system
+    out["clients"] = own.user + own.system + own.children_user + own.children_system
     return {k: round(v, 1) for k, v in out.items()}
 
 
@@ -370,46 +243,50 @@ def _start_service(cfg: BenchConfig, workdir: Path) -> tuple[subprocess.Popen[st
 
 
 async def _drive(cfg: BenchConfig, url: str, root: psutil.Process) -> dict[str, Any]:
-    states = [_Client() for _ in range(cfg.clients)]
     peak = {"inflight": 0, "server_mb": 0.0, "sim_mb": 0.0, "max_server_mb": 0.0}
     done = asyncio.Event()
+    counter: list[Callable[[], int]] = [lambda: 0]
 
     async def sample() -> None:
         while not done.is_set():
-            inflight = sum(1 for s in states if s.submitted_at and s.status is None)
+            inflight = counter[0]()
             server_mb, sim_mb = await asyncio.to_thread(_server_rss_mb, root)
             peak["max_server_mb"] = max(peak["max_server_mb"], server_mb)
             if inflight >= peak["inflight"]:
                 peak.update(inflight=inflight, server_mb=server_mb, sim_mb=sim_mb)
             await asyncio.sleep(0.5)
 
-    connector = aiohttp.TCPConnector(limit=cfg.clients + 20)
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=60.0, sock_read=120.0)
     started = time.time()
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-        sampler = asyncio.create_task(sample())
-        try:
-            async with asyncio.timeout(cfg.timeout_s):
-                await asyncio.gather(*(_one_client(http, url, i, cfg, s) for i, s in enumerate(states)))
-        except TimeoutError:
-            pass
-        finally:
-            done.set()
-            await sampler
+    sampler = asyncio.create_task(sample())
+    try:
+        per_job = await drive_clients(cfg, url, lambda count: counter.__setitem__(0, count))
+    finally:
+        done.set()
+        await sampler
     wall = time.time() - started
+    return _summary(cfg, per_job, started, wall, peak)
+
+
+def _summary(
+    cfg: BenchConfig, per_job: list[list[_Client]], started: float, wall: float, peak: dict[str, Any]
+) -> dict[str, Any]:
+    """Job figures from the submitters, stream figures (lags, exactly-once) from every client."""
+    states = [job[0] for job in per_job]  # the submitters: one per job
+    streams = [s for job in per_job for s in job]
     submitted = sum(1 for s in states if s.submitted_at)
     completed = sum(1 for s in states if s.status == "completed")
     e2e = [s.finished_at - s.submitted_at for s in states if s.finished_at is not None]
     accepted = [s.accepted_s for s in states if s.accepted_s is not None]
-    stream_opened = [s.opened_s for s in states if s.opened_s is not None]
-    live_lags = [lag for s in states for lag in s.lags_s]
-    replay_lags = [lag for s in states for lag in s.replay_lags_s]
+    stream_opened = [s.opened_s for s in streams if s.opened_s is not None]
+    live_lags = [lag for s in streams for lag in s.lags_s]
+    replay_lags = [lag for s in streams for lag in s.replay_lags_s]
     # The first seconds hold the burst of 500 submissions and job starts; the rest, the steady run.
     ramp_end = started + _RAMP_S
-    timed = [(at, lag) for s in states for at, lag in zip(s.lags_at, s.lags_s, strict=True)]
+    timed = [(at, lag) for s in streams for at, lag in zip(s.lags_at, s.lags_s, strict=True)]
     ramp = [lag for at, lag in timed if at < ramp_end]
     steady = [lag for at, lag in timed if at >= ramp_end]
-    exact_once = all(s.seqs == list(range(1, len(s.seqs) + 1)) for s in states if s.status)
+    exact_once = all(s.seqs == list(range(1, len(s.seqs) + 1)) for s in streams if s.status)
+    streams_done = sum(1 for s in streams if s.status == "completed")
     inflight = max(1, int(peak["inflight"]))
     return {
         "clients": cfg.clients,
@@ -418,9 +295,13 @@ async def _drive(cfg: BenchConfig, url: str, root: psutil.Process) -> dict[str, 
         "api_processes": cfg.api_processes,
         "follow": cfg.follow,
         "worker_nice": cfg.worker_nice,
+        "watchers_per_job": cfg.watchers_per_job,
+        "sse_clients": len(streams),
+        "client_processes": cfg.client_processes,
         "submitted": submitted,
         "completed": completed,
         "completed_ratio": round(completed / submitted, 4) if submitted else 0.0,
+        "streams_completed_ratio": round(streams_done / len(streams), 4) if streams else 0.0,
         "e2e_p50_s": round(_percentile(e2e, 0.5), 3),
         "e2e_p99_s": round(_percentile(e2e, 0.99), 3),
         "submit_p50_ms": round(_percentile(accepted, 0.5) * 1000, 1),
@@ -435,7 +316,7 @@ async def _drive(cfg: BenchConfig, url: str, root: psutil.Process) -> dict[str, 
         "events_live": len(live_lags),
         "replay_wait_p99_ms": round(_percentile(replay_lags, 0.99) * 1000, 1),
         "events_exactly_once_in_order": exact_once,
-        "reconnects": sum(s.reconnects for s in states),
+        "reconnects": sum(s.reconnects for s in streams),
         "statuses": dict(Counter(s.status or "unfinished" for s in states)),
         "submit_errors": sum(1 for s in states if s.error),
         "first_submit_error": next((s.error for s in states if s.error), None),

@@ -40,6 +40,15 @@ def register(app: typer.Typer) -> None:
         ),
         timeout_s: float = typer.Option(900.0, min=10.0, help="Give up on unfinished clients after this."),
         as_json: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
+        watchers_per_job: int = typer.Option(
+            1,
+            min=1,
+            max=100,
+            help="SSE clients per job: the submitter and K-1 more on the same stream (200 x 10 = 2,000).",
+        ),
+        client_processes: int = typer.Option(
+            1, min=1, max=16, help="Processes the clients are spread over (so they are not the bottleneck)."
+        ),
         nodes: bool = typer.Option(
             False,
             "--nodes",
@@ -72,8 +81,12 @@ def register(app: typer.Typer) -> None:
             lease_s=lease_s,
             sim_nice=sim_nice,
             settle_s=settle_s,
+            watchers_per_job=watchers_per_job,
+            client_processes=client_processes,
         )
         if nodes:
+            if watchers_per_job > 1 or client_processes > 1:
+                raise ConfigError("--watchers-per-job and --client-processes are not for --nodes yet.")
             from storyloom.bench.nodes import NodesConfig, run_nodes_bench
 
             if database_url is not None and not database_url.startswith("postgresql"):

@@ -56,8 +56,14 @@ class EventHub:
         early_ttl_s: float = 10.0,
         backend: HubBackend | None = None,
         backed_poll_interval_s: float = 0.25,
+        min_poll_gap_s: float = 0.015,
     ) -> None:
         self.db = db
+        # Wake-ups come in bursts (each worker's group commit, every submission here): those that
+        # arrive within `min_poll_gap_s` of the last poll wait for its end and share one poll,
+        # instead of one poll each. At most that much is added to an event's lag.
+        self.min_poll_gap_s = min_poll_gap_s
+        self._polled_at = 0.0
         # Wake-ups from other processes and machines (jobs/hub.py); while it is live the hub
         # polls only as a safety net, and as fast as without one when it is not.
         self.backend = backend
@@ -213,9 +219,11 @@ class EventHub:
         # Off the loop (SQLite): measured on a burst of 500 POST+GET, p99 of opening 181 -> 160 ms.
         found, pages = await self.db.fetch(read)
         out: list[_Opened | Exception] = []
+        # One object per row, shared by every stream of the job (its SSE frame is made once).
+        shared = {job_id: [StoredEvent.from_tuple(r) for r in rows] for job_id, rows in pages.items()}
         for job_id, seq in items:
             rows = pages.get(job_id, [])
-            page = [StoredEvent.from_tuple(r) for r in rows if r[2] > seq]
+            page = [ev for ev in shared.get(job_id, ()) if ev.seq > seq]
             # a full page may have more beyond it: that subscription reads on from the database
             out.append((found.get(job_id), page, len(rows) < _PAGE))
         return out
@@ -273,6 +281,9 @@ class EventHub:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
                     await self._wake.wait()
+            rest = self._polled_at + self.min_poll_gap_s - time.monotonic()
+            if rest > 0:
+                await asyncio.sleep(rest)  # the rest of the burst: read by this same poll
             self._wake.clear()
             try:
                 while await self._poll_once() >= self.batch:
@@ -291,7 +302,7 @@ class EventHub:
         return self.poll_interval_s
 
     async def _poll_once(self) -> int:
-        now = time.monotonic()
+        now = self._polled_at = time.monotonic()
         if self._holes:
             self._holes = {i: t for i, t in self._holes.items() if now - t < self.hole_ttl_s}
         async with self._read() as conn:
@@ -316,7 +327,12 @@ class EventHub:
 
 
 class Subscription:
-    """An async iterator over one job's events; see `EventHub.subscribe`."""
+    """An async iterator over one job's events; see `EventHub.subscribe`.
+
+    The live feed is a deque and one waiter future rather than an `asyncio.Queue`: a stream can
+    then wait for "something to read" with a timeout (`wait_ready`, its heartbeat) without a task
+    per wait and without consuming, and a push costs an append and, for the first one, one wake-up.
+    """
 
     def __init__(self, hub: EventHub, job_id: str, after_seq: int, *, stop_on_terminal: bool) -> None:
         self.hub = hub
@@ -324,8 +340,9 @@ class Subscription:
         self.last_seq = after_seq
         self._cursor = ResumeCursor(after_seq)  # trims compacted deltas to what this reader lacks
         self.stop_on_terminal = stop_on_terminal
-        self._live: asyncio.Queue[StoredEvent | None] = asyncio.Queue(maxsize=hub.buffer)
-        self._backlog: list[StoredEvent] = []
+        self._live: deque[StoredEvent | None] = deque()  # None: go back to the database
+        self._waiter: asyncio.Future[None] | None = None
+        self._backlog: deque[StoredEvent] = deque()
         self._need_db = True  # replay first
         self._done = False
 
@@ -338,6 +355,7 @@ class Subscription:
     def close(self) -> None:
         self._done = True
         self.hub._unsubscribe(self)
+        self.interrupt()
 
     def __aiter__(self) -> Subscription:
         return self
@@ -345,14 +363,17 @@ class Subscription:
     async def __anext__(self) -> StoredEvent:
         while not self._done:
             if self._backlog:
-                ev = self._backlog.pop(0)
+                ev = self._backlog.popleft()
                 if ev.seq <= self.last_seq:
                     continue
                 return self._deliver(ev)
             if self._need_db:
                 await self._refill()
                 continue
-            ev_or_none = await self._live.get()
+            if not self._live:
+                await self._wait(None)
+                continue
+            ev_or_none = self._live.popleft()
             if ev_or_none is None:  # hub stopped or buffer overflowed: go back to the database
                 if self._done:
                     break
@@ -367,9 +388,41 @@ class Subscription:
         self.close()
         raise StopAsyncIteration
 
+    @property
+    def ready(self) -> bool:
+        """Whether `__anext__` would return (or end) without waiting for the hub's next poll."""
+        return bool(self._backlog or self._need_db or self._live or self._done)
+
+    async def wait_ready(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for something to read (or the end); True if there is.
+
+        Consumes nothing, so a stream's heartbeat can wait here and then read, with no task to
+        cancel mid-read. `interrupt()` ends the wait early (a server shutting down)."""
+        if not self.ready:
+            await self._wait(timeout_s)
+        return self.ready
+
+    def interrupt(self) -> None:
+        """Wake whoever waits in `wait_ready` or `__anext__` (they look again at what there is)."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self, timeout_s: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = None if timeout_s is None else loop.call_later(timeout_s, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if self._waiter is waiter:
+                self._waiter = None
+
     def _prefill(self, page: list[StoredEvent], *, complete: bool) -> None:
         """The replay was read for us (`EventHub.open`), after registration like `_refill`."""
-        self._backlog = page
+        self._backlog = deque(page)
         self._need_db = not complete
 
     def drain_ready(self, limit: int) -> list[StoredEvent]:
@@ -377,16 +430,17 @@ class Subscription:
         out: list[StoredEvent] = []
         while len(out) < limit and not self._done:
             if self._backlog:
-                ev = self._backlog.pop(0)
+                ev = self._backlog.popleft()
             else:
-                try:
-                    maybe = self._live.get_nowait()
-                except asyncio.QueueEmpty:
+                if not self._live:
                     break
+                maybe = self._live[0]
                 if maybe is None or maybe.seq > self.last_seq + 1:
+                    self._live.popleft()
                     self._need_db = True
                     break
                 ev = maybe
+                self._live.popleft()
             if ev.seq <= self.last_seq:
                 continue
             out.append(self._deliver(ev))
@@ -402,23 +456,22 @@ class Subscription:
 
     async def _refill(self) -> None:
         # Drop what the live buffer holds: the database read below includes all of it or more.
-        while not self._live.empty():
-            self._live.get_nowait()
+        self._live.clear()
         async with self.hub.db.read() as conn:
             page = await read_events(conn, self.job_id, self.last_seq, _PAGE)
-        self._backlog = page
+        self._backlog = deque(page)
         self._need_db = len(page) == _PAGE
 
     def _push(self, ev: StoredEvent) -> None:
         if self._done:
             return
-        try:
-            self._live.put_nowait(ev)
-        except asyncio.QueueFull:
+        if len(self._live) >= self.hub.buffer:
             # A slow reader: forget the buffer and let it catch up from the database.
-            while not self._live.empty():
-                self._live.get_nowait()
-            self._live.put_nowait(None)
+            self._live.clear()
+            self._live.append(None)
+        else:
+            self._live.append(ev)
+        self.interrupt()
         if self.stop_on_terminal and ev.kind in TERMINAL_EVENT_KINDS:
             # Nothing follows: let go now, so that a stream whose reader never started (a client
             # gone before its response began) is not kept for the hub's lifetime.
@@ -426,13 +479,18 @@ class Subscription:
 
     def _resync(self) -> None:
         if not self._done:
-            with contextlib.suppress(asyncio.QueueFull):
-                self._live.put_nowait(None)
+            self._live.append(None)
+            self.interrupt()
 
     def _closed_by_hub(self) -> None:
         self._done = True
-        with contextlib.suppress(asyncio.QueueFull):
-            self._live.put_nowait(None)
+        self._live.append(None)
+        self.interrupt()
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"Subscription(job={self.job_id!r}, last_seq={self.last_seq})"
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

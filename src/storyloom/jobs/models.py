@@ -109,6 +109,11 @@ class StoredEvent:
     step: str | None
     ts: float
     data: dict[str, Any] = field(default_factory=dict)
+    # A reader's encoded form of this event (the API's SSE frame), made by the first reader and
+    # shared by every other reader of this object: one hub poll hands one object to all the
+    # streams of its job, so 10 watchers of a job cost one encoding, not ten. Not part of the
+    # event (not compared, not copied by `dataclasses.replace`, which makes a new event).
+    encoded: bytes | None = field(default=None, init=False, compare=False, repr=False)
 
     @classmethod
     def from_tuple(cls, row: tuple[int, str, int, str, str | None, float, Any]) -> StoredEvent:
