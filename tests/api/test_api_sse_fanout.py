@@ -60,7 +60,8 @@ class _Ready:
 
     async def wait_ready(self, timeout_s: float) -> bool:
         try:
-            await asyncio.wait_for(self.ready.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self.ready.wait()
         except TimeoutError:
             pass
         return bool(self.queue)
@@ -115,7 +116,8 @@ async def test_a_live_stream_ends_at_once_when_the_server_closes() -> None:
     await asyncio.sleep(0.01)
     closing.set()
     try:
-        await asyncio.wait_for(pending, 2.0)
+        async with asyncio.timeout(2.0):
+            await pending
         raise AssertionError("the stream sent something after closing")
     except StopAsyncIteration:
         pass

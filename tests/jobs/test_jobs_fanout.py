@@ -41,7 +41,8 @@ async def test_a_wake_up_after_a_quiet_spell_polls_at_once(db: Database, queue: 
     sink.append("step.delta", {"i": 0})
     t0 = time.monotonic()
     await writer.flush()
-    ev = await asyncio.wait_for(anext(sub), 5)
+    async with asyncio.timeout(5):
+        ev = await anext(sub)
     assert ev.seq == 2 and time.monotonic() - t0 < 0.4
     await writer.stop()
     await hub.stop()
@@ -62,7 +63,8 @@ async def test_every_stream_of_a_job_gets_the_same_event_objects(db: Database, q
     sink.append("step.delta", {"i": 1})
     sink.append("job.completed", {})
     await writer.flush()
-    live = [[await asyncio.wait_for(anext(sub), 5) for _ in range(2)] for sub in subs]
+    async with asyncio.timeout(5):
+        live = [[await anext(sub) for _ in range(2)] for sub in subs]
     assert [e.seq for e in live[0]] == [3, 4]
     assert all(r[0] is live[0][0] and r[1] is live[0][1] for r in live)
     await writer.stop()
