@@ -15,17 +15,9 @@ import pytest
 from storyloom.api.services import ApiOptions
 from storyloom.api.shared_streams import SharedStreams
 from storyloom.limits.base import LimitBackend
-from support.api_server import Served, novel_input, serve_app
+from support.api_server import serve_app, submit_chapter
 
 _SSE_ONLY = {"Accept": "text/event-stream"}
-
-
-async def _submit(api: Served, tenant: str) -> str:
-    r = await api.client.post(
-        "/api/novel/generate", json={"novel_input": novel_input()}, headers={"X-Tenant": tenant}
-    )
-    assert r.status_code == 200, r.text
-    return str(r.json()["task_id"])
 
 
 async def _frames(lines: object) -> dict[str, str]:
@@ -55,8 +47,8 @@ async def test_a_tenants_stream_limit_holds_across_two_api_nodes(tmp_path: Path,
         serve_app(tmp_path, options, **fields) as two,
     ):
         assert one.app.state.services.shared_streams is not None
-        jobs = [await _submit(one, "t") for _ in range(4)]
-        other = await _submit(one, "u")
+        jobs = [await submit_chapter(one, "t") for _ in range(4)]
+        other = await submit_chapter(one, "u")
         async with AsyncExitStack() as stack:
             held = [
                 await stack.enter_async_context(

@@ -15,17 +15,9 @@ import httpx
 
 from storyloom.api.services import ApiOptions
 from storyloom.api.stream_gate import StreamGate, StreamQueuedError
-from support.api_server import Served, novel_input, serve_app
+from support.api_server import Served, serve_app, submit_chapter
 
 _SSE_ONLY = {"Accept": "text/event-stream"}
-
-
-async def _submit(api: Served, tenant: str) -> str:
-    r = await api.client.post(
-        "/api/novel/generate", json={"novel_input": novel_input()}, headers={"X-Tenant": tenant}
-    )
-    assert r.status_code == 200, r.text
-    return str(r.json()["task_id"])
 
 
 async def _frames(response: httpx.Response) -> AsyncIterator[dict[str, str]]:
@@ -50,7 +42,7 @@ async def _until_freed(api: Served, open_total: int) -> None:
 
 async def test_beyond_the_process_limit_streams_queue_in_order_with_tokens(tmp_path: Path) -> None:
     async with serve_app(tmp_path, ApiOptions(heartbeat_s=0.2), sse_max_streams=2) as api:
-        jobs = [await _submit(api, t) for t in ("a", "b", "c", "d")]
+        jobs = [await submit_chapter(api, t) for t in ("a", "b", "c", "d")]
         async with AsyncExitStack() as stack:
             held = []
             for job, tenant in zip(jobs[:2], "ab", strict=True):
@@ -100,7 +92,7 @@ async def test_beyond_the_process_limit_streams_queue_in_order_with_tokens(tmp_p
 
 async def test_an_event_source_waits_in_the_stream_for_its_turn(tmp_path: Path) -> None:
     async with serve_app(tmp_path, ApiOptions(heartbeat_s=0.2), sse_max_streams=1) as api:
-        first, second, third = [await _submit(api, t) for t in ("a", "b", "c")]
+        first, second, third = [await submit_chapter(api, t) for t in ("a", "b", "c")]
         async with AsyncExitStack() as stack:
             held = await stack.enter_async_context(
                 api.client.stream("GET", f"/api/jobs/{first}/events", headers={"X-Tenant": "a"})
@@ -134,7 +126,7 @@ async def test_an_event_source_waits_in_the_stream_for_its_turn(tmp_path: Path) 
 
 async def test_per_tenant_limit_queues_only_that_tenant(tmp_path: Path) -> None:
     async with serve_app(tmp_path, ApiOptions(heartbeat_s=0.2), sse_max_streams_per_tenant=1) as api:
-        a1, a2, b1 = await _submit(api, "a"), await _submit(api, "a"), await _submit(api, "b")
+        a1, a2, b1 = [await submit_chapter(api, t) for t in "aab"]
         async with api.client.stream("GET", f"/api/jobs/{a1}/events", headers={"X-Tenant": "a"}) as held:
             assert held.status_code == 200
             over = await api.client.get(f"/api/jobs/{a2}/events", headers={"X-Tenant": "a"})

@@ -168,8 +168,7 @@ async def test_paced_reads_take_several_chunks_per_read_and_lose_nothing() -> No
     assert texts == plain_texts == words and text == "".join(words)
     # ~0.3 s of chunks every 10 ms: read as they come, they arrive at about 30 moments; on 0.1 s
     # ticks, at about 4 (the first token at once, then one read per tick).
-    assert _arrivals(plain_times, 0.004) > 12
-    assert _arrivals(times, 0.004) <= 7
+    assert _arrivals(times, 0.004) <= 7 < _arrivals(plain_times, 0.004)
     assert pacing.ticks >= 2 and pacing.streams == 0
 
 
@@ -178,14 +177,14 @@ async def test_the_first_token_is_not_held() -> None:
         return sse([chunk("first"), chunk(" second"), chunk(finish="stop")], delay_s=0.05, first_delay_s=0.3)
 
     pacing = read_pacing()
-    pacing.min_interval_s = pacing.max_interval_s = 1.0
+    pacing.min_interval_s = pacing.max_interval_s = 3.0
     async with serve(h) as (url, _):
         c = HttpModelClient(url, None)
         start = time.monotonic()
         got: list[float] = []
         r = await c.chat(req(), lambda t: got.append(time.monotonic() - start))
         await c.aclose()
-    assert r.ttft_s is not None and r.ttft_s < 0.8 and got[0] < 0.8  # not 0.3 s + a 1 s tick
+    assert r.ttft_s is not None and r.ttft_s < 2.0 and got[0] < 2.0  # not 0.3 s + a 3 s tick
     assert r.text == "first second"
 
 

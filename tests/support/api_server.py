@@ -233,3 +233,12 @@ async def running_worker(served: Served, registry: AppRegistry, sim_url: str) ->
         worker.stop()
         await task
         await client.aclose()
+
+
+async def submit_chapter(api: Served, tenant: str) -> str:
+    """Queue a chapter job as `tenant` (no worker runs it: its stream stays open); its id."""
+    r = await api.client.post(
+        "/api/novel/generate", json={"novel_input": novel_input()}, headers={"X-Tenant": tenant}
+    )
+    assert r.status_code == 200, r.text
+    return str(r.json()["task_id"])

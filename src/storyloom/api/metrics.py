@@ -33,7 +33,6 @@ __all__ = [
     "SUBMISSIONS",
     "ServiceCollector",
     "ServiceSnapshot",
-    "event_lag",
     "observe_many",
     "render_metrics",
 ]
@@ -70,17 +69,6 @@ SUBMISSIONS = Counter(
 SSE_OPEN = Gauge(
     "storyloom_sse_connections", "Open SSE streams in this API process.", multiprocess_mode="livesum"
 )
-
-
-_EVENT_LAG_CHILDREN: dict[bool, Any] = {}
-
-
-def event_lag(replay: bool) -> Any:
-    """EVENT_LAG's child for `replay`, looked up once (`labels()` takes a lock and builds a key)."""
-    child = _EVENT_LAG_CHILDREN.get(replay)
-    if child is None:
-        child = _EVENT_LAG_CHILDREN[replay] = EVENT_LAG.labels("true" if replay else "false")
-    return child
 
 
 def observe_many(histogram: Any, values: Sequence[float]) -> None:

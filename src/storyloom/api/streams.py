@@ -16,7 +16,7 @@ from fastapi import Response
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from storyloom.api.metrics import HUB_LAG, SSE_OPEN, STEP_DURATION, event_lag, observe_many
+from storyloom.api.metrics import EVENT_LAG, HUB_LAG, SSE_OPEN, STEP_DURATION, observe_many
 from storyloom.api.services import Services
 from storyloom.api.sse import (
     SSE_HEADERS,
@@ -30,6 +30,7 @@ from storyloom.api.stream_gate import Admitted, StreamQueuedError
 from storyloom.errors import JobNotFoundError
 from storyloom.jobs.events import Subscription
 from storyloom.jobs.models import TERMINAL_EVENT_KINDS, Job, StoredEvent
+from storyloom.llm.metrics import MetricChildren
 from storyloom.store.schema import events
 
 __all__ = ["ReleasingResponse", "job_events_response", "resume_job_events"]
@@ -98,6 +99,10 @@ def _is_terminal(event: EventLike) -> bool:
     return event.kind in TERMINAL_EVENT_KINDS
 
 
+# Label children looked up once per label values (`labels()` takes a lock and builds a key).
+_CHILD = MetricChildren()
+
+
 def _observer(connected_at: float) -> Callable[[Sequence[EventLike]], None]:
     """Metrics of a batch just written: one observe per lag histogram child and batch."""
 
@@ -110,9 +115,9 @@ def _observer(connected_at: float) -> Callable[[Sequence[EventLike]], None]:
             if event.kind == "step.finished" and event.step:
                 elapsed = event.data.get("elapsed_s")
                 if isinstance(elapsed, int | float):
-                    STEP_DURATION.labels(event.step.rsplit("/", 1)[-1]).observe(float(elapsed))
-        observe_many(event_lag(False), live)
-        observe_many(event_lag(True), replay)
+                    _CHILD(STEP_DURATION, event.step.rsplit("/", 1)[-1]).observe(float(elapsed))
+        observe_many(_CHILD(EVENT_LAG, "false"), live)
+        observe_many(_CHILD(EVENT_LAG, "true"), replay)
 
     return on_batch
 

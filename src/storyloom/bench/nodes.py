@@ -33,7 +33,7 @@ import httpx
 import psutil
 
 from storyloom import eventloop
-from storyloom.bench.clients import _Client, _input, _read_events, _submit_until_accepted
+from storyloom.bench.clients import _Client, _follow, _input, _submit_until_accepted
 from storyloom.bench.service import BenchConfig, _percentile
 from storyloom.errors import ConfigError
 from storyloom.serve.simulator import SimProcess
@@ -207,21 +207,7 @@ async def _client(http: aiohttp.ClientSession, submit_url: str, follow_url: str,
     body = {"novel_input": _input(i), "versions": cfg.versions, "idempotency_key": f"bench-{i}"}
     state.submitted_at = time.time()
     await _submit_until_accepted(http, submit_url, body, state)
-    first = True
-    while state.job_id and state.status is None:
-        if not first:
-            state.reconnects += 1
-            await asyncio.sleep(0.2)
-        first = False
-        headers = {"Last-Event-ID": str(state.seqs[-1])} if state.seqs else {}
-        opened = time.time()
-        try:
-            async with http.get(f"{follow_url}/api/jobs/{state.job_id}/events", headers=headers) as r:
-                if state.opened_s is None:
-                    state.opened_s = time.time() - opened
-                await _read_events(r, state, opened)
-        except (aiohttp.ClientError, TimeoutError):
-            pass
+    await _follow(http, follow_url, state, resuming=False)
 
 
 async def _drive(cfg: BenchConfig, urls: list[str]) -> tuple[list[_Client], float]:

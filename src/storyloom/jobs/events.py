@@ -281,7 +281,7 @@ class EventHub:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
                     await self._wake.wait()
-            rest = self._polled_at + self.min_poll_gap_s - time.monotonic()
+            rest = self.gap_left_s(time.monotonic())
             if rest > 0:
                 await asyncio.sleep(rest)  # the rest of the burst: read by this same poll
             self._wake.clear()
@@ -300,6 +300,11 @@ class EventHub:
         if self.backend is not None and self.backend.live:
             return self.backed_poll_interval_s
         return self.poll_interval_s
+
+    def gap_left_s(self, now: float) -> float:
+        """How long a wake-up at `now` waits before its poll: the rest of `min_poll_gap_s` since
+        the last poll (a burst shares it), nothing after a quiet spell."""
+        return max(0.0, self._polled_at + self.min_poll_gap_s - now)
 
     async def _poll_once(self) -> int:
         now = self._polled_at = time.monotonic()

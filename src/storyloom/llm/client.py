@@ -547,15 +547,15 @@ class _StreamAnswer:
                     self._on_delta(text)
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
-                if not self._deadlines.first_token_seen:  # an empty answer: still a complete one
-                    self._deadlines.first_token_seen = True
-                    self._scope.reschedule(_loop_time(self._deadlines.total_at))
+                self._first_token(timed=False)  # an empty answer: still a complete one, no TTFT
 
-    def _first_token(self) -> None:
+    def _first_token(self, *, timed: bool = True) -> None:
+        """From the first token on, the answer runs under its total deadline, not the TTFT's."""
         deadlines = self._deadlines
         if not deadlines.first_token_seen:
             deadlines.first_token_seen = True
-            self.ttft_s = time.monotonic() - self._start
+            if timed:
+                self.ttft_s = time.monotonic() - self._start
             self._scope.reschedule(_loop_time(deadlines.total_at))
 
 
