@@ -84,7 +84,7 @@ async def test_postgres_reads_leave_no_transaction_open(
 ) -> None:
     """A reader that holds its connection across its own awaits must not hold a transaction too
     (an "idle in transaction" session keeps VACUUM from cleaning up and costs two round trips)."""
-    from tests.support.databases import fresh_database_url
+    from support.databases import fresh_database_url
 
     url = await fresh_database_url("postgres", tmp_path, request)
     db = Database.from_url(url, pool_size=2)

@@ -72,6 +72,9 @@ async def serve_app(
     `extend(app)` may add routes first (to raise what no real route can raise yet);
     `settings_fields`: Settings fields (e.g. tenant_limits, cors_origins), as the environment would."""
     settings = Settings(data_dir=data_dir, _env_file=None, **settings_fields)  # type: ignore[call-arg]
+    # Before create_app: building routes makes pydantic schemas, whose warning filters the other
+    # app's OpenAPI thread may be swapping at that moment (catch_warnings is process-wide).
+    await _openapi_settled(list(_LIVE_APPS))
     app = create_app(
         settings,
         registry=registry or AppRegistry.discover(),
@@ -81,7 +84,6 @@ async def serve_app(
     )
     if extend is not None:
         extend(app)
-    await _openapi_settled(list(_LIVE_APPS))
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False)
