@@ -10,6 +10,7 @@ lower-level `AgentCall` (their own prompts, retries, a variant index for N versi
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -94,12 +95,23 @@ def as_messages(prompt: Prompt, system: str | None = None) -> list[Message]:
 class LLMHandle:
     """One step's `ctx.llm` (`flow.StepLLM`); every call it makes is recorded in `run`."""
 
-    __slots__ = ("_ctx", "_shared", "run")
+    __slots__ = ("_ctx_ref", "_shared", "run")
 
     def __init__(self, shared: RunLLM, ctx: StepContext[Any]) -> None:
         self._shared = shared
-        self._ctx = ctx
+        # Weak: the step's context holds this handle (`ctx.llm` is made once), and a strong link
+        # back made every step a reference cycle. Only the collector frees those, full collections
+        # are rare on purpose (storyloom.gctune), and a busy worker kept minutes of finished jobs'
+        # texts in memory.
+        self._ctx_ref = weakref.ref(ctx)
         self.run = AgentRun(agent=ctx.name)
+
+    @property
+    def _ctx(self) -> StepContext[Any]:
+        ctx = self._ctx_ref()
+        if ctx is None:
+            raise FlowError("a step's model handle was used after its step ended")
+        return ctx
 
     def agent(
         self,

@@ -75,10 +75,12 @@ def _patch_from_flags(**flags: Any) -> dict[str, Any]:
 def _run(host: str, port: int, config_path: Path | None, patch: dict[str, Any], log_level: str) -> None:
     import uvicorn
 
+    from storyloom.heap import limit_arenas
     from storyloom.sim.config import SimConfig, load_sim_config
     from storyloom.sim.embedded import bind_socket, uvicorn_config
     from storyloom.sim.server import create_sim_app
 
+    limit_arenas()  # a long-lived server process, like the API's (storyloom.heap)
     base = load_sim_config(config_path) if config_path is not None else SimConfig()
     cfg = base.patched(patch) if patch else base
     try:

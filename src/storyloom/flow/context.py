@@ -119,7 +119,7 @@ class StepContext(Generic[DepsT]):
     `StepContext[MyDeps]` to have it typed, as pydantic-ai's `RunContext[Deps]`.
     """
 
-    __slots__ = ("_llm", "_run", "deps", "inputs", "name", "path", "run_id", "run_input")
+    __slots__ = ("__weakref__", "_llm", "_run", "deps", "inputs", "name", "path", "run_id", "run_input")
 
     # Positional on purpose: the engine makes one per step, on the hot path.
     def __init__(

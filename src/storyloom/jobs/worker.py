@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import socket
 import time
@@ -30,6 +29,7 @@ import psutil
 
 from storyloom import tracing
 from storyloom.errors import is_permanent
+from storyloom.heap import HeapTrimmer
 from storyloom.jobs.context import Handler, JobContext
 from storyloom.jobs.durable import DurableCheckpoints, GroupCommitWriter, JobEventSink
 from storyloom.jobs.models import Job
@@ -42,14 +42,6 @@ from storyloom.store.database import Database
 __all__ = ["Worker", "WorkerConfig"]
 
 _log = get_logger("storyloom.jobs.worker")
-_TRIM_AFTER_JOBS = 50  # runs ended since the last trim, when the worker goes idle
-
-
-def _trim_heap() -> None:
-    """Give freed heap pages back to the OS after a burst (glibc keeps them otherwise, and a
-    worker's RSS would stay at its busiest hour's). A no-op where there is no glibc."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,7 +89,8 @@ class Worker:
         self.completed = 0
         self.failed = 0
         self.started = 0
-        self._ended_since_trim = 0
+        # Freed pages back to the OS after bursts and under steady load (storyloom.heap).
+        self._trimmer = HeapTrimmer()
 
     @property
     def running(self) -> int:
@@ -174,6 +167,7 @@ class Worker:
             await asyncio.sleep(self.config.heartbeat_s)
             if not self._runs:
                 continue
+            self._trimmer.maybe_trim()
             # Judge only the jobs this beat asked about: a job claimed while the UPDATE was in flight
             # is absent from the reply but its fresh lease is fine (treating it as lost cost attempts).
             sent = list(self._runs)
@@ -312,10 +306,9 @@ class Worker:
             if callable(job_ended):
                 with contextlib.suppress(Exception):
                     job_ended(job.id)
-            self._ended_since_trim += 1
-            if not self._runs and self._ended_since_trim >= _TRIM_AFTER_JOBS:
-                self._ended_since_trim = 0
-                _trim_heap()
+            self._trimmer.done()
+            if not self._runs:
+                self._trimmer.maybe_trim(idle=True)
             self._slot_freed.set()
 
     async def _after_cancel(self, job: Job, log: Any) -> None:

@@ -61,6 +61,7 @@ async def run_api_child(spec: ChildSpec) -> None:
     from storyloom.api.app import create_app
     from storyloom.commands._settings import load_settings
     from storyloom.gctune import tune_gc
+    from storyloom.heap import limit_arenas
     from storyloom.jobs.events import EventHub
     from storyloom.jobs.queue import JobQueue
     from storyloom.jobs.wake import listen_for_wakes
@@ -70,6 +71,7 @@ async def run_api_child(spec: ChildSpec) -> None:
     from storyloom.store.database import Database
     from storyloom.tracing import configure_tracing, shutdown_tracing
 
+    limit_arenas()  # before the database starts its threads (storyloom.heap)
     settings = load_settings(data_dir=None, database_url=None)  # the parent set both in the env
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

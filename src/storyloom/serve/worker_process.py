@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack
 
 from storyloom.config import Settings
 from storyloom.gctune import tune_gc
+from storyloom.heap import limit_arenas
 from storyloom.jobs.hub import hub_backend_from_url
 from storyloom.jobs.wake import WakeSender, parse_wake_urls
 from storyloom.jobs.worker import Worker, WorkerConfig
@@ -28,6 +29,7 @@ async def run_worker_process(
     """Migrate, build the shared services, run until SIGTERM/SIGINT, then drain and close."""
     from storyloom.runner import app_handlers, build_services, install_schedules, warm_up
 
+    limit_arenas()  # before the database starts its threads (storyloom.heap)
     async with AsyncExitStack() as stack:
         if configure_tracing(endpoint=settings.otel_endpoint, service_name=settings.otel_service_name):
             stack.callback(shutdown_tracing)

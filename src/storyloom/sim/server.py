@@ -77,7 +77,7 @@ class _Client:
         self._loop = asyncio.get_running_loop()
         self.gone = False
         self._waiter: asyncio.Future[None] | None = None
-        self._task = self._loop.create_task(self._watch(receive))
+        self._task: asyncio.Task[None] | None = self._loop.create_task(self._watch(receive))
 
     async def _watch(self, receive: Receive) -> None:
         while True:
@@ -105,7 +105,11 @@ class _Client:
         return not self.gone
 
     def close(self) -> None:
-        self._task.cancel()
+        # Cancelled, the task keeps its CancelledError, whose traceback holds `_watch`'s frame and
+        # so `self`: holding the task too made every request a cycle for the collector to find.
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
