@@ -56,8 +56,12 @@ def stricter(messages: list[Message], language: str) -> list[Message]:
     return [*messages, {"role": "user", "content": note}]
 
 
+@functools.cache
 def schema_block(model: type[BaseModel], language: str = "en") -> str:
-    """The instruction and fenced schema a prompt ends with (the simulator and humans read it)."""
+    """The instruction and fenced schema a prompt ends with (the simulator and humans read it).
+
+    Cached: pydantic builds a schema anew on every call (about a millisecond, and a reference
+    cycle in its generator that only the collector frees)."""
     schema = json.dumps(prompt_schema(model), ensure_ascii=False)
     return f"{_ASK.get(language, _ASK['en'])}\n```json\n{schema}\n```"
 

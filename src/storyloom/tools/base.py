@@ -10,6 +10,7 @@ error (seed 003's tool executor returns `{"degraded": true}` and the conversatio
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -144,12 +145,7 @@ class Tool(Generic[In]):
         """The input's JSON schema as function-calling `parameters` (no titles: less prompt)."""
         if self.schema is not None:
             return dict(self.schema)
-        schema = self.input.model_json_schema()
-        schema.pop("title", None)
-        for prop in (schema.get("properties") or {}).values():
-            if isinstance(prop, dict):
-                prop.pop("title", None)
-        return schema
+        return dict(_input_schema(self.input))
 
     def spec(self) -> dict[str, Any]:
         """The OpenAI `tools` entry: {"type": "function", "function": {name, description, parameters}}."""
@@ -240,3 +236,15 @@ class ToolArgumentsError(InputError):
 
 class ToolNotFoundError(NotFoundError):
     """No tool of that name is registered."""
+
+
+@functools.cache
+def _input_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """Built once per input model: pydantic builds it anew on every call (about a millisecond a
+    tool, on every model call that offers tools)."""
+    schema = model.model_json_schema()
+    schema.pop("title", None)
+    for prop in (schema.get("properties") or {}).values():
+        if isinstance(prop, dict):
+            prop.pop("title", None)
+    return schema
