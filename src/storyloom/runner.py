@@ -244,14 +244,18 @@ class AppJob(Generic[InputT]):
         self.degraded.append({"step": step, "reason": reason})
 
 
+# Built once: a per-call `in_(...)` leaves a reference cycle in SQLAlchemy's clones for every job.
+_DEGRADED_EVENTS = sa.select(events.c.step, events.c.kind, events.c.data).where(
+    events.c.job_id == sa.bindparam("job_id", type_=sa.String()),
+    sa.or_(events.c.kind == "step.degraded", events.c.kind == "tool"),
+)
+
+
 async def _degraded_before(db: Database, job_id: str) -> list[dict[str, str]]:
     """Degradations recorded in the job's events: steps of earlier attempts (they come back
     restored, not re-run), and every tool call that answered degraded (`tool <name>: <reason>`)."""
-    query = sa.select(events.c.step, events.c.kind, events.c.data).where(
-        events.c.job_id == job_id, events.c.kind.in_(("step.degraded", "tool"))
-    )
     async with db.read() as conn:
-        rows = (await conn.execute(query)).all()
+        rows = (await conn.execute(_DEGRADED_EVENTS, {"job_id": job_id})).all()
     out = []
     for step, kind, data in rows:
         data = data or {}

@@ -111,7 +111,7 @@ async def _drained(gateway: Any) -> None:
 
 
 def _own_garbage() -> list[str]:
-    """Type names of storyloom objects that only the cycle collector could free."""
+    """Type names of storyloom's and SQLAlchemy's objects that only the cycle collector could free."""
     import gc
 
     gc.set_debug(gc.DEBUG_SAVEALL)
@@ -121,7 +121,7 @@ def _own_garbage() -> list[str]:
     finally:
         gc.garbage.clear()
         gc.set_debug(0)
-    return sorted({type(o).__qualname__ for o in garbage if type(o).__module__.startswith("storyloom")})
+    return sorted({type(o).__qualname__ for o in garbage if type(o).__module__.startswith(("storyloom", "sqlalchemy"))})
 
 
 @pytest.mark.slow  # chapter jobs against the simulator

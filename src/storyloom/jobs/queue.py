@@ -79,6 +79,27 @@ _TAKE = (
     )
 )
 _TAKE_RETURNING = _TAKE.returning(jobs.c.id)
+
+# Built once with expanding parameters: a `col.in_(list)` built per call is cloned while it is
+# compiled, and the clones form reference cycles that only a full collection frees (per claim and
+# per heartbeat: a long-lived worker's memory grew with them).
+_IDS: sa.BindParameter[list[str]] = sa.bindparam("ids", expanding=True)
+_LAST_SEQS = (
+    sa.select(events.c.job_id, sa.func.max(events.c.seq))
+    .where(events.c.job_id.in_(_IDS))
+    .group_by(events.c.job_id)
+)
+_WITH_CHECKPOINTS = sa.select(checkpoints.c.run_id).where(checkpoints.c.run_id.in_(_IDS)).distinct()
+_HEARTBEAT_OWN = sa.and_(
+    jobs.c.lease_owner == sa.bindparam("owner", type_=sa.String()),
+    jobs.c.status == JobStatus.RUNNING.value,
+    jobs.c.id.in_(_IDS),
+)
+_HEARTBEAT_RENEW = (
+    sa.update(jobs).where(_HEARTBEAT_OWN).values(lease_expires_at=sa.bindparam("expires", type_=sa.Double()))
+)
+_HEARTBEAT_OWNED = sa.select(jobs.c.id).where(_HEARTBEAT_OWN)
+_HEARTBEAT_CANCELS = sa.select(jobs.c.id).where(_HEARTBEAT_OWN, jobs.c.cancel_requested.is_(True))
 # (owner, claim time) names one claim: one worker claims one batch at a time.
 _MINE = sa.select(sa.func.json_group_array(jobs.c.id)).where(
     jobs.c.lease_owner == sa.bindparam("owner", type_=sa.String()), jobs.c.updated_at == _NOW
@@ -346,23 +367,10 @@ class JobQueue:
         """Per job: its last event seq and whether it has any checkpoint, in two queries in all."""
         if not job_ids:
             return {}
+        params = {"ids": job_ids}
         async with self.db.read() as conn:
-            seqs = dict(
-                (
-                    await conn.execute(
-                        sa.select(events.c.job_id, sa.func.max(events.c.seq))
-                        .where(events.c.job_id.in_(job_ids))
-                        .group_by(events.c.job_id)
-                    )
-                ).all()
-            )
-            stored = set(
-                (
-                    await conn.scalars(
-                        sa.select(checkpoints.c.run_id).where(checkpoints.c.run_id.in_(job_ids)).distinct()
-                    )
-                ).all()
-            )
+            seqs = dict((await conn.execute(_LAST_SEQS, params)).all())
+            stored = set((await conn.scalars(_WITH_CHECKPOINTS, params)).all())
         return {job_id: (int(seqs.get(job_id) or 0), job_id in stored) for job_id in job_ids}
 
     async def heartbeat(
@@ -374,22 +382,36 @@ class JobQueue:
         without bookkeeping expires instead of being renewed forever.
         """
         asked = list(job_ids) if job_ids is not None else None
-        cond = [jobs.c.lease_owner == worker_id, jobs.c.status == JobStatus.RUNNING.value]
         if asked is not None:
-            cond.append(jobs.c.id.in_(asked))
+            return await self._heartbeat_of(worker_id, lease_s, asked)
+        cond = [jobs.c.lease_owner == worker_id, jobs.c.status == JobStatus.RUNNING.value]
         renew = sa.update(jobs).where(*cond).values(lease_expires_at=time.time() + lease_s)
 
         # No RETURNING of every renewed row: on SQLite each returned row re-takes the GIL, with the
         # write lock held (see store.bulk). Usually every job is still owned: one UPDATE, one
         # SELECT that finds no cancel request.
         async def tx(conn: AsyncConnection) -> Heartbeat:
-            renewed = (await conn.execute(renew)).rowcount
-            if asked is not None and renewed == len(set(asked)):
-                owned = frozenset(asked)
-            else:
-                owned = frozenset((await conn.scalars(sa.select(jobs.c.id).where(*cond))).all())
+            await conn.execute(renew)
+            owned = frozenset((await conn.scalars(sa.select(jobs.c.id).where(*cond))).all())
             cancels = sa.select(jobs.c.id).where(*cond, jobs.c.cancel_requested.is_(True))
             return Heartbeat(owned=owned, cancel_requested=frozenset((await conn.scalars(cancels)).all()))
+
+        return await self.db.transaction(tx)
+
+    async def _heartbeat_of(self, worker_id: str, lease_s: float, asked: list[str]) -> Heartbeat:
+        """The worker's beat: only the runs it has, through statements built once."""
+        params = {"owner": worker_id, "ids": asked}
+
+        async def tx(conn: AsyncConnection) -> Heartbeat:
+            renewed = (
+                await conn.execute(_HEARTBEAT_RENEW, {**params, "expires": time.time() + lease_s})
+            ).rowcount
+            if renewed == len(set(asked)):
+                owned = frozenset(asked)
+            else:
+                owned = frozenset((await conn.scalars(_HEARTBEAT_OWNED, params)).all())
+            cancels = (await conn.scalars(_HEARTBEAT_CANCELS, params)).all()
+            return Heartbeat(owned=owned, cancel_requested=frozenset(cancels))
 
         return await self.db.transaction(tx)
 

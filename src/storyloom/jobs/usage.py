@@ -62,27 +62,33 @@ def usage_row(
     }
 
 
+_IS_TOOL = usage.c.model.like("tool:%")
+# Built once, with an expanding parameter: a per-call `in_(list)` leaves a reference cycle in
+# SQLAlchemy's clones for every job (see jobs.queue).
+_USAGE_OF_JOBS = (
+    sa.select(
+        usage.c.job_id,
+        sa.func.sum(sa.case((_IS_TOOL, 0), else_=usage.c.calls)),
+        sa.func.sum(sa.case((_IS_TOOL, usage.c.calls), else_=0)),
+        sa.func.sum(usage.c.prompt_tokens),
+        sa.func.sum(usage.c.completion_tokens),
+        sa.func.sum(usage.c.cached_tokens),
+        sa.func.sum(usage.c.cost_usd),
+    )
+    .where(usage.c.job_id.in_(sa.bindparam("ids", expanding=True)))
+    .group_by(usage.c.job_id)
+)
+
+
 async def job_usage(db: Database, job_ids: list[str]) -> dict[str, JobUsage]:
     """Each job's summed usage (jobs without a call get zeros)."""
     out = {job_id: JobUsage() for job_id in job_ids}
     if not job_ids:
         return out
-    is_tool = usage.c.model.like("tool:%")
-    query = (
-        sa.select(
-            usage.c.job_id,
-            sa.func.sum(sa.case((is_tool, 0), else_=usage.c.calls)),
-            sa.func.sum(sa.case((is_tool, usage.c.calls), else_=0)),
-            sa.func.sum(usage.c.prompt_tokens),
-            sa.func.sum(usage.c.completion_tokens),
-            sa.func.sum(usage.c.cached_tokens),
-            sa.func.sum(usage.c.cost_usd),
-        )
-        .where(usage.c.job_id.in_(job_ids))
-        .group_by(usage.c.job_id)
-    )
     async with db.read() as conn:
-        for job_id, calls, tool_calls, pt, ct, cached, cost in await conn.execute(query):
+        for job_id, calls, tool_calls, pt, ct, cached, cost in await conn.execute(
+            _USAGE_OF_JOBS, {"ids": job_ids}
+        ):
             out[job_id] = JobUsage(
                 int(calls or 0),
                 Usage(int(pt or 0), int(ct or 0), int(cached or 0)),

@@ -95,19 +95,22 @@ async def park(
     return JobStatus.PENDING if met else JobStatus.WAITING
 
 
+# Built once (on every job's end): a per-call `in_(list)` leaves a reference cycle in SQLAlchemy's
+# clones that only a full collection frees.
+_PARENTS_OF = (
+    sa.select(jobs.c.parent_id)
+    .where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)), jobs.c.parent_id.is_not(None))
+    .distinct()
+)
+
+
 async def wake_parents(conn: AsyncConnection, ended_ids: list[str], now: float) -> list[str]:
     """Re-queue the parents, waiting for their children, whose last unfinished child just ended."""
     from storyloom.jobs.queue import append_event
 
     if not ended_ids:
         return []
-    parents = (
-        await conn.scalars(
-            sa.select(jobs.c.parent_id)
-            .where(jobs.c.id.in_(ended_ids), jobs.c.parent_id.is_not(None))
-            .distinct()
-        )
-    ).all()
+    parents = (await conn.scalars(_PARENTS_OF, {"ids": ended_ids})).all()
     woken: list[str] = []
     for parent_id in sorted(p for p in parents if p is not None):  # sorted: one lock order
         row = (

@@ -29,6 +29,7 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from storyloom.errors import ConfigError
+from storyloom.heap import HeapTrimmer
 from storyloom.llm.tokens import estimate_tokens
 from storyloom.sim.answer import Answer, build_answer, content_key, keyed_rng, mangle_json, wants_json
 from storyloom.sim.config import SimConfig
@@ -152,6 +153,9 @@ class _ChatEndpoint:
 
     def __init__(self, state: SimState) -> None:
         self.state = state
+        # Its caches churn long texts through malloc: hand freed pages back now and then, as a
+        # worker does (storyloom.heap), or a long soak reads the churn as growth.
+        self._trimmer = HeapTrimmer()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()
@@ -176,6 +180,8 @@ class _ChatEndpoint:
             await _send_simple(send, 400, error_body(400, parsed))
             return
         await self._answer(parsed, t0, receive, send, _bearer(scope))
+        self._trimmer.done()
+        self._trimmer.maybe_trim()
 
     async def _answer(
         self, body: dict[str, Any], t0: float, receive: Receive, send: Send, api_key: str | None = None
