@@ -139,13 +139,20 @@ def test_a_killed_worker_resumes_the_book_at_the_chapter_in_flight(served: Serve
         run_id = r.json()["id"]
         run = _until(client, book_id, run_id, lambda x: x["chapter"] == 2 and x["job_id"] is not None)
         job_id = run["job_id"]
-        deadline = time.monotonic() + 60
-        while client.get(f"/api/jobs/{job_id}").json()["status"] != "running":
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        time.sleep(0.4)  # some of chapter 2's steps are done, not all
-        for pid in served.pids("workers"):
-            psutil.Process(pid).kill()
+        # Chapter 2 at a slower pace, so the kill lands inside it even on a loaded machine (at the
+        # module's pace a chapter can end between two polls).
+        _sim_pace(served, ttft_s=0.2, tokens_per_s=300)
+        try:
+            deadline = time.monotonic() + 60
+            while client.get(f"/api/jobs/{job_id}").json()["status"] != "running":
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            time.sleep(0.4)  # some of chapter 2's steps are done, not all
+            assert client.get(f"/api/jobs/{job_id}").json()["status"] == "running"
+            for pid in served.pids("workers"):
+                psutil.Process(pid).kill()
+        finally:
+            _sim_pace(served, ttft_s=0.02, tokens_per_s=4000)
         done = _until(client, book_id, run_id, lambda x: x["status"] in {"completed", "failed"}, 180)
         assert done["status"] == "completed" and done["done"] == 4, done
         job = client.get(f"/api/jobs/{job_id}").json()
@@ -161,6 +168,13 @@ def test_a_killed_worker_resumes_the_book_at_the_chapter_in_flight(served: Serve
         assert [c["state"] for c in chapters] == ["chosen"] * 4
         versions = client.get(f"/api/books/{book_id}/chapters/2/versions").json()
         assert len(versions) == 2  # the re-run overwrote its own versions, nothing doubled
+
+
+def _sim_pace(served: ServeProcess, *, ttft_s: float, tokens_per_s: float) -> None:
+    root = served.simulator_root()
+    assert root is not None
+    patch = {"default": {"ttft_s": ttft_s, "tokens_per_s": tokens_per_s}}
+    httpx.post(f"{root}/sim/config", json=patch, timeout=10).raise_for_status()
 
 
 def _lines(client: httpx.Client, job_id: str) -> list[str]:
