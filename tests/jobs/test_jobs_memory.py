@@ -121,7 +121,8 @@ def _own_garbage() -> list[str]:
     finally:
         gc.garbage.clear()
         gc.set_debug(0)
-    return sorted({type(o).__qualname__ for o in garbage if type(o).__module__.startswith(("storyloom", "sqlalchemy"))})
+    owners = ("storyloom", "sqlalchemy")
+    return sorted({type(o).__qualname__ for o in garbage if type(o).__module__.startswith(owners)})
 
 
 @pytest.mark.slow  # chapter jobs against the simulator
