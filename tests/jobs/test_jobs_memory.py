@@ -26,10 +26,13 @@ def _per_job_keys(gateway: Gateway) -> int:
 
 
 async def _run_batch(queue: JobQueue, n: int, start: int) -> None:
-    ids = [
-        (await queue.submit("bench-echo", {"input": {"question": f"question {start + i}?"}})).id
-        for i in range(n)
-    ]
+    inputs = [{"question": f"question {start + i}?"} for i in range(n)]
+    await _run_jobs(queue, "bench-echo", inputs)
+
+
+async def _run_jobs(queue: JobQueue, kind: str, inputs: list[dict[str, Any]]) -> None:
+    """Submit one job of `kind` per input and wait (bounded) until all of them completed."""
+    ids = [(await queue.submit(kind, {"input": one})).id for one in inputs]
     deadline = time.monotonic() + 60
     while True:
         jobs = [await queue.get(i) for i in ids]
@@ -147,15 +150,7 @@ async def test_finished_chapter_jobs_leave_no_reference_cycles(tmp_path: Path, s
     async def chapters(n: int) -> None:
         chapter = {"overall_outline": "A courier on the river.", "target_length": 300, "language": "en"}
         inputs = [{**chapter, "chapter_outline": f"Stranger {i}.", "versions": 2} for i in range(n)]
-        ids = [(await queue.submit("novel", {"input": one})).id for one in inputs]
-        deadline = time.monotonic() + 60
-        while True:
-            jobs = [await queue.get(i) for i in ids]
-            if all(j.status.is_terminal for j in jobs):
-                break
-            assert time.monotonic() < deadline, "the chapters did not finish"
-            await asyncio.sleep(0.05)
-        assert [j.status for j in jobs] == [JobStatus.COMPLETED] * n, [j.error for j in jobs]
+        await _run_jobs(queue, "novel", inputs)
 
     try:
         await chapters(2)  # caches and first-use state are not what this test is about
