@@ -131,7 +131,10 @@ class GroupCommitWriter:
     async def commit_with(self, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run `fn(conn)` in the commit of everything added before this call, after those rows,
         and return its result once committed: a job's completion lands with its last events, one
-        commit and one hand-over instead of a flush and then a transaction of its own."""
+        commit and one hand-over instead of a flush and then a transaction of its own.
+
+        An `fn` with a `run_batch(conn, fns)` attribute (a job's `Completion`) runs together with
+        the other finals of this commit that have the same one, one call for all of them."""
         await self._ensure_running()
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         with self._lock:
@@ -210,8 +213,18 @@ class GroupCommitWriter:
             if calls:  # a few per step: executemany is cheap next to the events
                 await conn.execute(sa.insert(usage), calls)
             results.clear()  # a rolled-back try of this batch left its results here
-            for fn, _ in finals:
-                results.append(await fn(conn))
+            i = 0
+            while i < len(finals):  # consecutive finals of one batchable kind: one call for all
+                run_batch = _batch_runner(finals[i][0])
+                if run_batch is None:
+                    results.append(await finals[i][0](conn))
+                    i += 1
+                    continue
+                j = i + 1
+                while j < len(finals) and _batch_runner(finals[j][0]) == run_batch:
+                    j += 1
+                results.extend(await run_batch(conn, [fn for fn, _ in finals[i:j]]))
+                i = j
 
         return commit
 
@@ -224,6 +237,12 @@ class GroupCommitWriter:
         self.checkpoints_committed += len(batch.checkpoints)
         for row in batch.events:
             COMMIT_LAG.observe(max(0.0, now - row["ts"]))
+
+
+def _batch_runner(fn: Callable[[AsyncConnection], Awaitable[Any]]) -> Any:
+    """A final's `run_batch(conn, fns) -> results` if it has one (`jobs.completions.Completion`):
+    the finals of one commit that share it run in one call, each still getting its own result."""
+    return getattr(fn, "run_batch", None)
 
 
 def _resolve(waiters: list[asyncio.Future[None]], exc: BaseException | None) -> None:
