@@ -117,9 +117,36 @@ async def test_client_reads_events_split_across_blocks_with_crlf_and_comments() 
         deltas: list[str] = []
         r = await c.chat(req(), deltas.append)
         await c.aclose()
-    assert deltas == ["Once ", "upon a ", "time"]
+    assert "".join(deltas) == "Once upon a time" and all(deltas)
     assert r.text == "Once upon a time" and r.finish_reason == "stop"
     assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (5, 3)
+
+
+async def test_a_block_of_several_chunks_is_one_delta_and_text_before_a_bad_chunk_gets_through() -> None:
+    """A read that holds several chunks calls the delta callback once with their joined text; a
+    malformed chunk after some text still lets that text reach the caller before the error."""
+    good = _wire(chunk("Once "), chunk("upon a "), chunk("time"))
+    end = _wire(chunk(finish="stop")) + b"data: [DONE]\n\n"
+
+    async def whole(body: dict[str, Any]) -> Response:
+        return _raw([good + end], 0.01)
+
+    async def broken(body: dict[str, Any]) -> Response:
+        return _raw([good + b"data: {not json\n\n" + end], 0.01)
+
+    async with serve(whole) as (url, _):
+        c = HttpModelClient(url, None)
+        deltas: list[str] = []
+        r = await c.chat(req(), deltas.append)
+        await c.aclose()
+    assert deltas == ["Once upon a time"] and r.text == "Once upon a time"
+    async with serve(broken) as (url, _):
+        c = HttpModelClient(url, None)
+        deltas = []
+        with pytest.raises(BadResponseError, match="not JSON"):
+            await c.chat(req(), deltas.append)
+        await c.aclose()
+    assert deltas == ["Once upon a time"]
 
 
 async def test_a_line_past_the_limit_is_a_bad_response(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -165,10 +192,12 @@ async def test_paced_reads_take_several_chunks_per_read_and_lose_nothing() -> No
     async with serve(h) as (url, _):
         texts, times, text = await _timed_chat(url, pace=True)
         plain_texts, plain_times, _ = await _timed_chat(url, pace=False)
-    assert texts == plain_texts == words and text == "".join(words)
+    assert "".join(texts) == "".join(plain_texts) == text == "".join(words)
     # ~0.3 s of chunks every 10 ms: read as they come, they arrive at about 30 moments; on 0.1 s
-    # ticks, at about 4 (the first token at once, then one read per tick).
+    # ticks, at about 4 (the first token at once, then one read per tick), each read's chunks
+    # delivered as one text.
     assert _arrivals(times, 0.004) <= 7 < _arrivals(plain_times, 0.004)
+    assert len(texts) <= 7 < len(plain_texts)
     assert pacing.ticks >= 2 and pacing.streams == 0
 
 

@@ -508,13 +508,24 @@ class _StreamAnswer:
         self.calls = _ToolCallParts()
 
     def take_all(self, payloads: list[bytes]) -> bool:
-        """Apply a block's payloads in order; True once `[DONE]` is among them (the rest is moot)."""
-        for data in payloads:
-            if data == b"[DONE]":
-                self.done = True
-                return True
-            self._take(data)
-        return False
+        """Apply a block's payloads in order; True once `[DONE]` is among them (the rest is moot).
+
+        The block's text goes to `on_delta` once, joined: a paced read holds several chunks, and
+        each delivery runs the gateway's, the agent's and the step's callbacks and the coalescer
+        (profiled at 200 chapter jobs: that chain per chunk was ~6% of a worker). A chunk that
+        fails still lets the text before it through first."""
+        start = len(self.parts)
+        try:
+            for data in payloads:
+                if data == b"[DONE]":
+                    self.done = True
+                    return True
+                self._take(data)
+            return False
+        finally:
+            parts = self.parts
+            if self._on_delta is not None and len(parts) > start:
+                self._on_delta(parts[start] if len(parts) == start + 1 else "".join(parts[start:]))
 
     def _take(self, data: bytes) -> None:
         name = self._name
@@ -542,9 +553,7 @@ class _StreamAnswer:
             text = delta.get("content")
             if text:
                 self._first_token()
-                self.parts.append(text)
-                if self._on_delta is not None:
-                    self._on_delta(text)
+                self.parts.append(text)  # delivered by take_all, once per block
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
                 self._first_token(timed=False)  # an empty answer: still a complete one, no TTFT
