@@ -129,3 +129,49 @@ async def test_event_reads_by_id_by_seq_and_for_many_jobs_at_once(db: Database) 
     }  # fmt: skip
     assert all(isinstance(r[5], float) and r[6] == {"n": r[2]} for rows in many.values() for r in rows)
     assert many["a"] == [r for r in everything if r[1] == "a"][:3]
+
+
+def _job_row(job_id: str, key: str | None, **over: Any) -> dict[str, Any]:
+    now = time.time()
+    return {
+        "id": job_id, "kind": "k", "status": "pending", "priority": 5, "tenant": "t",
+        "payload": {"p": VALUES}, "idempotency_key": key, "parent_id": None, "depends_on": None,
+        "attempts": 0, "max_attempts": 3,
+        "run_at": now, "created_at": now, "updated_at": now, "cancel_requested": False, **over,
+    }  # fmt: skip
+
+
+async def test_jobs_insert_skips_a_taken_key_and_says_what_it_inserted(db: Database) -> None:
+    from storyloom.store.bulk import existing_job_ids, insert_jobs
+    from storyloom.store.schema import jobs
+
+    rows = [_job_row("a", "k1"), _job_row("b", "k1"), _job_row("c", None), _job_row("d", None, run_at=7)]
+
+    async def write(conn: AsyncConnection) -> tuple[set[str] | None, set[str]]:
+        told = await insert_jobs(db, conn, Rows(db, rows))
+        return told, await existing_job_ids(conn, [r["id"] for r in rows])
+
+    told, stored = await db.transaction(write)
+    assert stored == {"a", "c", "d"}  # the first of a key wins
+    if db.dialect == "postgresql":  # in the INSERT's own RETURNING: no look-up after it
+        assert told == stored
+    async with db.read() as conn:
+        got = {r.id: r for r in await conn.execute(sa.select(jobs))}
+    assert got["a"].payload == {"p": VALUES} and got["d"].run_at == 7.0
+    assert got["c"].cancel_requested is False and got["c"].idempotency_key is None
+
+
+async def test_a_value_too_long_for_its_column_is_refused_not_cut(db: Database) -> None:
+    import pytest
+
+    from storyloom.errors import StoreError
+    from storyloom.store.bulk import insert_jobs
+
+    if db.dialect != "postgresql":
+        pytest.skip("SQLite does not enforce VARCHAR lengths")
+
+    async def write(conn: AsyncConnection) -> None:
+        await insert_jobs(db, conn, Rows(db, [_job_row("x", None, kind="k" * 41)]))
+
+    with pytest.raises(StoreError):
+        await db.transaction(write)

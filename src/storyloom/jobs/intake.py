@@ -166,8 +166,9 @@ async def _write(
 ) -> list[_Outcome]:
     """One transaction for a batch: insert, keep what the caps and the backlog allow, look up
     repeated keys."""
-    await insert_jobs(db, conn, rows)
-    inserted = await existing_job_ids(conn, [row["id"] for row in rows.rows])
+    inserted = await insert_jobs(db, conn, rows)
+    if inserted is None:
+        inserted = await existing_job_ids(conn, [row["id"] for row in rows.rows])
     now = time.time()
     use = await _tenant_use(conn, caps, [r for r in rows.rows if r["id"] in inserted], now) if caps else {}
     allowed, before = len(inserted), 0

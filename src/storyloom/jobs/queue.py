@@ -79,7 +79,8 @@ _TAKE = (
         updated_at=_NOW,
     )
 )
-_TAKE_RETURNING = _TAKE.returning(jobs.c.id)
+# PostgreSQL: the claimed rows themselves (no second read by id; asyncpg returns rows in bulk).
+_TAKE_RETURNING = _TAKE.returning(*jobs.c)
 
 # Built once with expanding parameters: a `col.in_(list)` built per call is cloned while it is
 # compiled, and the clones form reference cycles that only a full collection frees (per claim and
@@ -91,6 +92,14 @@ _LAST_SEQS = (
     .group_by(events.c.job_id)
 )
 _WITH_CHECKPOINTS = sa.select(checkpoints.c.run_id).where(checkpoints.c.run_id.in_(_IDS)).distinct()
+# PostgreSQL: both in one statement, one index probe per job (`unnest`, a fixed text for any number
+# of ids). The IN-list form was a new statement per length and, planned on a young table, a
+# sequential scan of every event: half the server's CPU per no-op job in the queue bench.
+_PG_RUN_STARTS = sa.text(
+    "SELECT p.id, (SELECT MAX(e.seq) FROM job_events AS e WHERE e.job_id = p.id), "
+    "EXISTS (SELECT 1 FROM job_checkpoints AS c WHERE c.run_id = p.id) "
+    "FROM unnest(CAST(:ids AS VARCHAR[])) AS p(id)"
+)
 _HEARTBEAT_OWN = sa.and_(
     jobs.c.lease_owner == sa.bindparam("owner", type_=sa.String()),
     jobs.c.status == JobStatus.RUNNING.value,
@@ -330,29 +339,36 @@ class JobQueue:
         # Only the ids inside the write transaction, and on SQLite as one packed value: returning
         # every claimed row (payload and all) steps once per row, each step re-taking the GIL with
         # the write lock held (see store.bulk). The rows are read after the commit: they are ours.
-        async def tx(conn: AsyncConnection) -> list[str]:
+        async def tx(conn: AsyncConnection) -> list[str] | list[Job]:
             await reap_expired(conn, now, policy)
             if not is_sqlite:
-                return list((await conn.scalars(_TAKE_RETURNING, params)).all())
+                return [Job.from_row(r) for r in await conn.execute(_TAKE_RETURNING, params)]
             await conn.execute(_TAKE, params)
             return list(fastjson.loads(await conn.scalar(_MINE, params) or "[]"))
 
-        ids = await self.db.transaction(tx)
-        self._idle = not ids
-        if not ids:
+        taken = await self.db.transaction(tx)
+        self._idle = not taken
+        if not taken:
             return []
-        async with self.db.read() as conn:
-            rows = await jobs_by_ids(conn, ids)
-        claimed = [Job.from_mapping(r) for r in rows if r["lease_owner"] == worker_id]
+        if isinstance(taken[0], Job):
+            claimed = [j for j in taken if isinstance(j, Job)]
+        else:
+            async with self.db.read() as conn:
+                rows = await jobs_by_ids(conn, [i for i in taken if isinstance(i, str)])
+            claimed = [Job.from_mapping(r) for r in rows if r["lease_owner"] == worker_id]
         claimed.sort(key=lambda j: (-j.priority, j.run_at, j.created_at))
         return claimed
 
     async def run_starts(self, job_ids: list[str]) -> dict[str, tuple[int, bool]]:
-        """Per job: its last event seq and whether it has any checkpoint, in two queries in all."""
+        """Per job: its last event seq and whether it has any checkpoint, in two queries in all
+        (one on PostgreSQL)."""
         if not job_ids:
             return {}
         params = {"ids": job_ids}
         async with self.db.read() as conn:
+            if not self.db.is_sqlite:
+                rows = await conn.execute(_PG_RUN_STARTS, params)
+                return {job_id: (int(seq or 0), bool(has)) for job_id, seq, has in rows}
             seqs = dict((await conn.execute(_LAST_SEQS, params)).all())
             stored = set((await conn.scalars(_WITH_CHECKPOINTS, params)).all())
         return {job_id: (int(seqs.get(job_id) or 0), job_id in stored) for job_id in job_ids}
