@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from storyloom.api.metrics import observe_many
+from storyloom.api import metrics as api_metrics
+from storyloom.api.metrics import flush_observations, observe_many
 from storyloom.api.sse import EventLike, SseEvent, event_stream, format_event
 from storyloom.jobs.models import StoredEvent
 
@@ -32,6 +34,29 @@ def test_observing_a_batch_at_once_counts_as_observing_each() -> None:
     observe_many(h2, values)
     observe_many(h2, [])
     assert _samples(many) == _samples(one)
+
+
+async def test_batches_observed_in_a_loop_are_written_together_soon_and_before_a_scrape(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In the API's loop, observations wait up to FLUSH_EVERY_S and are then written at once, as
+    many batches as came meanwhile; a flush (what a scrape does first) writes them now."""
+    monkeypatch.setattr(api_metrics, "FLUSH_EVERY_S", 0.05)
+    one, many = CollectorRegistry(), CollectorRegistry()
+    h1 = Histogram("lag", "x", buckets=(0.005, 0.05, 0.5, 5), registry=one)
+    h2 = Histogram("lag", "x", buckets=(0.005, 0.05, 0.5, 5), registry=many)
+    batches = [[0.001, 0.2], [0.3, 9.0], [0.004]]
+    for batch in batches:
+        for v in batch:
+            h1.observe(v)
+        observe_many(h2, batch)
+    assert _samples(many)[("lag_count", "")] == 0  # not written yet
+    await asyncio.sleep(0.15)
+    assert _samples(many) == pytest.approx(_samples(one))  # the timer wrote them
+    h1.observe(0.02)
+    observe_many(h2, [0.02])
+    flush_observations()
+    assert _samples(many) == pytest.approx(_samples(one))
 
 
 def test_a_stored_events_frame_is_encoded_once() -> None:
