@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -108,5 +110,35 @@ async def test_postgres_reads_leave_no_transaction_open(
             await conn.execute(sa.text("SELECT 1"))
             async with db.read() as other:
                 assert await other.scalar(probe, {"db": name}) == 1
+    finally:
+        await db.close()
+
+
+async def test_a_sqlite_read_lane_keeps_its_connection_and_never_reads_a_stale_snapshot(
+    tmp_path: Path,
+) -> None:
+    """The hub's lane reuses one connection from poll to poll, yet each poll sees what was
+    committed since the last one (its read transaction ended), and an overlapping use gets a
+    connection of its own."""
+    db = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'lane.db'}")
+    try:
+        await db.migrate()
+        async with db.write() as conn:
+            await conn.execute(sa.text("CREATE TABLE t (n INTEGER)"))
+        lane = db.read_lane()
+        seen: list[object] = []
+        for n in range(3):
+            async with db.write() as conn:
+                await conn.execute(sa.text("INSERT INTO t VALUES (:n)"), {"n": n})
+            async with lane() as conn:
+                assert await conn.scalar(sa.text("SELECT count(*) FROM t")) == n + 1
+                seen.append(conn.sync_connection)  # type: ignore[attr-defined]
+                async with lane() as inner:
+                    assert inner.sync_connection is not seen[-1]  # type: ignore[attr-defined]
+                    assert await inner.scalar(sa.text("SELECT max(n) FROM t")) == n
+        assert seen[0] is seen[1] is seen[2]
+        # No snapshot left pinned: another connection's full checkpoint is not busy.
+        with contextlib.closing(sqlite3.connect(tmp_path / "lane.db", timeout=0.5)) as other:
+            assert other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
     finally:
         await db.close()

@@ -220,10 +220,12 @@ class Database:
         if engine is not self._read:
             self._lanes.append(engine)
 
+        connect = engine.connect_held if isinstance(engine, InlineEngine) else engine.connect
+
         @asynccontextmanager
         async def read() -> AsyncIterator[AsyncConnection]:
             try:
-                async with engine.connect() as conn:
+                async with connect() as conn:
                     yield conn
             except (SQLAlchemyError, OSError) as exc:
                 raise StoreError(f"database read failed: {type(exc).__name__}: {exc}") from exc

@@ -59,10 +59,12 @@ class InlineConnection:
 class InlineEngine:
     """A synchronous engine behind `AsyncEngine.connect()` / `dispose()`."""
 
-    __slots__ = ("sync_engine",)
+    __slots__ = ("_held", "_held_busy", "sync_engine")
 
     def __init__(self, sync_engine: sa.Engine) -> None:
         self.sync_engine = sync_engine
+        self._held: sa.Connection | None = None
+        self._held_busy = False
 
     @property
     def pool(self) -> sa.Pool:
@@ -78,9 +80,39 @@ class InlineEngine:
             yield InlineConnection(conn)
 
     @asynccontextmanager
+    async def connect_held(self) -> AsyncIterator[InlineConnection]:
+        """`connect()` for a frequent reader (the event hub's polls, ~100 a second): one connection
+        kept from use to use, its transaction ended after each (so no WAL snapshot stays pinned),
+        instead of a pool checkout, a `Connection` built and closed each time (a tenth of the API's
+        CPU at 200 streams). A use that overlaps another one gets a connection of its own."""
+        if self._held_busy:
+            async with self.connect() as own:
+                yield own
+            return
+        self._held_busy = True
+        try:
+            conn = self._held
+            if conn is None or conn.closed or conn.invalidated:
+                conn = self._held = self.sync_engine.connect()
+            try:
+                yield InlineConnection(conn)
+            finally:
+                try:
+                    conn.rollback()  # a read's implicit transaction; nothing to undo
+                except BaseException:
+                    self._held = None
+                    conn.close()
+                    raise
+        finally:
+            self._held_busy = False
+
+    @asynccontextmanager
     async def begin(self) -> AsyncIterator[InlineConnection]:
         with self.sync_engine.connect() as conn, conn.begin():
             yield InlineConnection(conn)
 
     async def dispose(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()
         self.sync_engine.dispose()
