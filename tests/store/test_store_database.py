@@ -45,7 +45,7 @@ async def test_racing_migrations_leave_exactly_the_declared_schema(db_url: str) 
             novel_version = await conn.scalar(sa.text("SELECT version_num FROM alembic_version_novel"))
         assert core == []  # the engine's chain creates exactly store/schema.py
         assert novel == []  # the novel's own chain creates exactly its tables
-        assert version == "0005" and novel_version == "novel_0010"
+        assert version == "0006" and novel_version == "novel_0010"
     finally:
         for d in dbs:
             await d.close()

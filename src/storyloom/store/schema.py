@@ -61,7 +61,6 @@ jobs = sa.Table(
     sa.Column("deltas_compacted", sa.Boolean, nullable=False, server_default=sa.false()),
     # NULL keys are distinct on both databases, so jobs without a key never collide.
     sa.UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idem"),
-    sa.Index("ix_jobs_claim", "status", "priority", "run_at"),
     sa.Index("ix_jobs_lease", "lease_owner"),
     sa.Index("ix_jobs_parent", "parent_id"),
     sa.Index("ix_jobs_depends", "depends_on"),
@@ -70,6 +69,10 @@ jobs = sa.Table(
     sa.Index("ix_jobs_tenant_status", "tenant", "status"),
     sa.Index("ix_jobs_tenant_created", "tenant", "created_at"),
 )
+
+# In the claim's order (`jobs.queue`: priority DESC, run_at, created_at), so a claim reads the first
+# runnable jobs instead of sorting all of them (migration 0006).
+sa.Index("ix_jobs_claim", jobs.c.status, jobs.c.priority.desc(), jobs.c.run_at, jobs.c.created_at)
 
 checkpoints = sa.Table(
     "job_checkpoints",
