@@ -85,11 +85,12 @@ def main() -> None:
     p.add_argument("--calls", type=int, default=400)
     p.add_argument("--min-tick", type=float, default=None, help="fix the read pacing's tick (s)")
     p.add_argument("--no-pace", action="store_true", help="read every chunk as it comes")
+    p.add_argument("--answer-tokens", type=int, default=120, help="tokens per answer (1: the fixed cost)")
     p.add_argument("--wait", type=float, default=0.0, help="seconds to sleep first (attach py-spy)")
     args = p.parse_args()
     sim_cfg = {
         "seed": 11,
-        "default": {"ttft_s": 2.0, "tokens_per_s": 60.0, "answer_tokens": 120, "jitter": 0.3},
+        "default": {"ttft_s": 2.0, "tokens_per_s": 60.0, "answer_tokens": args.answer_tokens, "jitter": 0.3},
         "chunk_interval_s": 0.02,
     }
     with SimProcess(sim_cfg, nice=10) as sim:
