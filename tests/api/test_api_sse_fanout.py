@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from storyloom.api import metrics as api_metrics
 from storyloom.api.metrics import flush_observations, observe_many
 from storyloom.api.sse import EventLike, SseEvent, event_stream, format_event
+from storyloom.jobs.metrics import observe_all
 from storyloom.jobs.models import StoredEvent
 
 
@@ -34,6 +35,11 @@ def test_observing_a_batch_at_once_counts_as_observing_each() -> None:
     observe_many(h2, values)
     observe_many(h2, [])
     assert _samples(many) == _samples(one)
+    now = CollectorRegistry()  # the worker's group commit writes its batch at once, unbuffered
+    h3 = Histogram("lag", "x", buckets=(0.005, 0.05, 0.5, 5), registry=now)
+    observe_all(h3, values)
+    observe_all(h3, [])
+    assert _samples(now) == _samples(one)
 
 
 async def test_batches_observed_in_a_loop_are_written_together_soon_and_before_a_scrape(

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storyloom.flow.types import Event
-from storyloom.jobs.metrics import COMMIT_LAG
+from storyloom.jobs.metrics import COMMIT_LAG, observe_all
 from storyloom.logs import get_logger
 from storyloom.store.bulk import Rows, insert_events, upsert_checkpoints
 from storyloom.store.database import Database
@@ -71,6 +71,7 @@ class GroupCommitWriter:
         self._pending = _Batch()
         self._lock = threading.Lock()
         self._has_work = threading.Condition(self._lock)
+        self._idle = False  # the thread waits on _has_work (set and read under _lock)
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._owner: asyncio.AbstractEventLoop | None = None  # where on_commit runs
@@ -101,13 +102,15 @@ class GroupCommitWriter:
     def add_event(self, row: dict[str, Any]) -> None:
         with self._lock:
             self._pending.events.append(row)
-            self._has_work.notify()
+            if self._idle:  # else the thread is committing or lingering and takes it next
+                self._has_work.notify()
 
     def add_usage(self, row: dict[str, Any]) -> None:
         """One model call's usage row (fire and forget, like events; `flush` waits for it)."""
         with self._lock:
             self._pending.usage.append(row)
-            self._has_work.notify()
+            if self._idle:
+                self._has_work.notify()
 
     async def save_checkpoint(self, run_id: str, step: str, value: Any) -> None:
         await self._ensure_running()
@@ -156,7 +159,9 @@ class GroupCommitWriter:
         """Wait for work, commit one batch; False once stopped with nothing left to commit."""
         with self._lock:
             while not self._has_pending() and not self._stopping:
+                self._idle = True
                 self._has_work.wait()
+                self._idle = False
             if not self._has_pending():
                 return False
         # Let a burst of rows join this commit, and commit at most every `min_interval_s`: each
@@ -235,8 +240,7 @@ class GroupCommitWriter:
         self.commits += 1
         self.rows_committed += len(batch.events) + len(batch.checkpoints)
         self.checkpoints_committed += len(batch.checkpoints)
-        for row in batch.events:
-            COMMIT_LAG.observe(max(0.0, now - row["ts"]))
+        observe_all(COMMIT_LAG, [max(0.0, now - row["ts"]) for row in batch.events])
 
 
 def _batch_runner(fn: Callable[[AsyncConnection], Awaitable[Any]]) -> Any:

@@ -4,10 +4,12 @@ under PROMETHEUS_MULTIPROC_DIR)."""
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
+from collections.abc import Sequence
 
 from prometheus_client import Histogram
 
-__all__ = ["COMMIT_LAG", "LAG_BUCKETS_S", "forget_process_metrics"]
+__all__ = ["COMMIT_LAG", "LAG_BUCKETS_S", "forget_process_metrics", "observe_all"]
 
 LAG_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 60)
 
@@ -16,6 +18,28 @@ COMMIT_LAG = Histogram(
     "Delay from an event's creation to the commit that makes it durable (the worker's share of the lag).",
     buckets=LAG_BUCKETS_S,
 )
+
+
+def observe_all(histogram: Histogram, values: Sequence[float]) -> None:
+    """`histogram.observe(v)` for each of `values` as one write per bucket touched and one for the
+    sum: under PROMETHEUS_MULTIPROC_DIR each write is an mmap update with a pid check, and a group
+    commit observed each of its events (~2% of a worker at 200 chapter jobs). Falls back to one
+    `observe` per value if prometheus_client's histogram ever changes shape."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if not bounds or buckets is None or total is None or len(buckets) != len(bounds):
+        for value in values:
+            histogram.observe(value)
+        return
+    counts: dict[int, int] = {}
+    for value in values:
+        i = bisect_left(bounds, value)  # the first bound >= value, as observe's `value <= bound`
+        counts[i] = counts.get(i, 0) + 1
+    if counts:
+        total.inc(sum(values))
+    for i, n in counts.items():
+        buckets[i].inc(n)
 
 
 def forget_process_metrics(pid: int) -> None:
