@@ -137,6 +137,14 @@ async def test_a_sqlite_read_lane_keeps_its_connection_and_never_reads_a_stale_s
                     assert inner.sync_connection is not seen[-1]  # type: ignore[attr-defined]
                     assert await inner.scalar(sa.text("SELECT max(n) FROM t")) == n
         assert seen[0] is seen[1] is seen[2]
+        # The write thread keeps its connection too, from batch to batch.
+        insert = sa.text("INSERT INTO t VALUES (9)")
+        await db.execute(insert)
+        writes = db._writes
+        assert writes is not None and writes._engine is not None
+        held = writes._engine._held  # type: ignore[attr-defined]
+        await db.execute(insert)
+        assert held is not None and writes._engine._held is held  # type: ignore[attr-defined]
         # No snapshot left pinned: another connection's full checkpoint is not busy.
         with contextlib.closing(sqlite3.connect(tmp_path / "lane.db", timeout=0.5)) as other:
             assert other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from storyloom import fastjson
 from storyloom.errors import ConfigError, StoreError
-from storyloom.store.inline import InlineEngine
+from storyloom.store.inline import InlineEngine, reused_connections
 from storyloom.store.reads import ReadThread
 from storyloom.store.writes import Transaction, WriteThread
 
@@ -220,7 +220,7 @@ class Database:
         if engine is not self._read:
             self._lanes.append(engine)
 
-        connect = engine.connect_held if isinstance(engine, InlineEngine) else engine.connect
+        connect = reused_connections(engine)
 
         @asynccontextmanager
         async def read() -> AsyncIterator[AsyncConnection]:

@@ -17,13 +17,13 @@ would wait for a release that only that loop can make.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import sqlalchemy as sa
 
-__all__ = ["InlineConnection", "InlineEngine"]
+__all__ = ["InlineConnection", "InlineEngine", "reused_connections"]
 
 
 class InlineConnection:
@@ -116,3 +116,13 @@ class InlineEngine:
         if held is not None:
             held.close()
         self.sync_engine.dispose()
+
+
+def reused_connections(engine: Any) -> Callable[[], AbstractAsyncContextManager[Any]]:
+    """`engine.connect` for a reader or writer that uses connections one at a time, over and over
+    (the write thread, the read thread, the hub's lane): on an InlineEngine its one kept
+    connection (`connect_held`), elsewhere (asyncpg) the pool as usual."""
+    if isinstance(engine, InlineEngine):
+        return engine.connect_held
+    connect: Callable[[], AbstractAsyncContextManager[Any]] = engine.connect
+    return connect

@@ -37,6 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from storyloom.errors import StoreError
+from storyloom.store.inline import reused_connections
 from storyloom.store.loopthread import LoopThread
 
 try:
@@ -114,7 +115,7 @@ class WriteThread:
             self._engine = self._make_engine()
         done: list[tuple[_Item, Any]] = []
         try:
-            async with self._engine.connect() as conn:
+            async with reused_connections(self._engine)() as conn:
                 with self._file_lock():
                     async with conn.begin():
                         started = time.monotonic()
@@ -145,7 +146,7 @@ class WriteThread:
         fn, fut = item
         assert self._engine is not None
         try:
-            async with self._engine.connect() as conn:
+            async with reused_connections(self._engine)() as conn:
                 with self._file_lock():
                     async with conn.begin():
                         result = await fn(conn)
