@@ -299,3 +299,15 @@ def test_pacing_interval_stretches_with_streams() -> None:
             ReadPacing(loop, min_interval_s=0.2, max_interval_s=0.1)
     finally:
         loop.close()
+
+
+async def test_the_default_read_tick_is_at_most_half_the_delta_interval_at_any_load() -> None:
+    """Pacing reads must not be what delays streamed text: at every number of streams the tick is
+    no longer than half the interval the coalescer holds deltas for anyway."""
+    from storyloom.flow.coalesce import DeltaPacing
+
+    reads, deltas = ReadPacing(asyncio.get_running_loop()), DeltaPacing()
+    for streams in (1, 10, 50, 100, 200, 400, 1000, 10_000):
+        reads.streams = deltas.streaming = streams
+        assert reads.interval_s() <= deltas.interval_s() / 2 + 1e-9, streams
+    assert reads.interval_s() > 0.1  # and at hundreds of streams, reads are fewer than before
