@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from storyloom.jobs.metrics import LAG_BUCKETS_S
+from storyloom.jobs.metrics import LAG_BUCKETS_S, bucket_counts, histogram_parts
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -80,11 +79,10 @@ FLUSH_EVERY_S = 0.5
 class _Pending:
     """Observations of one histogram (child) not yet written: counts per bucket index, and the sum."""
 
-    __slots__ = ("bounds", "counts", "histogram", "total")
+    __slots__ = ("counts", "histogram", "total")
 
-    def __init__(self, histogram: Any, bounds: Sequence[float]) -> None:
+    def __init__(self, histogram: Any) -> None:
         self.histogram = histogram
-        self.bounds = bounds
         self.counts: dict[int, int] = {}
         self.total = 0.0
 
@@ -107,10 +105,8 @@ def observe_many(histogram: Any, values: Sequence[float]) -> None:
     written at once."""
     if not values:
         return
-    bounds = getattr(histogram, "_upper_bounds", None)
-    buckets = getattr(histogram, "_buckets", None)
-    total = getattr(histogram, "_sum", None)
-    if not bounds or buckets is None or total is None or len(buckets) != len(bounds):
+    parts = histogram_parts(histogram)
+    if parts is None:
         for value in values:
             histogram.observe(value)
         return
@@ -120,11 +116,8 @@ def observe_many(histogram: Any, values: Sequence[float]) -> None:
         loop = None
     pending = _pending.get(id(histogram))
     if pending is None or pending.histogram is not histogram:
-        pending = _pending[id(histogram)] = _Pending(histogram, bounds)
-    counts = pending.counts
-    for value in values:
-        i = bisect_left(bounds, value)  # the first bound >= value, as observe's `value <= bound`
-        counts[i] = counts.get(i, 0) + 1
+        pending = _pending[id(histogram)] = _Pending(histogram)
+    bucket_counts(parts[0], values, pending.counts)
     pending.total += sum(values)
     global _flush_handle, _flush_loop
     if loop is None:

@@ -6,10 +6,18 @@ from __future__ import annotations
 import os
 from bisect import bisect_left
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import Histogram
 
-__all__ = ["COMMIT_LAG", "LAG_BUCKETS_S", "forget_process_metrics", "observe_all"]
+__all__ = [
+    "COMMIT_LAG",
+    "LAG_BUCKETS_S",
+    "bucket_counts",
+    "forget_process_metrics",
+    "histogram_parts",
+    "observe_all",
+]
 
 LAG_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 60)
 
@@ -20,22 +28,36 @@ COMMIT_LAG = Histogram(
 )
 
 
-def observe_all(histogram: Histogram, values: Sequence[float]) -> None:
-    """`histogram.observe(v)` for each of `values` as one write per bucket touched and one for the
-    sum: under PROMETHEUS_MULTIPROC_DIR each write is an mmap update with a pid check, and a group
-    commit observed each of its events (~2% of a worker at 200 chapter jobs). Falls back to one
-    `observe` per value if prometheus_client's histogram ever changes shape."""
+def histogram_parts(histogram: Any) -> tuple[Sequence[float], list[Any], Any] | None:
+    """A histogram's bucket bounds, bucket values and sum, to write several observations at once;
+    None if prometheus_client's histogram ever changes shape (then observe one by one)."""
     bounds = getattr(histogram, "_upper_bounds", None)
     buckets = getattr(histogram, "_buckets", None)
     total = getattr(histogram, "_sum", None)
     if not bounds or buckets is None or total is None or len(buckets) != len(bounds):
+        return None
+    return bounds, buckets, total
+
+
+def bucket_counts(bounds: Sequence[float], values: Sequence[float], into: dict[int, int]) -> None:
+    """Add each value's bucket index (the first bound >= value, as observe's `value <= bound`)."""
+    for value in values:
+        i = bisect_left(bounds, value)
+        into[i] = into.get(i, 0) + 1
+
+
+def observe_all(histogram: Histogram, values: Sequence[float]) -> None:
+    """`histogram.observe(v)` for each of `values` as one write per bucket touched and one for the
+    sum: under PROMETHEUS_MULTIPROC_DIR each write is an mmap update with a pid check, and a group
+    commit observed each of its events (~2% of a worker at 200 chapter jobs)."""
+    parts = histogram_parts(histogram)
+    if parts is None:
         for value in values:
             histogram.observe(value)
         return
+    bounds, buckets, total = parts
     counts: dict[int, int] = {}
-    for value in values:
-        i = bisect_left(bounds, value)  # the first bound >= value, as observe's `value <= bound`
-        counts[i] = counts.get(i, 0) + 1
+    bucket_counts(bounds, values, counts)
     if counts:
         total.inc(sum(values))
     for i, n in counts.items():
