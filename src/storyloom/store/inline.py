@@ -81,10 +81,11 @@ class InlineEngine:
 
     @asynccontextmanager
     async def connect_held(self) -> AsyncIterator[InlineConnection]:
-        """`connect()` for a frequent reader (the event hub's polls, ~100 a second): one connection
-        kept from use to use, its transaction ended after each (so no WAL snapshot stays pinned),
-        instead of a pool checkout, a `Connection` built and closed each time (a tenth of the API's
-        CPU at 200 streams). A use that overlaps another one gets a connection of its own."""
+        """`connect()` for a frequent user (the event hub's polls, ~100 a second; the write thread's
+        batches): one connection kept from use to use, its transaction ended after each (so no WAL
+        snapshot stays pinned), instead of a pool checkout, a `Connection` built and closed each
+        time (a tenth of the API's CPU at 200 streams). A use that overlaps another one gets a
+        connection of its own."""
         if self._held_busy:
             async with self.connect() as own:
                 yield own
@@ -120,7 +121,7 @@ class InlineEngine:
 
 def reused_connections(engine: Any) -> Callable[[], AbstractAsyncContextManager[Any]]:
     """`engine.connect` for a reader or writer that uses connections one at a time, over and over
-    (the write thread, the read thread, the hub's lane): on an InlineEngine its one kept
+    (the write thread, the hub's lane): on an InlineEngine its one kept
     connection (`connect_held`), elsewhere (asyncpg) the pool as usual."""
     if isinstance(engine, InlineEngine):
         return engine.connect_held
