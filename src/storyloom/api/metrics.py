@@ -21,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from storyloom.jobs.metrics import LAG_BUCKETS_S, bucket_counts, histogram_parts
+from storyloom.jobs.metrics import LAG_BUCKETS_S, bucket_counts, histogram_parts, write_counts
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -138,10 +138,7 @@ def flush_observations() -> None:
     pending = list(_pending.values())
     _pending.clear()
     for item in pending:
-        buckets = item.histogram._buckets
-        item.histogram._sum.inc(item.total)
-        for i, n in item.counts.items():
-            buckets[i].inc(n)
+        write_counts(item.histogram, item.counts, item.total)
 
 
 @dataclass(slots=True)

@@ -17,6 +17,7 @@ __all__ = [
     "forget_process_metrics",
     "histogram_parts",
     "observe_all",
+    "write_counts",
 ]
 
 LAG_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 60)
@@ -55,11 +56,18 @@ def observe_all(histogram: Histogram, values: Sequence[float]) -> None:
         for value in values:
             histogram.observe(value)
         return
-    bounds, buckets, total = parts
     counts: dict[int, int] = {}
-    bucket_counts(bounds, values, counts)
-    if counts:
-        total.inc(sum(values))
+    bucket_counts(parts[0], values, counts)
+    write_counts(histogram, counts, sum(values))
+
+
+def write_counts(histogram: Any, counts: dict[int, int], total: float) -> None:
+    """Add `counts` (bucket index -> observations) and their `total` to a histogram whose shape
+    `histogram_parts` accepted: one write per bucket touched and one for the sum."""
+    if not counts:
+        return
+    histogram._sum.inc(total)
+    buckets = histogram._buckets
     for i, n in counts.items():
         buckets[i].inc(n)
 
