@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from storyloom import fastjson
 from storyloom.jobs.models import JobStatus
 from storyloom.jobs.waits import wake_parents
+from storyloom.store.inline import text_execute, text_scalar
 from storyloom.store.schema import jobs
 
 __all__ = ["Completion"]
@@ -145,12 +146,12 @@ async def _complete_pg(conn: AsyncConnection, batch: list[Completion]) -> _Done:
 async def _complete_sqlite(conn: AsyncConnection, batch: list[Completion]) -> _Done:
     # Packed as one JSON value each way: a RETURNING steps once per row (see store.bulk).
     items = fastjson.dumps([[c.job_id, c.worker_id, c.result, c.now] for c in batch])
-    ours = fastjson.loads(await conn.scalar(_SQLITE_OURS, {"items": items}) or "[]")
+    ours = fastjson.loads(await text_scalar(conn, _SQLITE_OURS, {"items": items}) or "[]")
     if not ours:
         return {}
-    await conn.execute(_SQLITE_COMPLETE, {"items": items})
+    await text_execute(conn, _SQLITE_COMPLETE, {"items": items})
     ids = [job_id for job_id, _, _ in ours]
-    await conn.execute(_SQLITE_EVENTS, {"ids": fastjson.dumps(ids), "ts": time.time()})
+    await text_execute(conn, _SQLITE_EVENTS, {"ids": fastjson.dumps(ids), "ts": time.time()})
     return {(job_id, owner): parent is not None for job_id, owner, parent in ours}
 
 

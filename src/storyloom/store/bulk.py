@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storyloom import fastjson
 from storyloom.store.database import Database
+from storyloom.store.inline import text_execute, text_scalar
 from storyloom.store.schema import checkpoints, events, jobs
 
 __all__ = [
@@ -197,7 +198,7 @@ async def _write(
     if not rows.rows:
         return
     if rows.packed is not None:
-        await conn.execute(packed, {"rows": rows.packed})
+        await text_execute(conn, packed, {"rows": rows.packed})
         return
     if unnested is not None and conn.dialect.name == "postgresql":
         await conn.execute(unnested[0], unnested[1](rows.rows))
@@ -380,7 +381,7 @@ async def events_after_seqs(
 async def _sqlite_packed(
     conn: AsyncConnection, stmt: Any, params: dict[str, Any], *, key: int
 ) -> list[EventRow]:
-    rows = fastjson.loads(await conn.scalar(stmt, params) or "[]")
+    rows = fastjson.loads(await text_scalar(conn, stmt, params) or "[]")
     rows.sort(key=lambda r: r[key])  # an aggregate's order is not promised
     return [(r[0], r[1], r[2], r[3], r[4], float(r[5]), r[6]) for r in rows]
 

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from storyloom import fastjson
 from storyloom.errors import ConfigError, StoreError
-from storyloom.store.inline import InlineEngine, reused_connections
+from storyloom.store.inline import InlineEngine, driver_begin, reused_connections
 from storyloom.store.reads import ReadThread
 from storyloom.store.writes import Transaction, WriteThread
 
@@ -351,4 +351,4 @@ def _sqlite_setup(engine: sa.Engine, *, begin: str, busy_timeout_ms: int) -> Non
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql(begin)
+        driver_begin(conn, begin)
