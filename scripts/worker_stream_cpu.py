@@ -34,6 +34,15 @@ class _Sink:
         self.events += 1
 
 
+def _connections() -> str:
+    """The lean stream pools' connections opened against requests sent (keep-alive at work)."""
+    from storyloom.llm import client as http_client
+
+    pools = http_client._POOLS.get(asyncio.get_running_loop())
+    lean = [p.lean for p in pools.by_url.values() if p.lean is not None] if pools else []
+    return f"connects={sum(p.connects for p in lean)} requests={sum(p.requests for p in lean)}"
+
+
 async def _main(args: argparse.Namespace, url: str) -> None:
     client = build_client(Settings(profile="sim"), sim_url=url)
     reads = read_pacing()
@@ -74,7 +83,7 @@ async def _main(args: argparse.Namespace, url: str) -> None:
     print(
         f"calls={args.calls} concurrency={args.concurrency} cpu_s={cpu:.2f} wall_s={wall:.1f} "
         f"cpu_ms_per_call={cpu * 1000 / args.calls:.3f} delta_events={sink.events} "
-        f"read_ticks={reads.ticks} load={os.getloadavg()[0]:.2f}"
+        f"read_ticks={reads.ticks} load={os.getloadavg()[0]:.2f} {_connections()}"
     )
     await client.aclose()
 

@@ -39,6 +39,7 @@ from storyloom.errors import (
     RateLimitError,
     StreamCutError,
 )
+from storyloom.llm.http1 import ConnectTimeout, LeanConnection, LeanPool, Origin, request_head
 from storyloom.llm.sse import SseDataParser, SseLineTooLong, read_pacing
 from storyloom.llm.tokens import estimate_message_tokens, estimate_tokens
 from storyloom.llm.types import (
@@ -58,6 +59,7 @@ _MAX_CONNECTIONS = 1024
 _KEEPALIVE_S = 30.0
 _READ_BUFFER = 2**20  # an SSE line (one chunk) may be long; aiohttp's default limit is 64 KiB
 _ERROR_BODY_LIMIT = 2000
+_MAX_JSON_BODY = 64 * 2**20  # a non-streamed answer read whole (the aiohttp path has no cap either)
 _BAD_REQUEST_STATUSES = frozenset({400, 401, 403, 404, 422})
 
 
@@ -65,6 +67,7 @@ _BAD_REQUEST_STATUSES = frozenset({400, 401, 403, 404, 422})
 class _Pool:
     client: aiohttp.ClientSession
     users: int = 0
+    lean: LeanPool | None = None  # streamed chat's own connections (llm/http1.py)
 
 
 @dataclass(slots=True)
@@ -102,6 +105,8 @@ async def _release_pool(base_url: str, loop: asyncio.AbstractEventLoop) -> None:
     pool.users -= 1
     if pool.users <= 0:
         del pools.by_url[base_url]
+        if pool.lean is not None:
+            pool.lean.close()
         await pool.client.close()
 
 
@@ -177,8 +182,11 @@ class HttpModelClient:
         total_timeout_s: float = 600.0,
         name: str | None = None,
         pace_reads: bool = True,
+        lean_streams: bool = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # Streamed chat answers over llm/http1.py's lean connections (False: all through aiohttp).
+        self._origin = Origin.parse(self.base_url) if lean_streams else None
         # Read a stream on the loop's shared ticks once its first token is in (see llm/sse.py).
         self.pace_reads = pace_reads
         self.name = name or _safe_url(self.base_url)
@@ -200,6 +208,13 @@ class HttpModelClient:
             return pool.client
         self._loops.add(loop)
         return _acquire_pool(self.base_url, self.connect_timeout_s)
+
+    def _lean_pool(self, origin: Origin) -> LeanPool:
+        self._http()  # this instance holds a share of the loop's pool for its base URL
+        pool = _POOLS[asyncio.get_running_loop()].by_url[self.base_url]
+        if pool.lean is None:
+            pool.lean = LeanPool(origin, keepalive_s=_KEEPALIVE_S)
+        return pool.lean
 
     async def aclose(self) -> None:
         """Release this instance's share of the pool; the last user of a base URL closes it."""
@@ -240,7 +255,7 @@ class HttpModelClient:
         try:
             async with asyncio.timeout_at(_loop_time(deadlines.ttft_at)) as scope:
                 return await self._send(http, request, payload, on_delta, start, deadlines, scope)
-        except aiohttp.ConnectionTimeoutError as exc:  # before the generic TimeoutError: a subclass
+        except (aiohttp.ConnectionTimeoutError, ConnectTimeout) as exc:  # before TimeoutError: subclasses
             raise ProviderTimeout(
                 f"{self.name}: connect timed out", phase="connect", deployment=self.name
             ) from exc
@@ -253,7 +268,7 @@ class HttpModelClient:
                 phase=phase,
                 deployment=self.name,
             ) from exc
-        except (aiohttp.ClientError, ValueError) as exc:  # ValueError: aiohttp's "line too long"
+        except (aiohttp.ClientError, ValueError, OSError) as exc:  # ValueError: aiohttp's "line too long"
             raise ProviderConnectionError(
                 f"{self.name}: connection failed: {type(exc).__name__}: {exc}", deployment=self.name
             ) from exc
@@ -280,7 +295,7 @@ class HttpModelClient:
                 ) as response:
                     body = await response.read()
                     if response.status >= 400:
-                        raise self._status_error(response, body)
+                        raise self._status_error(response.status, response.headers, body)
         except TimeoutError as exc:
             raise ProviderTimeout(
                 f"{self.name}: no embeddings within {limit:.2f} s (total)",
@@ -324,10 +339,12 @@ class HttpModelClient:
         scope: asyncio.Timeout,
     ) -> ChatResult:
         body_bytes = fastjson.dumps_bytes(payload)
+        if request.stream and self._origin is not None:
+            return await self._send_lean(self._origin, body_bytes, request, on_delta, start, deadlines, scope)
         async with http.post(self._url, data=body_bytes, headers=self._headers) as response:
             if response.status >= 400:
                 body = await response.read()
-                raise self._status_error(response, body)
+                raise self._status_error(response.status, response.headers, body)
             ctype = response.headers.get("content-type", "")
             if request.stream and ctype.startswith("text/event-stream"):
                 return await self._read_stream(response, request, on_delta, start, deadlines, scope)
@@ -340,9 +357,38 @@ class HttpModelClient:
                 on_delta(result.text)
             return result
 
+    async def _send_lean(
+        self,
+        origin: Origin,
+        body_bytes: bytes,
+        request: ChatRequest,
+        on_delta: DeltaCallback | None,
+        start: float,
+        deadlines: _Deadlines,
+        scope: asyncio.Timeout,
+    ) -> ChatResult:
+        """`_send` for a streamed answer over a lean connection (llm/http1.py says why)."""
+        pool = self._lean_pool(origin)
+        head = request_head(origin, "/chat/completions", self._headers, len(body_bytes))
+        conn = await pool.request(head, body_bytes, self.connect_timeout_s)
+        try:
+            if conn.status >= 400:
+                body = await conn.read_all(_ERROR_BODY_LIMIT)
+                raise self._status_error(conn.status, conn.headers, body)
+            if conn.headers.get("content-type", "").startswith("text/event-stream"):
+                return await self._read_stream(conn, request, on_delta, start, deadlines, scope)
+            deadlines.first_token_seen = True  # the server ignored stream=true: ttft is moot
+            scope.reschedule(_loop_time(deadlines.total_at))
+            result = self._parse_json_body(await conn.read_all(_MAX_JSON_BODY), request, start)
+            if on_delta is not None and result.text:
+                on_delta(result.text)
+            return result
+        finally:
+            pool.release(conn)
+
     async def _read_stream(
         self,
-        response: aiohttp.ClientResponse,
+        response: aiohttp.ClientResponse | LeanConnection,
         request: ChatRequest,
         on_delta: DeltaCallback | None,
         start: float,
@@ -351,13 +397,18 @@ class HttpModelClient:
     ) -> ChatResult:
         answer = _StreamAnswer(self.name, request.model, on_delta, start, deadlines, scope)
         parser = SseDataParser()
-        connection = response.connection
-        transport = connection.transport if connection is not None else None
+        if isinstance(response, LeanConnection):
+            transport = response.transport
+            read = response.read
+        else:
+            connection = response.connection
+            transport = connection.transport if connection is not None else None
+            read = response.content.readany
         pacing = read_pacing() if self.pace_reads and transport is not None else None
         if pacing is not None:
             pacing.streams += 1
         try:
-            async for block in response.content.iter_any():
+            while block := await read():
                 if answer.take_all(parser.feed(block)):
                     break
                 if pacing is not None and transport is not None and deadlines.first_token_seen:
@@ -440,8 +491,7 @@ class HttpModelClient:
             tool_calls=tool_calls,
         )
 
-    def _status_error(self, response: aiohttp.ClientResponse, body: bytes) -> ProviderError:
-        status = response.status
+    def _status_error(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         if status in (401, 403):
             # A fixed sentence, never the body: providers echo part of the key in it, and the
             # message travels into job errors, logs and API answers.
@@ -454,7 +504,7 @@ class HttpModelClient:
             )
         detail = body[:_ERROR_BODY_LIMIT].decode("utf-8", "replace").strip()
         message = f"{self.name}: HTTP {status}: {detail[:300]}"
-        retry_after = parse_retry_after(response.headers)
+        retry_after = parse_retry_after(headers)
         if status == 429:
             return RateLimitError(message, status=status, retry_after_s=retry_after, deployment=self.name)
         if status >= 500:
