@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 import uvloop
 
-from storyloom.errors import ProviderConnectionError, RateLimitError, StreamCutError
+from storyloom.errors import ProviderConnectionError, ProviderTimeout, RateLimitError, StreamCutError
 from storyloom.llm.client import HttpModelClient
 from storyloom.llm.http1 import Origin
 from storyloom.llm.types import ChatRequest
 
-# request number on its connection -> the response's bytes (None: close without a word)
+# request number on its connection -> the response's bytes (None: close without a word; b"": no
+# answer at all until the client goes)
 Respond = Callable[[int], bytes | None]
 
 
@@ -56,6 +57,7 @@ class _Server:
         self.connections = 0
         self.requests = 0
         self.writers: list[asyncio.StreamWriter] = []
+        self.hung_up = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -73,6 +75,10 @@ class _Server:
                 self.requests += 1
                 answer = self.respond(n)
                 if answer is None:
+                    break
+                if not answer:
+                    await reader.read()
+                    self.hung_up += 1  # the client closed the connection it gave up on
                     break
                 writer.write(answer)
                 await writer.drain()
@@ -225,3 +231,22 @@ async def test_the_aiohttp_path_answers_the_same() -> None:
     server = _Server(lambda n: _sse_head("transfer-encoding: chunked\r\n\r\n") + _chunked(body))
     async with _serve(server) as url:
         assert await _chat(url, lean_streams=False) == await _chat(url)
+
+
+async def test_a_call_timed_out_on_a_kept_connection_does_not_leave_it_in_the_pool() -> None:
+    """The answer to a call given up on would arrive later for nobody: the connection is closed,
+    and the next call gets a fresh one."""
+    ok = _sse_head("transfer-encoding: chunked\r\n\r\n") + _chunked(_events("fresh"))
+    server = _Server(lambda n: ok if n == 0 else b"")
+    async with _serve(server) as url:
+        client = HttpModelClient(url, "k", ttft_timeout_s=0.3)
+        try:
+            assert (await client.chat(_request())).text == "fresh"
+            with pytest.raises(ProviderTimeout):
+                await client.chat(_request())  # the kept connection: the server never answers
+            await asyncio.sleep(0.05)
+            assert server.hung_up == 1
+            assert (await client.chat(_request())).text == "fresh"
+        finally:
+            await client.aclose()
+    assert server.connections == 2

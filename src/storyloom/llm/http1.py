@@ -185,6 +185,7 @@ class LeanConnection(asyncio.Protocol):
         assert self.transport is not None
         self.status, self.headers, self.complete, self.received = 0, {}, False, 0
         self._keep_alive = False
+        self._pieces, self._buffered = [], 0  # what the last answer left unread (after its [DONE])
         self._head, self._decoder = False, None
         self.transport.write(data)
 
@@ -251,6 +252,9 @@ class LeanPool:
                 conn.close()
                 if conn.received:  # the server answered something, then failed: not a stale socket
                     raise
+            except BaseException:  # cancelled (a deadline): the answer would arrive for nobody
+                conn.close()
+                raise
         conn = await self._connect(connect_timeout_s)
         conn.send(head + body)
         try:
@@ -277,7 +281,7 @@ class LeanPool:
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
-            if not conn.lost and now - conn.idle_since < self.keepalive_s:
+            if not conn.lost and conn.reusable and now - conn.idle_since < self.keepalive_s:
                 return conn
             conn.close()
         return None
