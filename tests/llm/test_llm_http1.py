@@ -8,13 +8,17 @@ import asyncio
 import contextlib
 import gzip
 import json
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import uvloop
 
 from storyloom.errors import ProviderConnectionError, ProviderTimeout, RateLimitError, StreamCutError
+from storyloom.llm import http1
 from storyloom.llm.client import HttpModelClient
 from storyloom.llm.http1 import Origin
 from storyloom.llm.types import ChatRequest
@@ -92,11 +96,11 @@ class _Server:
 
 
 @contextlib.asynccontextmanager
-async def _serve(server: _Server) -> AsyncIterator[str]:
-    srv = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+async def _serve(server: _Server, tls: ssl.SSLContext | None = None) -> AsyncIterator[str]:
+    srv = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=tls)
     port = srv.sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}/v1"
+        yield f"https://localhost:{port}/v1" if tls else f"http://127.0.0.1:{port}/v1"
     finally:
         srv.close()
         for writer in server.writers:  # kept connections: their handlers end on the close
@@ -250,3 +254,41 @@ async def test_a_call_timed_out_on_a_kept_connection_does_not_leave_it_in_the_po
         finally:
             await client.aclose()
     assert server.connections == 2
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return key, cert
+
+
+async def test_https_verifies_the_certificate_as_real_providers_need(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every real provider is HTTPS: the lean path must speak TLS with SNI and verify the chain
+    and the host name (here against a CA the test trusts through SSL_CERT_FILE), and refuse a
+    certificate it cannot verify."""
+    key, cert = _self_signed(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    body = _events("over ", "TLS")
+    server = _Server(lambda n: _sse_head("transfer-encoding: chunked\r\n\r\n") + _chunked(body))
+    async with _serve(server, tls) as url:
+        monkeypatch.setattr(http1, "_SSL", None)
+        with pytest.raises(ProviderConnectionError, match="certificate"):
+            await _chat(url)  # the system's CAs do not know this one
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        monkeypatch.setattr(http1, "_SSL", None)
+        client = HttpModelClient(url, "k")
+        try:
+            for _ in range(2):
+                assert (await client.chat(_request())).text == "over TLS"
+        finally:
+            await client.aclose()
+    monkeypatch.setattr(http1, "_SSL", None)  # the next user builds the default context again
+    assert server.connections == 1  # one kept connection for both calls (the refused one never got past TLS)
