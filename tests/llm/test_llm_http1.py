@@ -61,7 +61,7 @@ class _Server:
         self.connections = 0
         self.requests = 0
         self.writers: list[asyncio.StreamWriter] = []
-        self.hung_up = 0
+        self.hung_up = asyncio.Event()  # a client closed a connection it had given up on
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -82,7 +82,7 @@ class _Server:
                     break
                 if not answer:
                     await reader.read()
-                    self.hung_up += 1  # the client closed the connection it gave up on
+                    self.hung_up.set()
                     break
                 writer.write(answer)
                 await writer.drain()
@@ -248,8 +248,8 @@ async def test_a_call_timed_out_on_a_kept_connection_does_not_leave_it_in_the_po
             assert (await client.chat(_request())).text == "fresh"
             with pytest.raises(ProviderTimeout):
                 await client.chat(_request())  # the kept connection: the server never answers
-            await asyncio.sleep(0.05)
-            assert server.hung_up == 1
+            async with asyncio.timeout(5):  # the close crosses the loop: wait for it, not a guess
+                await server.hung_up.wait()
             assert (await client.chat(_request())).text == "fresh"
         finally:
             await client.aclose()
@@ -292,3 +292,15 @@ async def test_https_verifies_the_certificate_as_real_providers_need(
             await client.aclose()
     monkeypatch.setattr(http1, "_SSL", None)  # the next user builds the default context again
     assert server.connections == 1  # one kept connection for both calls (the refused one never got past TLS)
+
+
+async def test_a_key_with_a_line_break_is_refused_not_sent_as_a_second_header() -> None:
+    server = _Server(lambda n: _sse_head("transfer-encoding: chunked\r\n\r\n") + _chunked(_events("x")))
+    async with _serve(server) as url:
+        client = HttpModelClient(url, "sk-abc\r\nx-injected: 1")
+        try:
+            with pytest.raises(ProviderConnectionError, match="line break"):
+                await client.chat(_request())
+        finally:
+            await client.aclose()
+    assert server.requests == 0

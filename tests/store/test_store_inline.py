@@ -81,7 +81,7 @@ async def test_statements_that_need_sqlalchemy_still_go_through_it(engine: Inlin
     vs = sa.bindparam("vs", expanding=True)
     expanding = sa.text("SELECT count(*) FROM t WHERE v IN :vs").bindparams(vs)
     assert _driver_sql(typed) is None and _driver_sql(expanding) is None
-    assert _driver_sql(_COUNT) == _COUNT.text
+    assert _driver_sql(_COUNT) == (_COUNT.text, True)
     async with engine.begin() as conn:
         assert await text_scalar(conn, typed, {"doc": {"a": 1}}) == '{"a": 1}'  # serialized by SQLAlchemy
         await text_execute(conn, _INSERT, {"v": 4})

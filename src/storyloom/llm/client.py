@@ -63,7 +63,7 @@ _MAX_CONNECTIONS = 1024
 _KEEPALIVE_S = 30.0
 _READ_BUFFER = 2**20  # an SSE line (one chunk) may be long; aiohttp's default limit is 64 KiB
 _ERROR_BODY_LIMIT = 2000
-_MAX_JSON_BODY = 64 * 2**20  # a non-streamed answer read whole (the aiohttp path has no cap either)
+_MAX_JSON_BODY = 64 * 2**20  # a non-streamed answer on the lean path: far above any real one
 _BAD_REQUEST_STATUSES = frozenset({400, 401, 403, 404, 422})
 
 

@@ -158,7 +158,7 @@ class LeanConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         # Asked here: once the parser has moved past the message, llhttp no longer knows.
-        self._keep_alive = self._parser.should_keep_alive() if not self.lost else False
+        self._keep_alive = self._parser.should_keep_alive()
         if self._decoder is not None:
             rest = self._decoder.flush()
             if rest:
@@ -281,7 +281,7 @@ class LeanPool:
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
-            if not conn.lost and conn.reusable and now - conn.idle_since < self.keepalive_s:
+            if conn.reusable and now - conn.idle_since < self.keepalive_s:
                 return conn
             conn.close()
         return None
@@ -304,7 +304,10 @@ class LeanPool:
 
 
 def request_head(origin: Origin, path: str, headers: Mapping[str, str], body_length: int) -> bytes:
-    """A POST's request line and headers, ready to write."""
+    """A POST's request line and headers, ready to write; a value with a line break (a key pasted
+    with its newline) is refused rather than sent as a second header."""
+    if any("\r" in value or "\n" in value for value in headers.values()):
+        raise ValueError("a request header value contains a line break (check the deployment's key)")
     lines = [f"POST {origin.base_path}{path} HTTP/1.1", f"host: {origin.host_header()}"]
     lines.extend(f"{name}: {value}" for name, value in headers.items())
     lines.append("accept-encoding: gzip, deflate")

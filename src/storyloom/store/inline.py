@@ -70,11 +70,12 @@ class InlineConnection:
 
         Outside a transaction only a SELECT goes this way (as one autocommit statement, a snapshot
         of its own): anything else would commit at once where SQLAlchemy's autobegin would not."""
-        sql = _driver_sql(statement)
-        if sql is None:
+        plain = _driver_sql(statement)
+        if plain is None:
             return None
+        sql, is_select = plain
         conn = self.sync_connection
-        if not conn.in_transaction() and sql.lstrip()[:6].upper() != "SELECT":
+        if not is_select and not conn.in_transaction():
             return None
         raw = conn.connection.driver_connection
         if not isinstance(raw, sqlite3.Connection):
@@ -164,10 +165,11 @@ def reused_connections(engine: Any) -> Callable[[], AbstractAsyncContextManager[
 # most of the event hub's poll (a fifth of the API at 200 streams) and a share of every write batch.
 # Only fixed `text()` statements whose parameters need no conversion qualify: sqlite3 binds
 # `:name` itself, so the SQL runs exactly as written.
-_DRIVER_SQL: weakref.WeakKeyDictionary[sa.TextClause, str | None] = weakref.WeakKeyDictionary()
+_DRIVER_SQL: weakref.WeakKeyDictionary[sa.TextClause, tuple[str, bool] | None] = weakref.WeakKeyDictionary()
 
 
-def _driver_sql(statement: sa.TextClause) -> str | None:
+def _driver_sql(statement: sa.TextClause) -> tuple[str, bool] | None:
+    """The statement's SQL and whether it is a SELECT, or None if sqlite3 cannot run it as written."""
     try:
         return _DRIVER_SQL[statement]
     except KeyError:
@@ -175,9 +177,10 @@ def _driver_sql(statement: sa.TextClause) -> str | None:
     plain = all(
         isinstance(b.type, sa.types.NullType) and not b.expanding for b in statement._bindparams.values()
     )
-    sql = statement.text if plain and "\\:" not in statement.text else None
-    _DRIVER_SQL[statement] = sql
-    return sql
+    sql = statement.text
+    found = (sql, sql.lstrip()[:6].upper() == "SELECT") if plain and "\\:" not in sql else None
+    _DRIVER_SQL[statement] = found
+    return found
 
 
 async def text_scalar(
